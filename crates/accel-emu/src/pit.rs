@@ -1,0 +1,1 @@
+//! 8254 PIT (in progress)

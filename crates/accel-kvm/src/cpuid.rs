@@ -1,0 +1,162 @@
+//! The CPUID table a vCPU sees: what KVM supports (`KVM_GET_SUPPORTED_CPUID`),
+//! less what this VMM does not virtualize, with per-vCPU APIC ids and a simple
+//! topology (one package, one thread per core, `num_cpus` cores).
+//!
+//! Bit positions are from the Intel SDM Vol. 2A, CPUID instruction.
+
+use kvm_bindings::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
+
+/// Leaf 1 ECX: VMX (nested virtualization is not offered).
+const L1_ECX_VMX: u32 = 1 << 5;
+/// Leaf 1 ECX: SMX.
+const L1_ECX_SMX: u32 = 1 << 6;
+/// Leaf 1 ECX: thermal monitor 2, not virtualized.
+const L1_ECX_TM2: u32 = 1 << 8;
+/// Leaf 1 ECX: perfmon and debug capability MSR, not virtualized.
+const L1_ECX_PDCM: u32 = 1 << 15;
+/// Leaf 1 ECX: running under a hypervisor.
+const L1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 1 EDX: hyper-threading / multi-core package.
+const L1_EDX_HTT: u32 = 1 << 28;
+/// Leaf 0x80000001 ECX: SVM.
+const EXT1_ECX_SVM: u32 = 1 << 2;
+
+/// Builds the CPUID table for the vCPU with local APIC id `apic_id` out of `num_cpus`.
+pub fn guest_cpuid(
+    supported: &[kvm_cpuid_entry2],
+    apic_id: u32,
+    num_cpus: u32,
+) -> Vec<kvm_cpuid_entry2> {
+    let num_cpus = num_cpus.max(1);
+    // Bits of the x2APIC id that select the core within the package.
+    let core_bits = 32 - (num_cpus - 1).leading_zeros();
+    let mut out = Vec::with_capacity(supported.len());
+    for e in supported {
+        let mut e = *e;
+        match e.function {
+            1 => {
+                e.ebx = (e.ebx & 0x0000_ffff) | ((apic_id & 0xff) << 24) | ((num_cpus & 0xff) << 16);
+                e.ecx &= !(L1_ECX_VMX | L1_ECX_SMX | L1_ECX_TM2 | L1_ECX_PDCM);
+                e.ecx |= L1_ECX_HYPERVISOR;
+                if num_cpus > 1 {
+                    e.edx |= L1_EDX_HTT;
+                } else {
+                    e.edx &= !L1_EDX_HTT;
+                }
+            }
+            4 => {
+                // Deterministic cache parameters: EAX[31:26] = cores per package - 1,
+                // EAX[25:14] = logical processors sharing this cache - 1 (caches
+                // of level >= 3 are shared by the package, lower ones per core).
+                if e.eax & 0x1f != 0 {
+                    let level = (e.eax >> 5) & 7;
+                    let sharing = if level >= 3 { num_cpus - 1 } else { 0 };
+                    e.eax = (e.eax & 0x3fff) | ((sharing & 0xfff) << 14) | (((num_cpus - 1) & 0x3f) << 26);
+                }
+            }
+            6 => {
+                // Thermal and power management: nothing but ARAT (EAX bit 2, the
+                // APIC timer keeps running in deep C-states) is virtualized.
+                e.eax &= 1 << 2;
+                e.ebx = 0;
+                e.ecx = 0;
+                e.edx = 0;
+            }
+            0xa => {
+                // Architectural performance monitoring is not offered.
+                e.eax = 0;
+                e.ebx = 0;
+                e.ecx = 0;
+                e.edx = 0;
+            }
+            0xb | 0x1f => {
+                e.flags |= KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+                e.edx = apic_id;
+                let (shift, count, level_type) = match e.index {
+                    0 => (0, 1, 1),             // SMT level: one thread per core
+                    1 => (core_bits, num_cpus, 2), // core level: the whole package
+                    _ => (0, 0, 0),             // invalid level ends the list
+                };
+                e.eax = shift;
+                e.ebx = count;
+                e.ecx = (level_type << 8) | (e.index & 0xff);
+            }
+            0x8000_0001 => e.ecx &= !EXT1_ECX_SVM,
+            _ => {}
+        }
+        out.push(e);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(function: u32, index: u32, eax: u32, ebx: u32, ecx: u32, edx: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            eax,
+            ebx,
+            ecx,
+            edx,
+            ..Default::default()
+        }
+    }
+
+    fn find(t: &[kvm_cpuid_entry2], f: u32, i: u32) -> kvm_cpuid_entry2 {
+        *t.iter().find(|e| e.function == f && e.index == i).unwrap()
+    }
+
+    fn supported() -> Vec<kvm_cpuid_entry2> {
+        vec![
+            entry(0, 0, 0x1f, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
+            entry(1, 0, 0x806f8, 0x0800, 0xfffa_3223 | L1_ECX_VMX, 0x0f8b_fbff | L1_EDX_HTT),
+            entry(4, 0, 0x121, 0, 0, 0),
+            entry(4, 3, 0x163, 0, 0, 0),
+            entry(0xb, 0, 0, 0, 0, 0),
+            entry(0xb, 1, 0, 0, 0, 0),
+            entry(0xb, 2, 0, 0, 0, 0),
+            entry(0x8000_0001, 0, 0, 0, 0x121 | EXT1_ECX_SVM, 0),
+        ]
+    }
+
+    #[test]
+    fn leaf1_carries_apic_id_and_hypervisor_bit() {
+        let t = guest_cpuid(&supported(), 3, 4);
+        let l1 = find(&t, 1, 0);
+        assert_eq!(l1.ebx >> 24, 3);
+        assert_eq!((l1.ebx >> 16) & 0xff, 4);
+        assert_eq!(l1.ebx & 0xffff, 0x0800);
+        assert_ne!(l1.ecx & L1_ECX_HYPERVISOR, 0);
+        assert_eq!(l1.ecx & L1_ECX_VMX, 0);
+        assert_ne!(l1.edx & L1_EDX_HTT, 0);
+        assert_eq!(find(&t, 0x8000_0001, 0).ecx & EXT1_ECX_SVM, 0);
+        assert_eq!(find(&t, 0, 0), supported()[0]);
+    }
+
+    #[test]
+    fn single_cpu_has_no_htt() {
+        let t = guest_cpuid(&supported(), 0, 1);
+        assert_eq!(find(&t, 1, 0).edx & L1_EDX_HTT, 0);
+        assert_eq!(find(&t, 4, 3).eax >> 26, 0);
+    }
+
+    #[test]
+    fn topology_leaves() {
+        let t = guest_cpuid(&supported(), 2, 3);
+        let smt = find(&t, 0xb, 0);
+        let core = find(&t, 0xb, 1);
+        let end = find(&t, 0xb, 2);
+        assert_eq!((smt.eax, smt.ebx, smt.ecx, smt.edx), (0, 1, 0x100, 2));
+        // Three cores need two bits of APIC id.
+        assert_eq!((core.eax, core.ebx, core.ecx, core.edx), (2, 3, 0x201, 2));
+        assert_eq!((end.ebx, end.ecx >> 8), (0, 0));
+        assert_ne!(core.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX, 0);
+        // L3 shared by all three cores, L1 by one.
+        assert_eq!((find(&t, 4, 3).eax >> 14) & 0xfff, 2);
+        assert_eq!((find(&t, 4, 0).eax >> 14) & 0xfff, 0);
+        assert_eq!(find(&t, 4, 0).eax >> 26, 2);
+    }
+}

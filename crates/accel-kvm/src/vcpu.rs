@@ -1,0 +1,286 @@
+//! [`KvmVcpu`]: one KVM vCPU and its `KVM_RUN` loop.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use accel::{Error, IoHandler, Result, VcpuExit};
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_run, CpuId, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_INTERNAL_ERROR_DELIVERY_EV,
+    KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_SIMUL_EX,
+    KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
+use vmm_types::CpuState;
+
+use crate::kick::Kicker;
+use crate::{convert, cpuid, errno_err, setup};
+
+/// One KVM vCPU. Vcpu 0 starts runnable; the in-kernel LAPIC keeps the others in
+/// `KVM_MP_STATE_UNINITIALIZED` until they receive INIT and SIPI.
+pub struct KvmVcpu {
+    fd: VcpuFd,
+    id: u32,
+    kicker: Arc<Kicker>,
+    /// The MSRs `state()` reads back: [`setup::STATE_MSRS`] that KVM supports.
+    state_msrs: Vec<u32>,
+    /// Size of the `kvm_run` mapping, bounding the port I/O data area.
+    mmap_size: usize,
+}
+
+/// What to do after the borrow of the exit ends.
+enum After {
+    Nothing,
+    Pio,
+    InternalError,
+}
+
+impl KvmVcpu {
+    pub(crate) fn new(
+        fd: VcpuFd,
+        id: u32,
+        num_cpus: u32,
+        supported_cpuid: &[kvm_cpuid_entry2],
+        msr_index_list: &[u32],
+        mmap_size: usize,
+    ) -> Result<KvmVcpu> {
+        let table = cpuid::guest_cpuid(supported_cpuid, id, num_cpus);
+        let table = CpuId::from_entries(&table)
+            .map_err(|_| Error::InvalidState("CPUID table too large".into()))?;
+        fd.set_cpuid2(&table)
+            .map_err(|e| errno_err("KVM_SET_CPUID2", e))?;
+
+        let msrs: Vec<(u32, u64)> = setup::boot_msrs()
+            .into_iter()
+            .filter(|(i, _)| msr_index_list.contains(i))
+            .collect();
+        set_msrs(&fd, &msrs)?;
+
+        fd.set_fpu(&convert::fpu_to_kvm(&vmm_types::FpuState::default()))
+            .map_err(|e| errno_err("KVM_SET_FPU", e))?;
+
+        let mut lapic = fd
+            .get_lapic()
+            .map_err(|e| errno_err("KVM_GET_LAPIC", e))?;
+        setup::set_lint_virtual_wire(&mut lapic);
+        fd.set_lapic(&lapic)
+            .map_err(|e| errno_err("KVM_SET_LAPIC", e))?;
+
+        let state_msrs = setup::STATE_MSRS
+            .iter()
+            .copied()
+            .filter(|i| msr_index_list.contains(i))
+            .collect();
+        Ok(KvmVcpu {
+            fd,
+            id,
+            kicker: Arc::new(Kicker::default()),
+            state_msrs,
+            mmap_size,
+        })
+    }
+
+    fn immediate_exit(&mut self) -> *const AtomicU8 {
+        let run = self.fd.get_kvm_run();
+        std::ptr::addr_of_mut!(run.immediate_exit).cast::<AtomicU8>()
+    }
+
+    fn run_loop(&mut self, io: &dyn IoHandler, immediate_exit: &AtomicU8) -> Result<VcpuExit> {
+        loop {
+            // Clear before looking at the pending flag: a kick sets the flag first, so
+            // one that lands after this store is either seen below or re-arms the exit.
+            immediate_exit.store(0, Ordering::SeqCst);
+            if self.kicker.take_pending() {
+                return Ok(VcpuExit::Interrupted);
+            }
+            let after = match self.fd.run() {
+                Ok(exit) => match exit {
+                    KvmExit::IoIn(..) | KvmExit::IoOut(..) => After::Pio,
+                    KvmExit::MmioRead(addr, data) => {
+                        io.mmio_read(addr, data);
+                        After::Nothing
+                    }
+                    KvmExit::MmioWrite(addr, data) => {
+                        io.mmio_write(addr, data);
+                        After::Nothing
+                    }
+                    KvmExit::Hlt => return Ok(VcpuExit::HaltedForever),
+                    KvmExit::Shutdown => return Ok(VcpuExit::Shutdown),
+                    KvmExit::Intr => After::Nothing,
+                    KvmExit::SystemEvent(kind, _) => match kind {
+                        KVM_SYSTEM_EVENT_SHUTDOWN => return Ok(VcpuExit::PowerOff),
+                        KVM_SYSTEM_EVENT_RESET => return Ok(VcpuExit::Reset),
+                        KVM_SYSTEM_EVENT_CRASH => {
+                            return Err(Error::Guest("KVM reports a guest crash".into()))
+                        }
+                        other => {
+                            return Err(Error::Guest(format!(
+                                "unexpected KVM system event {other}"
+                            )))
+                        }
+                    },
+                    KvmExit::FailEntry(reason, cpu) => {
+                        return Err(Error::Guest(format!(
+                            "KVM_EXIT_FAIL_ENTRY on vCPU {}: hardware entry failure \
+                             reason {reason:#x} (host CPU {cpu})",
+                            self.id
+                        )))
+                    }
+                    KvmExit::InternalError => After::InternalError,
+                    other => {
+                        return Err(Error::Guest(format!(
+                            "unexpected KVM exit on vCPU {}: {other:?}",
+                            self.id
+                        )))
+                    }
+                },
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => After::Nothing,
+                Err(e) => return Err(errno_err("KVM_RUN", e)),
+            };
+            match after {
+                After::Nothing => {}
+                After::Pio => self.handle_pio(io)?,
+                After::InternalError => return Err(self.internal_error()),
+            }
+        }
+    }
+
+    /// Completes a `KVM_EXIT_IO`: string instructions (`rep ins/outs`) leave `count`
+    /// elements of `size` bytes each in the data area; each is one access on the bus.
+    fn handle_pio(&mut self, io: &dyn IoHandler) -> Result<()> {
+        let mmap_size = self.mmap_size;
+        let run: &mut kvm_run = self.fd.get_kvm_run();
+        if run.exit_reason != KVM_EXIT_IO {
+            return Err(Error::Guest("port I/O exit without KVM_EXIT_IO".into()));
+        }
+        // SAFETY: exit_reason is KVM_EXIT_IO, so `io` is the union member KVM filled in.
+        let kio = unsafe { run.__bindgen_anon_1.io };
+        let size = usize::from(kio.size);
+        let len = size * kio.count as usize;
+        let offset = kio.data_offset as usize;
+        if !matches!(size, 1 | 2 | 4) || offset.checked_add(len).is_none_or(|end| end > mmap_size) {
+            return Err(Error::Guest(format!(
+                "malformed port I/O exit: size {size}, count {}, offset {offset:#x}",
+                kio.count
+            )));
+        }
+        let base = (run as *mut kvm_run).cast::<u8>();
+        // SAFETY: `base` is the start of the vCPU's kvm_run mapping of `mmap_size` bytes,
+        // and offset+len lies inside it (checked above); nothing else references those
+        // bytes while this vCPU thread is outside KVM_RUN.
+        let data = unsafe { std::slice::from_raw_parts_mut(base.add(offset), len) };
+        for element in data.chunks_exact_mut(size) {
+            if u32::from(kio.direction) == KVM_EXIT_IO_IN {
+                io.pio_read(kio.port, element);
+            } else {
+                io.pio_write(kio.port, element);
+            }
+        }
+        Ok(())
+    }
+
+    fn internal_error(&mut self) -> Error {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: called only for KVM_EXIT_INTERNAL_ERROR, whose union member is `internal`.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let what = match internal.suberror {
+            KVM_INTERNAL_ERROR_EMULATION => "instruction emulation failed",
+            KVM_INTERNAL_ERROR_SIMUL_EX => "exception while delivering an exception",
+            KVM_INTERNAL_ERROR_DELIVERY_EV => "event delivery failed",
+            KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON => "unexpected hardware exit reason",
+            _ => "unknown suberror",
+        };
+        let n = (internal.ndata as usize).min(internal.data.len());
+        let data: Vec<String> = internal.data[..n].iter().map(|d| format!("{d:#x}")).collect();
+        let rip = self
+            .fd
+            .get_regs()
+            .map(|r| format!("{:#x}", r.rip))
+            .unwrap_or_else(|_| "?".into());
+        Error::Guest(format!(
+            "KVM internal error on vCPU {} at RIP {rip}: {what} (suberror {}, data [{}])",
+            self.id,
+            internal.suberror,
+            data.join(", ")
+        ))
+    }
+}
+
+fn set_msrs(fd: &VcpuFd, msrs: &[(u32, u64)]) -> Result<()> {
+    let k = convert::msrs_to_kvm(msrs).map_err(|e| Error::InvalidState(e.to_string()))?;
+    let n = fd.set_msrs(&k).map_err(|e| errno_err("KVM_SET_MSRS", e))?;
+    if n < msrs.len() {
+        return Err(Error::InvalidState(format!(
+            "KVM refused MSR {:#x} = {:#x}",
+            msrs[n].0, msrs[n].1
+        )));
+    }
+    Ok(())
+}
+
+impl accel::Vcpu for KvmVcpu {
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn set_state(&mut self, state: &CpuState) -> Result<()> {
+        self.fd
+            .set_regs(&convert::regs_to_kvm(&state.regs))
+            .map_err(|e| errno_err("KVM_SET_REGS", e))?;
+        let mut sregs = self
+            .fd
+            .get_sregs()
+            .map_err(|e| errno_err("KVM_GET_SREGS", e))?;
+        convert::sregs_to_kvm(&state.sregs, &mut sregs);
+        self.fd
+            .set_sregs(&sregs)
+            .map_err(|e| errno_err("KVM_SET_SREGS", e))?;
+        self.fd
+            .set_fpu(&convert::fpu_to_kvm(&state.fpu))
+            .map_err(|e| errno_err("KVM_SET_FPU", e))?;
+        if !state.msrs.is_empty() {
+            set_msrs(&self.fd, &state.msrs)?;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<CpuState> {
+        let regs = self
+            .fd
+            .get_regs()
+            .map_err(|e| errno_err("KVM_GET_REGS", e))?;
+        let sregs = self
+            .fd
+            .get_sregs()
+            .map_err(|e| errno_err("KVM_GET_SREGS", e))?;
+        let fpu = self.fd.get_fpu().map_err(|e| errno_err("KVM_GET_FPU", e))?;
+        let list: Vec<(u32, u64)> = self.state_msrs.iter().map(|&i| (i, 0)).collect();
+        let mut k = convert::msrs_to_kvm(&list).map_err(|e| Error::InvalidState(e.to_string()))?;
+        let n = self
+            .fd
+            .get_msrs(&mut k)
+            .map_err(|e| errno_err("KVM_GET_MSRS", e))?;
+        Ok(CpuState {
+            regs: convert::regs_from_kvm(&regs),
+            sregs: convert::sregs_from_kvm(&sregs),
+            fpu: convert::fpu_from_kvm(&fpu),
+            msrs: convert::msrs_from_kvm(&k, n),
+        })
+    }
+
+    fn run(&mut self, io: &dyn IoHandler) -> Result<VcpuExit> {
+        let ie = self.immediate_exit();
+        // SAFETY: `ie` points into this vCPU's kvm_run mapping, which lives as long as
+        // `self.fd`; `leave` is called below on this thread before `run` returns.
+        unsafe { self.kicker.enter(ie) };
+        // SAFETY: same pointer; an AtomicU8 has the size and alignment of the u8 field,
+        // which KVM only reads.
+        let result = self.run_loop(io, unsafe { &*ie });
+        self.kicker.leave();
+        result
+    }
+
+    fn kicker(&self) -> Arc<dyn accel::VcpuKick> {
+        self.kicker.clone()
+    }
+}

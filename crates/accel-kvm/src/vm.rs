@@ -1,0 +1,218 @@
+//! [`KvmVm`]: a KVM virtual machine with the in-kernel irqchip and PIT.
+
+use std::sync::Arc;
+
+use accel::{Error, GuestMemory, Result};
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_msi, kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES,
+    KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
+
+use crate::caps::CAPS;
+use crate::vcpu::KvmVcpu;
+use crate::{errno_err, kick};
+
+/// The KVM API version this code speaks (`KVM_GET_API_VERSION`).
+pub const KVM_API_VERSION: i32 = 12;
+/// Guest-physical address of the three pages Intel VMX needs for the real-mode TSS
+/// (`KVM_SET_TSS_ADDR`). The platform must not put RAM or MMIO at
+/// [`KVM_IDENTITY_MAP_ADDR`]..[`KVM_TSS_ADDR`]+3 pages.
+pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
+/// Guest-physical address of the identity-map page table page for real mode on VMX
+/// (`KVM_SET_IDENTITY_MAP_ADDR`), just below [`KVM_TSS_ADDR`].
+pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
+
+/// Opens /dev/kvm with an error message a person can act on.
+pub(crate) fn open_kvm() -> Result<Kvm> {
+    Kvm::new().map_err(|e| match e.errno() {
+        libc::ENOENT => Error::Unavailable(
+            "/dev/kvm does not exist: the kvm module is not loaded or the host has no \
+             hardware virtualization (try --accel emu)"
+                .into(),
+        ),
+        libc::EACCES | libc::EPERM => Error::Unavailable(
+            "permission denied opening /dev/kvm: add the user to the group owning it \
+             (usually `kvm`) or run as root"
+                .into(),
+        ),
+        _ => errno_err("open /dev/kvm", e),
+    })
+}
+
+/// A KVM virtual machine: guest memory registered as memory slots, the in-kernel
+/// PIC/IOAPIC/LAPICs and PIT, and the CPUID/MSR tables its vCPUs start from.
+pub struct KvmVm {
+    kvm: Kvm,
+    fd: Arc<VmFd>,
+    /// Keeps the guest RAM mapped for as long as KVM may touch it.
+    _mem: GuestMemory,
+    num_cpus: u32,
+    supported_cpuid: Vec<kvm_cpuid_entry2>,
+    /// MSRs KVM can save and restore (`KVM_GET_MSR_INDEX_LIST`).
+    msr_index_list: Vec<u32>,
+}
+
+impl KvmVm {
+    /// Creates a VM over `mem` that will have `num_cpus` vCPUs (ids 0..num_cpus).
+    pub fn new(mem: GuestMemory, num_cpus: u32) -> Result<KvmVm> {
+        let kvm = open_kvm()?;
+        let version = kvm.get_api_version();
+        if version != KVM_API_VERSION {
+            return Err(Error::Unavailable(format!(
+                "/dev/kvm speaks KVM API version {version}, this VMM needs {KVM_API_VERSION}"
+            )));
+        }
+        let missing: Vec<&str> = CAPS
+            .iter()
+            .filter(|c| c.required && !kvm.check_extension(c.cap))
+            .map(|c| c.name)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "/dev/kvm lacks required capabilities: {}",
+                missing.join(", ")
+            )));
+        }
+        let max_vcpus = kvm.get_max_vcpus();
+        if num_cpus == 0 || num_cpus as usize > max_vcpus {
+            return Err(Error::InvalidState(format!(
+                "{num_cpus} vCPUs requested; KVM allows 1 to {max_vcpus}"
+            )));
+        }
+
+        let fd = create_vm(&kvm)?;
+        if kvm.check_extension(Cap::SetIdentityMapAddr) {
+            fd.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
+                .map_err(|e| errno_err("KVM_SET_IDENTITY_MAP_ADDR", e))?;
+        }
+        if kvm.check_extension(Cap::SetTssAddr) {
+            fd.set_tss_address(KVM_TSS_ADDR as usize)
+                .map_err(|e| errno_err("KVM_SET_TSS_ADDR", e))?;
+        }
+        fd.create_irq_chip()
+            .map_err(|e| errno_err("KVM_CREATE_IRQCHIP", e))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit)
+            .map_err(|e| errno_err("KVM_CREATE_PIT2", e))?;
+
+        for (slot, region) in mem.iter().enumerate() {
+            let host = region
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .map_err(|e| Error::InvalidState(format!("guest memory region: {e}")))?;
+            let r = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: the region is a live mapping of `memory_size` bytes owned by `mem`,
+            // which the VM keeps (`_mem`) until after the VM fd is closed.
+            unsafe { fd.set_user_memory_region(r) }
+                .map_err(|e| errno_err("KVM_SET_USER_MEMORY_REGION", e))?;
+        }
+
+        let supported_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| errno_err("KVM_GET_SUPPORTED_CPUID", e))?
+            .as_slice()
+            .to_vec();
+        let msr_index_list = kvm
+            .get_msr_index_list()
+            .map_err(|e| errno_err("KVM_GET_MSR_INDEX_LIST", e))?
+            .as_slice()
+            .to_vec();
+        kick::install_handler().map_err(|source| Error::Os {
+            what: "installing the vCPU kick signal handler",
+            source,
+        })?;
+
+        Ok(KvmVm {
+            kvm,
+            fd: Arc::new(fd),
+            _mem: mem,
+            num_cpus,
+            supported_cpuid,
+            msr_index_list,
+        })
+    }
+
+    /// The number of vCPUs this VM was created for.
+    pub fn num_cpus(&self) -> u32 {
+        self.num_cpus
+    }
+
+    /// The VM file descriptor, for features this crate does not wrap yet.
+    pub fn vm_fd(&self) -> &VmFd {
+        &self.fd
+    }
+}
+
+/// `KVM_CREATE_VM`, retried when interrupted (the kernel documents EINTR for it).
+fn create_vm(kvm: &Kvm) -> Result<VmFd> {
+    loop {
+        match kvm.create_vm() {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.errno() == libc::EINTR => continue,
+            Err(e) => return Err(errno_err("KVM_CREATE_VM", e)),
+        }
+    }
+}
+
+impl accel::Vm for KvmVm {
+    fn accel_name(&self) -> &'static str {
+        "kvm"
+    }
+
+    fn create_vcpu(&self, id: u32) -> Result<Box<dyn accel::Vcpu>> {
+        if id >= self.num_cpus {
+            return Err(Error::InvalidState(format!(
+                "vCPU id {id} out of range: the VM has {} vCPUs",
+                self.num_cpus
+            )));
+        }
+        let mmap_size = self
+            .kvm
+            .get_vcpu_mmap_size()
+            .map_err(|e| errno_err("KVM_GET_VCPU_MMAP_SIZE", e))?;
+        let fd = self
+            .fd
+            .create_vcpu(u64::from(id))
+            .map_err(|e| errno_err("KVM_CREATE_VCPU", e))?;
+        let vcpu = KvmVcpu::new(
+            fd,
+            id,
+            self.num_cpus,
+            &self.supported_cpuid,
+            &self.msr_index_list,
+            mmap_size,
+        )?;
+        Ok(Box::new(vcpu))
+    }
+
+    fn set_irq_line(&self, gsi: u32, level: bool) -> Result<()> {
+        self.fd
+            .set_irq_line(gsi, level)
+            .map_err(|e| errno_err("KVM_IRQ_LINE", e))
+    }
+
+    fn signal_msi(&self, addr: u64, data: u32) -> Result<()> {
+        let msi = kvm_msi {
+            address_lo: addr as u32,
+            address_hi: (addr >> 32) as u32,
+            data,
+            ..Default::default()
+        };
+        // Returns the number of CPUs the interrupt went to; 0 (blocked or no
+        // destination) is not an error for the device raising it.
+        self.fd
+            .signal_msi(msi)
+            .map(|_| ())
+            .map_err(|e| errno_err("KVM_SIGNAL_MSI", e))
+    }
+}

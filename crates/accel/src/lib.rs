@@ -1,0 +1,90 @@
+//! The accelerator interface: what the VMM needs from `kvm` and `emu` alike.
+//!
+//! A [`Vm`] owns the guest's interrupt controllers (KVM's in-kernel irqchip, or
+//! the emulator's user-space PIC/IOAPIC/LAPIC/PIT) and creates [`Vcpu`]s. A vCPU
+//! runs guest code until something only the VMM can decide happens; port and MMIO
+//! accesses that the accelerator does not handle itself go synchronously to an
+//! [`IoHandler`] (the VMM's buses), so `run` returns only for lifecycle events.
+
+use std::sync::Arc;
+
+pub use vmm_types;
+use vmm_types::CpuState;
+
+/// Guest RAM, shared by the VMM, the devices and the accelerator.
+pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+
+/// Where a vCPU sends the port and MMIO accesses it does not handle itself.
+pub trait IoHandler: Send + Sync {
+    /// A port read of `data.len()` bytes (1, 2 or 4). Unclaimed ports read as all ones.
+    fn pio_read(&self, port: u16, data: &mut [u8]);
+    /// A port write of `data.len()` bytes (1, 2 or 4).
+    fn pio_write(&self, port: u16, data: &[u8]);
+    /// An access to guest-physical memory that is not RAM. Unclaimed reads are all ones.
+    fn mmio_read(&self, addr: u64, data: &mut [u8]);
+    /// A write to guest-physical memory that is not RAM.
+    fn mmio_write(&self, addr: u64, data: &[u8]);
+}
+
+/// Why [`Vcpu::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuExit {
+    /// The vCPU was kicked through its [`VcpuKick`]; the VMM should check why.
+    Interrupted,
+    /// The vCPU executed HLT with interrupts disabled: nothing but INIT/NMI can wake it.
+    /// Accelerators return this only when they cannot wait for a wake-up themselves.
+    HaltedForever,
+    /// Triple fault (or KVM's shutdown exit): the guest reset itself the hard way.
+    Shutdown,
+    /// The guest asked for a reset through a platform mechanism the accelerator handles.
+    Reset,
+    /// The guest asked to power off through a platform mechanism the accelerator handles.
+    PowerOff,
+}
+
+/// Errors an accelerator reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Os {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("accelerator not available: {0}")]
+    Unavailable(String),
+    #[error("the guest did something the accelerator cannot handle: {0}")]
+    Guest(String),
+    #[error("invalid vCPU state: {0}")]
+    InvalidState(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Makes a vCPU's current or next [`Vcpu::run`] return [`VcpuExit::Interrupted`] promptly.
+pub trait VcpuKick: Send + Sync {
+    fn kick(&self);
+}
+
+/// One virtual CPU. Each runs on its own host thread.
+pub trait Vcpu: Send {
+    fn id(&self) -> u32;
+    /// Sets the architectural state (used for the boot CPU's entry state and restore).
+    fn set_state(&mut self, state: &CpuState) -> Result<()>;
+    fn state(&mut self) -> Result<CpuState>;
+    /// Runs guest code until an event the VMM must handle.
+    fn run(&mut self, io: &dyn IoHandler) -> Result<VcpuExit>;
+    fn kicker(&self) -> Arc<dyn VcpuKick>;
+}
+
+/// A virtual machine on one accelerator.
+pub trait Vm: Send + Sync {
+    /// Short name of the accelerator ("kvm", "emu").
+    fn accel_name(&self) -> &'static str;
+    /// Creates vCPU `id` (0 is the boot CPU; the others wait for INIT/SIPI).
+    fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>>;
+    /// Drives interrupt line `gsi` of the IOAPIC (and the PIC for GSIs below 16).
+    fn set_irq_line(&self, gsi: u32, level: bool) -> Result<()>;
+    /// Delivers a message-signalled interrupt.
+    fn signal_msi(&self, addr: u64, data: u32) -> Result<()>;
+}

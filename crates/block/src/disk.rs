@@ -1,0 +1,79 @@
+//! The trait every disk format implements.
+
+use std::io;
+
+/// Errors from disk I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// An image's metadata is invalid (the message names the file and the problem).
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+    /// A feature of the image this implementation does not handle.
+    #[error("{path}: unsupported: {reason}")]
+    UnsupportedImage { path: String, reason: String },
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("access at {offset:#x}+{len:#x} is beyond the end of the disk ({size:#x} bytes)")]
+    OutOfRange { offset: u64, len: u64, size: u64 },
+    #[error("the disk is read-only")]
+    ReadOnly,
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("operation not supported: {0}")]
+    Unsupported(&'static str),
+}
+
+pub type Result<T> = std::result::Result<T, DiskError>;
+
+/// A virtual disk: a byte-addressed array of `size()` bytes.
+///
+/// Methods take `&self` so several queues or threads can share one disk;
+/// implementations use interior mutability for their metadata.
+pub trait Disk: Send + Sync {
+    /// Virtual size in bytes.
+    fn size(&self) -> u64;
+    fn read_only(&self) -> bool;
+    /// Reads `buf.len()` bytes at `offset`. Unallocated areas read as zeroes.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()>;
+    /// Makes all completed writes durable (`fdatasync` on the files involved).
+    fn flush(&self) -> Result<()>;
+    /// Deallocates a range if the format and host allow; reads may then return zeroes.
+    fn discard(&self, offset: u64, len: u64) -> Result<()>;
+    /// Makes a range read as zeroes.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()>;
+    /// Changes the virtual size.
+    fn resize(&self, new_size: u64) -> Result<()>;
+    /// The image format's name (`"raw"`, `"qcow2"`, ...).
+    fn format(&self) -> &'static str {
+        "unknown"
+    }
+    /// Tells how the start of `offset..offset + len` reads: returns the status and the
+    /// length (at most `len`, at least 1 if `len > 0`) of the run sharing that status.
+    /// Formats that do not know report everything as [`BlockStatus::Data`].
+    fn block_status(&self, offset: u64, len: u64) -> Result<(BlockStatus, u64)> {
+        let _ = offset;
+        Ok((BlockStatus::Data, len))
+    }
+}
+
+/// What [`Disk::block_status`] knows about a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockStatus {
+    /// May hold non-zero data: read it.
+    Data,
+    /// Reads as zeroes (a hole, a zero cluster, or unallocated without backing data).
+    Zero,
+}
+
+/// Checks that `offset..offset + len` lies within a disk of `size` bytes.
+pub fn check_range(offset: u64, len: u64, size: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(DiskError::OutOfRange { offset, len, size }),
+    }
+}

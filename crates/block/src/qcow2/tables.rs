@@ -1,0 +1,302 @@
+//! Opening an image, L1/L2 lookup, L2 table allocation and L1 growth (resize).
+
+use super::cache::TableCache;
+use super::entry::{decode_l1, decode_l2, Mapping, COPIED};
+use super::header::{check_region, incompat, Header, HeaderError, MAX_L1_BYTES};
+use super::{Inner, REFBLOCK_CACHE};
+use crate::disk::{BlockStatus, DiskError, Result};
+use crate::storage::Storage;
+
+fn read_be64_table(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().expect("chunk of 8")))
+        .collect()
+}
+
+impl Inner {
+    pub(super) fn open(
+        storage: Box<dyn Storage>,
+        path: &str,
+        read_only: bool,
+        l2_tables: usize,
+    ) -> Result<Inner> {
+        let io = |source| DiskError::Io {
+            path: path.to_string(),
+            source,
+        };
+        let invalid = |reason: String| DiskError::Invalid {
+            path: path.to_string(),
+            reason,
+        };
+        let file_len = storage.len().map_err(io)?;
+        let mut probe = vec![0u8; 104.min(file_len as usize)];
+        storage.read_at(&mut probe, 0).map_err(io)?;
+        let bits = if probe.len() >= 24 {
+            u32::from_be_bytes(probe[20..24].try_into().expect("4 bytes"))
+        } else {
+            0
+        };
+        let first_len = if (9..=21).contains(&bits) {
+            (1u64 << bits).min(file_len)
+        } else {
+            probe.len() as u64
+        };
+        let mut first = vec![0u8; first_len as usize];
+        storage.read_at(&mut first, 0).map_err(io)?;
+        let h = Header::parse(&first, file_len).map_err(|e| match e {
+            HeaderError::NotQcow2 => invalid("not a qcow2 image (bad magic)".into()),
+            HeaderError::Invalid(m) => invalid(format!("corrupt qcow2 header: {m}")),
+            HeaderError::Unsupported(m) => DiskError::UnsupportedImage {
+                path: path.to_string(),
+                reason: m,
+            },
+        })?;
+        if !read_only {
+            let unsupported = |reason: &str| DiskError::UnsupportedImage {
+                path: path.to_string(),
+                reason: format!("{reason}; open it read-only"),
+            };
+            if h.incompatible_features & incompat::DIRTY != 0 {
+                return Err(unsupported(
+                    "the image is dirty (lazy refcounts); run `hako img check -r all`",
+                ));
+            }
+            if h.incompatible_features & incompat::CORRUPT != 0 {
+                return Err(unsupported("the image is marked corrupt"));
+            }
+            if h.nb_snapshots != 0 {
+                return Err(unsupported("writing to images with internal snapshots"));
+            }
+        }
+        let cs = h.cluster_size();
+        let mut l1_bytes = vec![0u8; h.l1_size as usize * 8];
+        storage.read_at(&mut l1_bytes, h.l1_table_offset).map_err(io)?;
+        let mut rt_bytes = vec![0u8; (h.refcount_table_clusters as u64 * cs) as usize];
+        storage
+            .read_at(&mut rt_bytes, h.refcount_table_offset)
+            .map_err(io)?;
+        let mut inner = Inner {
+            storage,
+            path: path.to_string(),
+            bits: h.cluster_bits,
+            cs,
+            read_only,
+            l1: read_be64_table(&l1_bytes),
+            l2: TableCache::new(l2_tables),
+            rc_table: read_be64_table(&rt_bytes),
+            rc_blocks: TableCache::new(REFBLOCK_CACHE),
+            pending_frees: Vec::new(),
+            free_hint: 0,
+            file_len,
+            backing: None,
+            backing_missing: h.backing_file.is_some(),
+            zcache: None,
+            compress_cursor: None,
+            h,
+        };
+        if !read_only && inner.h.autoclear_features != 0 {
+            // Unknown (or unmaintained, e.g. bitmaps) autoclear features must be
+            // cleared by a writer that does not keep them up to date.
+            inner.write_raw(&0u64.to_be_bytes(), 88)?;
+            inner.sync()?;
+            inner.h.autoclear_features = 0;
+        }
+        Ok(inner)
+    }
+
+    /// The L2 table at host offset `off`, loaded into the cache if needed.
+    pub(super) fn l2_table(&mut self, off: u64) -> Result<&mut Vec<u64>> {
+        if !self.l2.contains(off) {
+            if self.l2.is_full() {
+                if let Some((victim, dirty)) = self.l2.victim() {
+                    if dirty {
+                        // Refcounts of everything the table references must be durable
+                        // before the table is.
+                        self.write_dirty_refblocks()?;
+                        self.sync()?;
+                        self.write_back_l2(victim)?;
+                    }
+                    self.l2.remove(victim);
+                }
+            }
+            let mut bytes = vec![0u8; self.cs as usize];
+            self.read_raw(&mut bytes, off)?;
+            self.l2.insert(off, read_be64_table(&bytes), false);
+        }
+        Ok(self.l2.get_mut(off).expect("table was just inserted"))
+    }
+
+    /// Writes one cached L2 table to disk (no sync).
+    pub(super) fn write_back_l2(&mut self, off: u64) -> Result<()> {
+        let Some(t) = self.l2.peek(off) else {
+            return Ok(());
+        };
+        let bytes: Vec<u8> = t.iter().flat_map(|e| e.to_be_bytes()).collect();
+        self.write_raw(&bytes, off)?;
+        self.l2.mark_clean(off);
+        Ok(())
+    }
+
+    /// The L2 table offset for guest cluster `gc`, if one is allocated.
+    fn l2_offset(&self, gc: u64) -> Result<Option<u64>> {
+        let i = gc / (self.cs / 8);
+        let Some(&e) = self.l1.get(i as usize) else {
+            return Err(self.invalid(format!("guest cluster {gc} is beyond the L1 table")));
+        };
+        match decode_l1(e, self.bits) {
+            Err(m) => Err(self.invalid(format!("L1 entry {i}: {m}"))),
+            Ok(None) => Ok(None),
+            Ok(Some((off, copied))) => {
+                if let Err(HeaderError::Invalid(m) | HeaderError::Unsupported(m)) =
+                    check_region("L2 table", off, self.cs, self.cs, self.file_len)
+                {
+                    return Err(self.invalid(format!("L1 entry {i}: {m}")));
+                }
+                if !copied && !self.read_only {
+                    return Err(DiskError::UnsupportedImage {
+                        path: self.path.clone(),
+                        reason: format!("L2 table {off:#x} is shared (snapshot); open read-only"),
+                    });
+                }
+                Ok(Some(off))
+            }
+        }
+    }
+
+    /// Where guest cluster `gc` lives.
+    pub(super) fn lookup(&mut self, gc: u64) -> Result<Mapping> {
+        let Some(off) = self.l2_offset(gc)? else {
+            return Ok(Mapping::Unallocated);
+        };
+        let idx = (gc % (self.cs / 8)) as usize;
+        let entry = self.l2_table(off)?[idx];
+        decode_l2(entry, self.bits, self.h.version >= 3).map_err(|m| {
+            self.invalid(format!("L2 table {off:#x} entry {idx}: {m}"))
+        })
+    }
+
+    /// Sets the L2 entry of guest cluster `gc`, allocating the L2 table if needed.
+    pub(super) fn set_l2(&mut self, gc: u64, entry: u64) -> Result<()> {
+        let off = match self.l2_offset(gc)? {
+            Some(off) => off,
+            None => self.alloc_l2(gc)?,
+        };
+        let idx = (gc % (self.cs / 8)) as usize;
+        self.l2_table(off)?[idx] = entry;
+        self.l2.mark_dirty(off);
+        Ok(())
+    }
+
+    /// Allocates an empty L2 table for guest cluster `gc` and links it into the L1.
+    pub(super) fn alloc_l2(&mut self, gc: u64) -> Result<u64> {
+        if let Some(off) = self.l2_offset(gc)? {
+            return Ok(off);
+        }
+        let off = self.alloc_clusters(1)?;
+        self.write_dirty_refblocks()?;
+        self.sync()?;
+        self.write_raw(&vec![0u8; self.cs as usize], off)?;
+        self.sync()?;
+        let i = gc / (self.cs / 8);
+        self.l1[i as usize] = off | COPIED;
+        let at = self.h.l1_table_offset + i * 8;
+        self.write_raw(&(off | COPIED).to_be_bytes(), at)?;
+        if self.l2.is_full() {
+            // Make room through the normal path (handles dirty victims).
+            let _ = self.l2_table(off)?;
+        } else {
+            self.l2.insert(off, vec![0u64; (self.cs / 8) as usize], false);
+        }
+        Ok(off)
+    }
+
+    /// Grows the virtual size (shrinking is not supported for qcow2).
+    pub(super) fn resize(&mut self, new_size: u64) -> Result<()> {
+        if new_size < self.h.size {
+            return Err(DiskError::Unsupported("shrinking a qcow2 image"));
+        }
+        if new_size > super::header::MAX_VIRTUAL_SIZE {
+            return Err(self.invalid(format!("size {new_size} is too large")));
+        }
+        self.flush()?;
+        let need = Header::l1_entries_for(self.bits, new_size);
+        let old_l1 = (self.h.l1_table_offset, self.h.l1_size as u64);
+        if need > self.l1.len() as u64 {
+            if need * 8 > MAX_L1_BYTES {
+                return Err(self.invalid(format!("size {new_size} needs too large an L1 table")));
+            }
+            let clusters = (need * 8).div_ceil(self.cs);
+            let off = self.alloc_clusters(clusters)?;
+            let mut l1 = self.l1.clone();
+            l1.resize(need as usize, 0);
+            let mut bytes: Vec<u8> = l1.iter().flat_map(|e| e.to_be_bytes()).collect();
+            bytes.resize((clusters * self.cs) as usize, 0);
+            self.write_raw(&bytes, off)?;
+            self.write_dirty_refblocks()?;
+            self.sync()?;
+            self.l1 = l1;
+            self.h.l1_table_offset = off;
+            self.h.l1_size = need as u32;
+        }
+        // size, crypt_method, l1_size, l1_table_offset: bytes 24..48, one write.
+        let mut hdr = [0u8; 24];
+        hdr[..8].copy_from_slice(&new_size.to_be_bytes());
+        hdr[12..16].copy_from_slice(&self.h.l1_size.to_be_bytes());
+        hdr[16..].copy_from_slice(&self.h.l1_table_offset.to_be_bytes());
+        self.write_raw(&hdr, 24)?;
+        self.sync()?;
+        self.h.size = new_size;
+        if self.h.l1_table_offset != old_l1.0 && old_l1.1 > 0 {
+            let old_clusters = (old_l1.1 * 8).div_ceil(self.cs);
+            for i in 0..old_clusters {
+                self.release_cluster(old_l1.0 + i * self.cs)?;
+            }
+            self.write_dirty_refblocks()?;
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// See [`crate::Disk::block_status`].
+    pub(super) fn block_status(&mut self, offset: u64, len: u64) -> Result<(BlockStatus, u64)> {
+        if len == 0 {
+            return Ok((BlockStatus::Data, 0));
+        }
+        let end = offset + len;
+        let mut pos = offset;
+        let mut status = None;
+        while pos < end {
+            let gc = pos >> self.bits;
+            let chunk_end = ((gc + 1) << self.bits).min(end);
+            let s = match self.lookup(gc)? {
+                Mapping::Zero { .. } => BlockStatus::Zero,
+                Mapping::Data { .. } | Mapping::Compressed { .. } => BlockStatus::Data,
+                Mapping::Unallocated => match &self.backing {
+                    None if self.backing_missing => BlockStatus::Data,
+                    None => BlockStatus::Zero,
+                    Some(b) if pos >= b.size() => BlockStatus::Zero,
+                    Some(b) => {
+                        let n = chunk_end.min(b.size()) - pos;
+                        let (s, m) = b.block_status(pos, n)?;
+                        if m < n {
+                            // Mixed inside this cluster: report what we know precisely.
+                            return Ok(match status {
+                                None => (s, m),
+                                Some(_) => (status.expect("set"), pos - offset),
+                            });
+                        }
+                        s
+                    }
+                },
+            };
+            match status {
+                None => status = Some(s),
+                Some(prev) if prev != s => break,
+                _ => {}
+            }
+            pos = chunk_end;
+        }
+        Ok((status.unwrap_or(BlockStatus::Data), pos - offset))
+    }
+}

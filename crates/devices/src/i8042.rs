@@ -1,0 +1,157 @@
+//! A minimal i8042 keyboard controller: enough for Linux to probe it quickly and
+//! find no keyboard, and to reset the machine (command 0xFE, or pulsing output-port
+//! bit 0). Written here rather than taken from `vm-superio`, whose i8042 answers
+//! every read with 0, which sends Linux's controller self-test into its timeouts.
+
+use serde::{Deserialize, Serialize};
+use vm_device::BusDevice;
+
+use crate::{EventSink, PlatformEvent};
+
+const STATUS_OUTPUT_FULL: u8 = 1 << 0;
+const STATUS_SYSTEM_FLAG: u8 = 1 << 2;
+const STATUS_COMMAND: u8 = 1 << 3;
+const STATUS_UNLOCKED: u8 = 1 << 4;
+
+/// Serializable controller state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct I8042State {
+    pub command_byte: u8,
+    pub output: Option<u8>,
+    /// The command whose data byte is expected on port 0x60.
+    pub pending_command: Option<u8>,
+    pub last_was_command: bool,
+}
+
+/// The controller's state machine. Offsets: 0 = port 0x60 (data), 4 = port 0x64 (status/command).
+pub struct I8042 {
+    state: I8042State,
+    events: EventSink,
+}
+
+impl I8042 {
+    pub fn new(events: EventSink) -> Self {
+        I8042 { state: I8042State { command_byte: 0x30, ..Default::default() }, events }
+    }
+
+    pub fn state(&self) -> I8042State {
+        self.state.clone()
+    }
+
+    pub fn from_state(state: I8042State, events: EventSink) -> Self {
+        I8042 { state, events }
+    }
+
+    fn status(&self) -> u8 {
+        let mut s = STATUS_SYSTEM_FLAG | STATUS_UNLOCKED;
+        if self.state.output.is_some() {
+            s |= STATUS_OUTPUT_FULL;
+        }
+        if self.state.last_was_command {
+            s |= STATUS_COMMAND;
+        }
+        s
+    }
+
+    pub fn read_port(&mut self, port: u16) -> u8 {
+        match port {
+            0x60 => self.state.output.take().unwrap_or(0),
+            _ => self.status(),
+        }
+    }
+
+    pub fn write_port(&mut self, port: u16, val: u8) {
+        if port == 0x64 {
+            self.state.last_was_command = true;
+            self.command(val);
+            return;
+        }
+        self.state.last_was_command = false;
+        match self.state.pending_command.take() {
+            Some(0x60) => self.state.command_byte = val,
+            // Write output port: bit 0 low holds the CPU in reset.
+            Some(0xd1) if val & 1 == 0 => (self.events)(PlatformEvent::Reset),
+            Some(_) => {}
+            // A byte for the (absent) keyboard: answer "resend"-free silence, like no device.
+            None => {}
+        }
+    }
+
+    fn command(&mut self, cmd: u8) {
+        match cmd {
+            0x20 => self.state.output = Some(self.state.command_byte),
+            0x60 | 0xd1 | 0xd2 | 0xd3 | 0xd4 => self.state.pending_command = Some(cmd),
+            0xaa => self.state.output = Some(0x55), // self-test passed
+            0xab | 0xa9 => self.state.output = Some(0x00), // interface tests passed
+            0xad => self.state.command_byte |= 0x10,
+            0xae => self.state.command_byte &= !0x10,
+            0xa7 => self.state.command_byte |= 0x20,
+            0xa8 => self.state.command_byte &= !0x20,
+            0xc0 => self.state.output = Some(0x00), // input port
+            0xd0 => self.state.output = Some(0x01), // output port: not in reset
+            0xf0..=0xff if cmd & 1 == 0 => (self.events)(PlatformEvent::Reset),
+            _ => {}
+        }
+    }
+}
+
+impl BusDevice for I8042 {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let v = self.read_port(0x60 + offset as u16);
+        data.fill(0);
+        data[0] = v;
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let Some(&v) = data.first() {
+            self.write_port(0x60 + offset as u16, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn dev() -> (I8042, Arc<Mutex<Vec<PlatformEvent>>>) {
+        let ev = Arc::new(Mutex::new(Vec::new()));
+        let e2 = ev.clone();
+        (I8042::new(Arc::new(move |e| e2.lock().unwrap().push(e))), ev)
+    }
+
+    #[test]
+    fn reset_command_reports_reset() {
+        let (mut d, ev) = dev();
+        d.write_port(0x64, 0xfe);
+        assert_eq!(*ev.lock().unwrap(), vec![PlatformEvent::Reset]);
+    }
+
+    #[test]
+    fn output_port_bit0_low_resets() {
+        let (mut d, ev) = dev();
+        d.write_port(0x64, 0xd1);
+        d.write_port(0x60, 0x01);
+        assert!(ev.lock().unwrap().is_empty());
+        d.write_port(0x64, 0xd1);
+        d.write_port(0x60, 0x00);
+        assert_eq!(*ev.lock().unwrap(), vec![PlatformEvent::Reset]);
+    }
+
+    #[test]
+    fn self_test_and_command_byte_round_trip() {
+        let (mut d, _) = dev();
+        d.write_port(0x64, 0xaa);
+        assert_ne!(d.read_port(0x64) & STATUS_OUTPUT_FULL, 0);
+        assert_eq!(d.read_port(0x60), 0x55);
+        assert_eq!(d.read_port(0x64) & STATUS_OUTPUT_FULL, 0);
+        d.write_port(0x64, 0x60);
+        d.write_port(0x60, 0x47);
+        d.write_port(0x64, 0x20);
+        assert_eq!(d.read_port(0x60), 0x47);
+        let s = d.state();
+        let json = serde_json::to_string(&s).unwrap();
+        let back: I8042State = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,1 @@
+//! CMOS RTC (in progress)

@@ -1,0 +1,59 @@
+//! `hako`: run virtual machines, inspect the host, manage disk images.
+
+mod host;
+mod img;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "hako", version, about = "Hakobune: a VMM with a KVM and an emulator accelerator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot a guest kernel with its serial console on this terminal.
+    Run(run::RunArgs),
+    /// Report what this host offers for virtualization and which accelerator to use.
+    Host(host::HostArgs),
+    /// Create, inspect, check, convert and resize disk images (qemu-img conventions).
+    Img(img::ImgArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HAKO_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.cmd {
+        Command::Run(a) => run::run(a),
+        Command::Host(a) => host::run(a),
+        Command::Img(a) => img::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            // One line naming the cause chain.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            let mut msg = String::new();
+            for c in chain {
+                if !msg.contains(&c) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("hako: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

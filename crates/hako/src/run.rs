@@ -1,0 +1,76 @@
+//! `hako run`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use vmm::config::parse_size;
+use vmm::{AccelKind, Machine, VmConfig};
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum AccelArg {
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+    /// Hakobune's own x86-64 emulator (no hardware support needed).
+    Emu,
+    /// What `hako host` recommends for this machine.
+    Auto,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Console: the guest's first serial port (COM1) is this terminal. \
+When stdin is a terminal it is in raw mode; type Ctrl-A x to quit, Ctrl-A Ctrl-A to send Ctrl-A.\n\
+Exit status: 0 when the guest ends itself (reset, power-off, triple fault, or halts for good) \
+or is quit from the console; 1 with a one-line message when the VMM fails.")]
+pub struct RunArgs {
+    /// Kernel to boot: a bzImage or an ELF vmlinux, entered in 64-bit mode.
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+    /// Initial ramdisk handed to the kernel.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "STR", default_value = "console=ttyS0")]
+    cmdline: String,
+    /// Guest memory (e.g. 128M, 2G).
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
+    memory: u64,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    cpus: u32,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    accel: AccelArg,
+    /// Write an instruction trace (RIP and registers per instruction) to FILE (emu only).
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+}
+
+pub fn run(a: RunArgs) -> Result<i32> {
+    let accel = match a.accel {
+        AccelArg::Kvm => AccelKind::Kvm,
+        AccelArg::Emu => AccelKind::Emu,
+        AccelArg::Auto => crate::host::auto_accel(),
+    };
+    let cfg = VmConfig {
+        kernel: a.kernel,
+        initrd: a.initrd,
+        cmdline: a.cmdline,
+        memory: a.memory,
+        cpus: a.cpus,
+        accel,
+        trace: a.trace,
+    };
+    let machine = Machine::new(cfg, Box::new(std::io::stdout()))?;
+    tracing::info!("running on {}", machine.accel_name());
+    let term = vmm::console::RawTerminal::enable_on_stdin();
+    let reason = machine.run(term.is_some());
+    drop(term);
+    let reason = reason?;
+    if reason.is_clean() {
+        tracing::info!("{}", reason.describe());
+        Ok(0)
+    } else {
+        anyhow::bail!("{}", reason.describe())
+    }
+}

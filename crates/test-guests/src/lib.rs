@@ -1,0 +1,1 @@
+//! Builds the freestanding test guests in the repository's `guests/` folder.

@@ -1,0 +1,12 @@
+//! The VMM: builds a virtual machine from a [`VmConfig`], runs one host thread
+//! per vCPU, routes their I/O to the device buses, and ends when the guest does.
+
+pub mod config;
+pub mod console;
+mod irq;
+mod machine;
+mod run;
+
+pub use config::{AccelKind, VmConfig};
+pub use machine::Machine;
+pub use run::ExitReason;

@@ -1,0 +1,141 @@
+//! Building a VM: guest memory, accelerator, devices on their buses, the kernel.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use accel::{GuestMemory, IoHandler, Vm};
+use anyhow::{bail, Context, Result};
+use boot::{guest_ram_ranges, LinuxBootConfig};
+use devices::i8042::I8042;
+use devices::rtc::RtcDevice;
+use devices::serial::Serial;
+use devices::{EventSink, PlatformEvent};
+use vm_device::{Bus, IrqLine};
+
+use crate::config::{AccelKind, VmConfig};
+use crate::console::ConsoleOut;
+use crate::irq::GsiLine;
+use crate::run::{ExitReason, ExitState};
+
+pub const COM1_BASE: u16 = 0x3f8;
+pub const COM1_GSI: u32 = 4;
+const MAX_CPUS: u32 = 255;
+
+/// The VM's port and MMIO buses: what its vCPUs' unhandled accesses go to.
+pub struct Buses {
+    pub pio: Bus,
+    pub mmio: Bus,
+}
+
+impl IoHandler for Buses {
+    fn pio_read(&self, port: u16, data: &mut [u8]) {
+        self.pio.read(port as u64, data);
+    }
+    fn pio_write(&self, port: u16, data: &[u8]) {
+        self.pio.write(port as u64, data);
+    }
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        if !self.mmio.read(addr, data) {
+            tracing::debug!("unclaimed MMIO read at {addr:#x}");
+        }
+    }
+    fn mmio_write(&self, addr: u64, data: &[u8]) {
+        if !self.mmio.write(addr, data) {
+            tracing::debug!("unclaimed MMIO write at {addr:#x}");
+        }
+    }
+}
+
+/// A VM ready to run.
+pub struct Machine {
+    pub(crate) config: VmConfig,
+    pub(crate) vm: Arc<dyn Vm>,
+    pub(crate) buses: Arc<Buses>,
+    pub(crate) serial: Arc<Mutex<Serial>>,
+    pub(crate) exit: Arc<ExitState>,
+    pub(crate) boot_cpu: vmm_types::CpuState,
+}
+
+fn create_vm(cfg: &VmConfig, mem: GuestMemory) -> Result<Arc<dyn Vm>> {
+    Ok(match cfg.accel {
+        AccelKind::Kvm => Arc::new(accel_kvm::KvmVm::new(mem, cfg.cpus)?),
+        AccelKind::Emu => {
+            let vm = accel_emu::EmuVm::new(mem, cfg.cpus)?;
+            if let Some(path) = &cfg.trace {
+                let f = std::fs::File::create(path)
+                    .with_context(|| format!("cannot create trace file {}", path.display()))?;
+                vm.set_trace(Box::new(std::io::BufWriter::new(f)));
+            }
+            Arc::new(vm)
+        }
+    })
+}
+
+impl Machine {
+    /// Builds the VM described by `config`, with the console going to `out`.
+    pub fn new(config: VmConfig, out: Box<dyn Write + Send>) -> Result<Machine> {
+        if config.cpus == 0 || config.cpus > MAX_CPUS {
+            bail!("--cpus must be between 1 and {MAX_CPUS}, not {}", config.cpus);
+        }
+        if config.memory < 16 << 20 {
+            bail!("--memory must be at least 16M");
+        }
+        if config.trace.is_some() && config.accel != AccelKind::Emu {
+            bail!("--trace needs --accel emu");
+        }
+        // Check the kernel before allocating anything, so a typo fails fast.
+        std::fs::metadata(&config.kernel).with_context(|| format!("cannot read kernel {}", config.kernel.display()))?;
+        if let Some(i) = &config.initrd {
+            std::fs::metadata(i).with_context(|| format!("cannot read initrd {}", i.display()))?;
+        }
+
+        let mem = GuestMemory::from_ranges(&guest_ram_ranges(config.memory))
+            .with_context(|| format!("cannot allocate {} MiB of guest memory", config.memory >> 20))?;
+        let vm = create_vm(&config, mem.clone())?;
+        let exit = Arc::new(ExitState::default());
+
+        let mut pio = Bus::new();
+        let mmio = Bus::new();
+        let com1_irq: Arc<dyn IrqLine> = Arc::new(GsiLine { vm: vm.clone(), gsi: COM1_GSI });
+        let serial = Arc::new(Mutex::new(Serial::new(com1_irq, Box::new(ConsoleOut(out)))));
+        pio.insert(COM1_BASE as u64, 8, serial.clone())?;
+
+        let ex = exit.clone();
+        let events: EventSink = Arc::new(move |e| {
+            ex.request(match e {
+                PlatformEvent::Reset => ExitReason::Reset,
+                PlatformEvent::PowerOff => ExitReason::PowerOff,
+            })
+        });
+        // 0x60..0x64: the i8042 data and command ports (0x61 is the PIT's, claimed by the accelerator).
+        pio.insert(0x60, 5, Arc::new(Mutex::new(I8042::new(events))))?;
+        let layout = boot::MemoryLayout::new(config.memory);
+        let mut rtc = RtcDevice::new_system();
+        rtc.set_memory_size(layout.low, layout.high);
+        pio.insert(0x70, 2, Arc::new(Mutex::new(rtc)))?;
+
+        let info = boot::load_linux(
+            &mem,
+            &LinuxBootConfig {
+                kernel: config.kernel.clone(),
+                initrd: config.initrd.clone(),
+                cmdline: config.cmdline.clone(),
+                acpi_rsdp: None,
+            },
+        )?;
+        tracing::info!(entry = format_args!("{:#x}", info.entry), format = ?info.format, "kernel loaded");
+        Ok(Machine {
+            config,
+            vm,
+            buses: Arc::new(Buses { pio, mmio }),
+            serial,
+            exit,
+            boot_cpu: info.cpu,
+        })
+    }
+
+    /// The name of the accelerator this VM runs on.
+    pub fn accel_name(&self) -> &'static str {
+        self.vm.accel_name()
+    }
+}

@@ -1,0 +1,170 @@
+//! Running a VM: one host thread per vCPU, the console's input pump, and the
+//! coordination that ends them all when the guest (or the user) ends the VM.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use accel::{Vcpu, VcpuExit, VcpuKick};
+use anyhow::{Context, Result};
+use vm_device::bus::lock;
+
+use crate::machine::Machine;
+
+/// Why the VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest reset itself (i8042, reset register).
+    Reset,
+    /// The guest powered off (ACPI S5).
+    PowerOff,
+    /// Triple fault / shutdown.
+    TripleFault,
+    /// Every vCPU halted with interrupts disabled: nothing can wake the guest.
+    AllHalted,
+    /// The user typed the console's quit sequence.
+    ConsoleQuit,
+    /// The VMM failed.
+    Error(String),
+}
+
+impl ExitReason {
+    /// Whether the guest ended itself (or the user ended it): exit status 0.
+    pub fn is_clean(&self) -> bool {
+        !matches!(self, ExitReason::Error(_))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ExitReason::Reset => "the guest reset itself".into(),
+            ExitReason::PowerOff => "the guest powered off".into(),
+            ExitReason::TripleFault => "the guest triple-faulted (shutdown)".into(),
+            ExitReason::AllHalted => "every vCPU halted with interrupts disabled; the guest has finished".into(),
+            ExitReason::ConsoleQuit => "quit from the console".into(),
+            ExitReason::Error(e) => e.clone(),
+        }
+    }
+}
+
+/// Shared between the vCPU threads, devices and the console.
+#[derive(Default)]
+pub struct ExitState {
+    reason: Mutex<Option<ExitReason>>,
+    cv: Condvar,
+    kickers: Mutex<Vec<Arc<dyn VcpuKick>>>,
+    halted: Mutex<u32>,
+}
+
+impl ExitState {
+    /// Records why the VM ends (the first reason wins) and stops every vCPU.
+    pub fn request(&self, r: ExitReason) {
+        {
+            let mut g = lock(&self.reason);
+            if g.is_none() {
+                *g = Some(r);
+            }
+        }
+        self.cv.notify_all();
+        for k in lock(&self.kickers).iter() {
+            k.kick();
+        }
+    }
+
+    pub fn reason(&self) -> Option<ExitReason> {
+        lock(&self.reason).clone()
+    }
+
+    fn wait(&self) -> ExitReason {
+        let mut g = lock(&self.reason);
+        loop {
+            if let Some(r) = g.clone() {
+                return r;
+            }
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+fn vcpu_loop(mut vcpu: Box<dyn Vcpu>, m: &Machine, ncpus: u32) {
+    let id = vcpu.id();
+    while m.exit.reason().is_none() {
+        match vcpu.run(&*m.buses) {
+            Ok(VcpuExit::Interrupted) => {}
+            Ok(VcpuExit::HaltedForever) => {
+                let all = {
+                    let mut h = lock(&m.exit.halted);
+                    *h += 1;
+                    *h == ncpus
+                };
+                if all {
+                    m.exit.request(ExitReason::AllHalted);
+                }
+                m.exit.wait();
+            }
+            Ok(VcpuExit::Shutdown) => m.exit.request(ExitReason::TripleFault),
+            Ok(VcpuExit::Reset) => m.exit.request(ExitReason::Reset),
+            Ok(VcpuExit::PowerOff) => m.exit.request(ExitReason::PowerOff),
+            Err(e) => m.exit.request(ExitReason::Error(format!("vCPU {id}: {e}"))),
+        }
+    }
+}
+
+impl Machine {
+    /// Runs the VM until it ends; returns why. `interactive` enables the console escape.
+    pub fn run(self, interactive: bool) -> Result<ExitReason> {
+        let m = Arc::new(self);
+        let ncpus = m.config.cpus;
+        let mut vcpus = Vec::new();
+        for id in 0..ncpus {
+            let mut v = m.vm.create_vcpu(id).with_context(|| format!("cannot create vCPU {id}"))?;
+            if id == 0 {
+                v.set_state(&m.boot_cpu).context("cannot set the boot CPU's state")?;
+            }
+            lock(&m.exit.kickers).push(v.kicker());
+            vcpus.push(v);
+        }
+
+        // Console input: a detached thread (stdin reads cannot be interrupted); it
+        // dies with the process.
+        let mi = m.clone();
+        thread::Builder::new()
+            .name("console-in".into())
+            .spawn(move || {
+                let serial = mi.serial.clone();
+                let exit = mi.exit.clone();
+                crate::console::pump_stdin(
+                    interactive,
+                    |mut bytes| {
+                        while !bytes.is_empty() && exit.reason().is_none() {
+                            let n = lock(&serial).enqueue_input(bytes);
+                            bytes = &bytes[n..];
+                            if n == 0 {
+                                thread::sleep(Duration::from_millis(2));
+                            }
+                        }
+                    },
+                    || exit.request(ExitReason::ConsoleQuit),
+                );
+            })
+            .context("cannot start the console thread")?;
+
+        let mut handles = Vec::new();
+        for v in vcpus {
+            let mc = m.clone();
+            let name = format!("vcpu{}", v.id());
+            handles.push(
+                thread::Builder::new()
+                    .name(name)
+                    .spawn(move || vcpu_loop(v, &mc, ncpus))
+                    .context("cannot start a vCPU thread")?,
+            );
+        }
+        let reason = m.exit.wait();
+        for h in handles {
+            if h.join().is_err() {
+                return Ok(ExitReason::Error("a vCPU thread panicked".into()));
+            }
+        }
+        Ok(reason)
+    }
+}

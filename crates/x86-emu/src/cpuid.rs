@@ -1,0 +1,104 @@
+//! The CPUID model: advertises exactly what the emulator implements.
+
+use vmm_types::CpuidEntry;
+
+/// Nominal TSC frequency: the guest TSC counts nanoseconds.
+pub const TSC_HZ: u64 = 1_000_000_000;
+/// Core crystal (and local APIC timer) frequency reported in leaf 0x15.
+pub const CRYSTAL_HZ: u64 = 1_000_000_000;
+
+/// CPUID.1:EDX bits.
+pub mod edx1 {
+    pub const FPU: u32 = 1 << 0;
+    pub const PSE: u32 = 1 << 3;
+    pub const TSC: u32 = 1 << 4;
+    pub const MSR: u32 = 1 << 5;
+    pub const PAE: u32 = 1 << 6;
+    pub const CX8: u32 = 1 << 8;
+    pub const APIC: u32 = 1 << 9;
+    pub const PGE: u32 = 1 << 13;
+    pub const CMOV: u32 = 1 << 15;
+    pub const PAT: u32 = 1 << 16;
+    pub const CLFSH: u32 = 1 << 19;
+    pub const MMX: u32 = 1 << 23;
+    pub const FXSR: u32 = 1 << 24;
+    pub const SSE: u32 = 1 << 25;
+    pub const SSE2: u32 = 1 << 26;
+}
+
+/// CPUID.1:ECX bits.
+pub mod ecx1 {
+    pub const POPCNT: u32 = 1 << 23;
+    pub const TSC_DEADLINE: u32 = 1 << 24;
+    pub const HYPERVISOR: u32 = 1 << 31;
+}
+
+/// The CPU's identification and feature model.
+#[derive(Debug, Clone)]
+pub struct CpuidModel {
+    pub apic_id: u32,
+    /// Leaves supplied by the VMM; they take precedence over the built-in model.
+    pub overrides: Vec<CpuidEntry>,
+    /// Whether the platform's local APIC implements TSC-deadline mode.
+    pub tsc_deadline: bool,
+}
+
+fn regs_from_str(s: &[u8; 12]) -> (u32, u32, u32) {
+    let w = |k: usize| u32::from_le_bytes([s[k], s[k + 1], s[k + 2], s[k + 3]]);
+    (w(0), w(4), w(8))
+}
+
+impl CpuidModel {
+    pub fn new(apic_id: u32) -> Self {
+        CpuidModel { apic_id, overrides: Vec::new(), tsc_deadline: false }
+    }
+
+    /// The values of leaf `func`, subleaf `index`: (EAX, EBX, ECX, EDX).
+    pub fn query(&self, func: u32, index: u32) -> (u32, u32, u32, u32) {
+        if let Some(e) = vmm_types::cpuid::lookup(&self.overrides, func, index) {
+            return (e.eax, e.ebx, e.ecx, e.edx);
+        }
+        use edx1::*;
+        match func {
+            0 => {
+                let (b, d, c) = regs_from_str(b"GenuineIntel");
+                (0x16, b, c, d)
+            }
+            1 => {
+                // Family 6, model 0x0f (constant-rate TSC on family 6 model >= 0x0e), stepping 1.
+                let eax = (6 << 8) | (0xf << 4) | 1;
+                let ebx = (self.apic_id << 24) | (1 << 16) | (8 << 8);
+                let mut ecx = ecx1::POPCNT | ecx1::HYPERVISOR;
+                if self.tsc_deadline {
+                    ecx |= ecx1::TSC_DEADLINE;
+                }
+                let edx = FPU | PSE | TSC | MSR | PAE | CX8 | APIC | PGE | CMOV | PAT | CLFSH | MMX | FXSR | SSE | SSE2;
+                (eax, ebx, ecx, edx)
+            }
+            // Thermal/power: ARAT (APIC timer keeps running in deep C-states).
+            6 => (1 << 2, 0, 0, 0),
+            0x15 => (1, (TSC_HZ / CRYSTAL_HZ) as u32, CRYSTAL_HZ as u32, 0),
+            0x16 => ((TSC_HZ / 1_000_000) as u32, (TSC_HZ / 1_000_000) as u32, 100, 0),
+            0x4000_0000 => {
+                let (b, c, d) = regs_from_str(b"HakobuneEmu\0");
+                (0x4000_0000, b, c, d)
+            }
+            0x8000_0000 => (0x8000_0008, 0, 0, 0),
+            0x8000_0001 => {
+                // ECX: LAHF/SAHF in 64-bit mode. EDX: SYSCALL, NX, 1G pages, RDTSCP, LM.
+                (0, 0, 1, (1 << 11) | (1 << 20) | (1 << 26) | (1 << 27) | (1 << 29))
+            }
+            0x8000_0002..=0x8000_0004 => {
+                let brand = b"Hakobune emulated x86-64 CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+                let k = ((func - 0x8000_0002) * 16) as usize;
+                let w = |o: usize| u32::from_le_bytes([brand[k + o], brand[k + o + 1], brand[k + o + 2], brand[k + o + 3]]);
+                (w(0), w(4), w(8), w(12))
+            }
+            // Invariant TSC.
+            0x8000_0007 => (0, 0, 0, 1 << 8),
+            // 40 physical, 48 linear address bits.
+            0x8000_0008 => (0x3028, 0, 0, 0),
+            _ => (0, 0, 0, 0),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! SSE/SSE2 (and cheap MMX) semantics as pure functions on register values.
+//!
+//! No CPU struct here: the executor reads the operands, calls one of these functions and
+//! writes the result back. Register values are `u128` (XMM) or `u64` (MMX, `mmx_*`),
+//! lane 0 in the low bits.
+//!
+//! # API summary (for the executor)
+//! - [`int`]: `paddb..paddq`, `psub*`, saturating `padds*/paddus*/psubs*/psubus*`,
+//!   `pcmpeq*/pcmpgt*`, `pminub/pmaxub/pminsw/pmaxsw`, `pavgb/pavgw`, `pmullw/pmulhw/
+//!   pmulhuw/pmuludq/pmaddwd`, `psadbw`, `pmovmskb`, `pand/pandn/por/pxor` — all
+//!   `fn(a: u128, b: u128) -> u128` with `a` the destination (first source). MMX forms:
+//!   zero-extend to u128 and keep the low 64 bits (lane-wise ops), or `mmx_psadbw`,
+//!   `mmx_pmovmskb`.
+//! - [`shift`]: `psllw/d/q, psrlw/d/q, psraw/d(a, count: u64)` (count = imm8 or the low
+//!   quadword of the source), `pslldq/psrldq(a, imm: u8)`.
+//! - [`shuffle`]: `pshufd/pshuflw/pshufhw(src, imm)`, `mmx_pshufw`, `shufps/shufpd(a, b,
+//!   imm)`, `punpck{l,h}{bw,wd,dq,qdq}(a, b)` (also UNPCK{L,H}P{S,D}), `mmx_punpckl/h`,
+//!   `packsswb/packssdw/packuswb` (+ `mmx_`), `movmskps/movmskpd -> u32`,
+//!   `pinsrw/pextrw`, `movss_merge/movsd_merge/movhlps/movlhps/movq_zext`.
+#![doc = ""]
+//! Floating point functions return [`mxcsr::FpOut`]; call `FpOut::commit(&mut mxcsr)` to
+//! merge the exception flags, which returns `Err(SimdFault)` when an unmasked exception
+//! occurred: the destination must then stay unchanged and the caller raises #XM (CR4.
+//! OSXMMEXCPT=1) or #UD.
+
+pub mod int;
+pub mod lanes;
+pub mod shift;
+pub mod shuffle;
+
+pub use int::*;
+pub use shift::*;
+pub use shuffle::*;

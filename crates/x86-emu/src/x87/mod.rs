@@ -1,0 +1,1 @@
+//! x87 semantics as pure functions (owned by emusimd; in progress).

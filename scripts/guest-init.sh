@@ -1,0 +1,34 @@
+#!/bin/sh
+# /init of Hakobune's default busybox initramfs.
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+KVER=$(uname -r)
+MODS=/lib/modules/$KVER
+# Modules have no modules.dep here: load in passes until nothing more loads.
+if [ -f "$MODS/load-order" ]; then
+    todo=$(cat "$MODS/load-order")
+    for pass in 1 2 3 4; do
+        left=""
+        for m in $todo; do
+            insmod "$MODS/$m" 2>/dev/null || left="$left $m"
+        done
+        [ -z "$left" ] && break
+        todo=$left
+    done
+fi
+echo "hako-guest: init reached (kernel $KVER, $(grep -c ^processor /proc/cpuinfo) cpus)"
+# hako.cmd=... on the kernel command line: run it, print its status, power off.
+CMD=$(sed -n 's/.*hako\.cmd="\([^"]*\)".*/\1/p; t; s/.*hako\.cmd=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$CMD" ]; then
+    CMD=$(echo "$CMD" | sed 's/\\x20/ /g; s/+/ /g')
+    sh -c "$CMD"
+    echo "hako-guest: exit status $?"
+    sync
+    poweroff -f
+fi
+echo "hako-guest: type 'poweroff -f' to stop (or Ctrl-A x)"
+setsid cttyhack sh -l 2>/dev/null || exec sh
+poweroff -f

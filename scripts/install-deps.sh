@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and benchmarks use. Idempotent.
+#   gcc, binutils: build the freestanding test guests
+#   qemu-system-x86 + qemu-utils: the reference for benchmarks and interop tests
+#     (installed together at the same version: the machine image may carry a newer
+#     qemu-utils than Debian's qemu-system-x86 accepts)
+#   e2fsprogs: mkfs.ext4/debugfs for disk images in the end-to-end tests
+#   acpica-tools: iasl, to check the DSDT
+set -euo pipefail
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+missing=()
+command -v gcc >/dev/null || missing+=(gcc)
+command -v ld >/dev/null || missing+=(binutils)
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+command -v iasl >/dev/null || missing+=(acpica-tools)
+command -v dpkg-deb >/dev/null || missing+=(dpkg)
+if [ ${#missing[@]} -gt 0 ] || ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-io >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    [ ${#missing[@]} -gt 0 ] && $SUDO apt-get install -y -q "${missing[@]}"
+    if ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-io >/dev/null; then
+        V=$(apt-cache policy qemu-system-x86 | awk '/Candidate/{print $2}')
+        $SUDO apt-get install -y -q --allow-downgrades qemu-system-x86="$V" qemu-utils="$V" \
+            qemu-system-common="$V" qemu-block-extra="$V" \
+            || $SUDO apt-get install -y -q qemu-system-x86 qemu-utils
+    fi
+fi
