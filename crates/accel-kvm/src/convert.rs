@@ -191,6 +191,39 @@ pub fn fpu_from_kvm(k: &kvm_fpu) -> FpuState {
     }
 }
 
+/// Writes the x87/SSE state into the legacy (FXSAVE-layout) part of an XSAVE area
+/// (`kvm_xsave.region`) and marks x87 and SSE state present in XSTATE_BV, so that
+/// KVM_SET_XSAVE loads all of it, MXCSR included (KVM_SET_FPU ignores MXCSR).
+pub fn fpu_to_xsave(f: &FpuState, region: &mut [u32; 1024]) {
+    let mut b = [0u8; 576];
+    for (i, w) in region[..144].iter().enumerate() {
+        b[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    b[0..2].copy_from_slice(&f.fcw.to_le_bytes());
+    b[2..4].copy_from_slice(&f.fsw.to_le_bytes());
+    b[4] = f.ftwx;
+    b[6..8].copy_from_slice(&f.last_opcode.to_le_bytes());
+    b[8..16].copy_from_slice(&f.last_ip.to_le_bytes());
+    b[16..24].copy_from_slice(&f.last_dp.to_le_bytes());
+    b[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
+    for (i, r) in f.fpr.iter().enumerate() {
+        b[32 + 16 * i..48 + 16 * i].copy_from_slice(r);
+    }
+    for (i, r) in f.xmm.iter().enumerate() {
+        b[160 + 16 * i..176 + 16 * i].copy_from_slice(r);
+    }
+    // XSTATE_BV (header offset 512): bit 0 x87, bit 1 SSE.
+    b[512] |= 0b11;
+    for (i, w) in region[..144].iter_mut().enumerate() {
+        *w = u32::from_le_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]]);
+    }
+}
+
+/// MXCSR from an XSAVE area (byte 24 of the legacy region).
+pub fn mxcsr_from_xsave(region: &[u32; 1024]) -> u32 {
+    region[6]
+}
+
 /// (index, value) pairs to a `kvm_msrs` buffer.
 pub fn msrs_to_kvm(msrs: &[(u32, u64)]) -> Result<Msrs, ConvertError> {
     let entries: Vec<kvm_msr_entry> = msrs
@@ -220,7 +253,9 @@ mod tests {
 
     fn sample_regs() -> Regs {
         let mut r = Regs::default();
-        r.set_gprs(std::array::from_fn(|i| 0x0101_0000_0000_0000 * (i as u64 + 1) + i as u64));
+        r.set_gprs(std::array::from_fn(|i| {
+            0x0101_0000_0000_0000 * (i as u64 + 1) + i as u64
+        }));
         r.rip = 0xffff_ffff_8100_0000;
         r.rflags = 0x246;
         r
@@ -246,8 +281,14 @@ mod tests {
                 unusable: true,
                 ..Segment::default()
             },
-            gdt: DescriptorTable { base: 0x500, limit: 0x27 },
-            idt: DescriptorTable { base: 0x800, limit: 0xfff },
+            gdt: DescriptorTable {
+                base: 0x500,
+                limit: 0x27,
+            },
+            idt: DescriptorTable {
+                base: 0x800,
+                limit: 0xfff,
+            },
             cr0: 0x8005_0033,
             cr2: 0xdead_b000,
             cr3: 0x9000,
@@ -294,6 +335,28 @@ mod tests {
         assert_eq!(k.fcw, 0x37f);
         assert_eq!(k.mxcsr, 0x1f80);
         assert_eq!(fpu_from_kvm(&k), f);
+    }
+
+    #[test]
+    fn fpu_to_xsave_legacy_layout() {
+        let mut f = FpuState::default();
+        f.fpr[1] = [7; 16];
+        f.xmm[2] = [9; 16];
+        f.mxcsr = 0x1fa0;
+        f.fsw = 0x1234;
+        f.last_dp = 0x1122_3344_5566_7788;
+        let mut region = [0u32; 1024];
+        region[128] = 0b100; // AVX state present stays present
+        region[200] = 0xdead; // extended state untouched
+        fpu_to_xsave(&f, &mut region);
+        assert_eq!(region[0], 0x1234_037f);
+        assert_eq!(mxcsr_from_xsave(&region), 0x1fa0);
+        assert_eq!(region[4], 0x5566_7788);
+        assert_eq!(region[5], 0x1122_3344);
+        assert_eq!(region[(32 + 16) / 4], 0x0707_0707);
+        assert_eq!(region[(160 + 32) / 4], 0x0909_0909);
+        assert_eq!(region[128], 0b111);
+        assert_eq!(region[200], 0xdead);
     }
 
     #[test]

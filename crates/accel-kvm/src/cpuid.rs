@@ -35,7 +35,8 @@ pub fn guest_cpuid(
         let mut e = *e;
         match e.function {
             1 => {
-                e.ebx = (e.ebx & 0x0000_ffff) | ((apic_id & 0xff) << 24) | ((num_cpus & 0xff) << 16);
+                e.ebx =
+                    (e.ebx & 0x0000_ffff) | ((apic_id & 0xff) << 24) | ((num_cpus & 0xff) << 16);
                 e.ecx &= !(L1_ECX_VMX | L1_ECX_SMX | L1_ECX_TM2 | L1_ECX_PDCM);
                 e.ecx |= L1_ECX_HYPERVISOR;
                 if num_cpus > 1 {
@@ -44,15 +45,15 @@ pub fn guest_cpuid(
                     e.edx &= !L1_EDX_HTT;
                 }
             }
-            4 => {
-                // Deterministic cache parameters: EAX[31:26] = cores per package - 1,
-                // EAX[25:14] = logical processors sharing this cache - 1 (caches
-                // of level >= 3 are shared by the package, lower ones per core).
-                if e.eax & 0x1f != 0 {
-                    let level = (e.eax >> 5) & 7;
-                    let sharing = if level >= 3 { num_cpus - 1 } else { 0 };
-                    e.eax = (e.eax & 0x3fff) | ((sharing & 0xfff) << 14) | (((num_cpus - 1) & 0x3f) << 26);
-                }
+            // Deterministic cache parameters (a cache type of 0 ends the list):
+            // EAX[31:26] = cores per package - 1, EAX[25:14] = logical processors
+            // sharing this cache - 1 (level 3 and up shared by the package, lower
+            // levels private to a core).
+            4 if e.eax & 0x1f != 0 => {
+                let level = (e.eax >> 5) & 7;
+                let sharing = if level >= 3 { num_cpus - 1 } else { 0 };
+                e.eax =
+                    (e.eax & 0x3fff) | ((sharing & 0xfff) << 14) | (((num_cpus - 1) & 0x3f) << 26);
             }
             6 => {
                 // Thermal and power management: nothing but ARAT (EAX bit 2, the
@@ -73,9 +74,9 @@ pub fn guest_cpuid(
                 e.flags |= KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
                 e.edx = apic_id;
                 let (shift, count, level_type) = match e.index {
-                    0 => (0, 1, 1),             // SMT level: one thread per core
+                    0 => (0, 1, 1),                // SMT level: one thread per core
                     1 => (core_bits, num_cpus, 2), // core level: the whole package
-                    _ => (0, 0, 0),             // invalid level ends the list
+                    _ => (0, 0, 0),                // invalid level ends the list
                 };
                 e.eax = shift;
                 e.ebx = count;
@@ -93,7 +94,14 @@ pub fn guest_cpuid(
 mod tests {
     use super::*;
 
-    fn entry(function: u32, index: u32, eax: u32, ebx: u32, ecx: u32, edx: u32) -> kvm_cpuid_entry2 {
+    fn entry(
+        function: u32,
+        index: u32,
+        eax: u32,
+        ebx: u32,
+        ecx: u32,
+        edx: u32,
+    ) -> kvm_cpuid_entry2 {
         kvm_cpuid_entry2 {
             function,
             index,
@@ -112,7 +120,14 @@ mod tests {
     fn supported() -> Vec<kvm_cpuid_entry2> {
         vec![
             entry(0, 0, 0x1f, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
-            entry(1, 0, 0x806f8, 0x0800, 0xfffa_3223 | L1_ECX_VMX, 0x0f8b_fbff | L1_EDX_HTT),
+            entry(
+                1,
+                0,
+                0x806f8,
+                0x0800,
+                0xfffa_3223 | L1_ECX_VMX,
+                0x0f8b_fbff | L1_EDX_HTT,
+            ),
             entry(4, 0, 0x121, 0, 0, 0),
             entry(4, 3, 0x163, 0, 0, 0),
             entry(0xb, 0, 0, 0, 0, 0),

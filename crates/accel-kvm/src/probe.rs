@@ -337,7 +337,11 @@ impl fmt::Display for HostReport {
             c.family,
             c.model,
             c.stepping,
-            if c.hypervisor { ", running under a hypervisor" } else { "" }
+            if c.hypervisor {
+                ", running under a hypervisor"
+            } else {
+                ""
+            }
         )?;
         let v = &self.virt_flags;
         writeln!(
@@ -354,13 +358,25 @@ impl fmt::Display for HostReport {
         } else {
             k.modules.join(", ")
         };
-        writeln!(f, "/dev/kvm:       {}", if k.device_exists { "present" } else { "missing" })?;
+        writeln!(
+            f,
+            "/dev/kvm:       {}",
+            if k.device_exists {
+                "present"
+            } else {
+                "missing"
+            }
+        )?;
         match &k.error {
             None => writeln!(f, "                usable")?,
             Some(e) => writeln!(f, "                not usable: {e}")?,
         }
         if let Some(v) = k.api_version {
-            writeln!(f, "KVM API:        version {v}, up to {} vCPUs", k.max_vcpus.unwrap_or(0))?;
+            writeln!(
+                f,
+                "KVM API:        version {v}, up to {} vCPUs",
+                k.max_vcpus.unwrap_or(0)
+            )?;
         }
         writeln!(f, "KVM modules:    {modules}")?;
         writeln!(
@@ -427,11 +443,15 @@ mod tests {
 
     #[test]
     fn meminfo_and_modes() {
-        let meminfo = "MemTotal:       24000000 kB\nHugePages_Total:       4\nHugepagesize:       2048 kB\n";
+        let meminfo =
+            "MemTotal:       24000000 kB\nHugePages_Total:       4\nHugepagesize:       2048 kB\n";
         assert_eq!(meminfo_value(meminfo, "HugePages_Total"), Some(4));
         assert_eq!(meminfo_value(meminfo, "Hugepagesize"), Some(2048));
         assert_eq!(meminfo_value(meminfo, "HugePages_Free"), None);
-        assert_eq!(selected_mode("always [madvise] never").as_deref(), Some("madvise"));
+        assert_eq!(
+            selected_mode("always [madvise] never").as_deref(),
+            Some("madvise")
+        );
         assert_eq!(selected_mode("garbage"), None);
     }
 

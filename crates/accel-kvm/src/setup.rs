@@ -68,7 +68,11 @@ fn with_delivery_mode(lvt: u32, mode: u32) -> u32 {
 /// MP specification's virtual wire mode describes; the mask bits are left as they are.
 pub fn set_lint_virtual_wire(l: &mut kvm_lapic_state) {
     let lint0 = get_reg(l, APIC_LVT_LINT0);
-    set_reg(l, APIC_LVT_LINT0, with_delivery_mode(lint0, DELIVERY_EXTINT));
+    set_reg(
+        l,
+        APIC_LVT_LINT0,
+        with_delivery_mode(lint0, DELIVERY_EXTINT),
+    );
     let lint1 = get_reg(l, APIC_LVT_LINT1);
     set_reg(l, APIC_LVT_LINT1, with_delivery_mode(lint1, DELIVERY_NMI));
 }

@@ -26,6 +26,9 @@ pub struct KvmVcpu {
     state_msrs: Vec<u32>,
     /// Size of the `kvm_run` mapping, bounding the port I/O data area.
     mmap_size: usize,
+    /// KVM_GET/SET_XSAVE are available: MXCSR goes through them, because
+    /// KVM_GET_FPU/KVM_SET_FPU ignore their `mxcsr` field.
+    has_xsave: bool,
 }
 
 /// What to do after the borrow of the exit ends.
@@ -43,6 +46,7 @@ impl KvmVcpu {
         supported_cpuid: &[kvm_cpuid_entry2],
         msr_index_list: &[u32],
         mmap_size: usize,
+        has_xsave: bool,
     ) -> Result<KvmVcpu> {
         let table = cpuid::guest_cpuid(supported_cpuid, id, num_cpus);
         let table = CpuId::from_entries(&table)
@@ -56,12 +60,7 @@ impl KvmVcpu {
             .collect();
         set_msrs(&fd, &msrs)?;
 
-        fd.set_fpu(&convert::fpu_to_kvm(&vmm_types::FpuState::default()))
-            .map_err(|e| errno_err("KVM_SET_FPU", e))?;
-
-        let mut lapic = fd
-            .get_lapic()
-            .map_err(|e| errno_err("KVM_GET_LAPIC", e))?;
+        let mut lapic = fd.get_lapic().map_err(|e| errno_err("KVM_GET_LAPIC", e))?;
         setup::set_lint_virtual_wire(&mut lapic);
         fd.set_lapic(&lapic)
             .map_err(|e| errno_err("KVM_SET_LAPIC", e))?;
@@ -71,13 +70,47 @@ impl KvmVcpu {
             .copied()
             .filter(|i| msr_index_list.contains(i))
             .collect();
-        Ok(KvmVcpu {
+        let vcpu = KvmVcpu {
             fd,
             id,
             kicker: Arc::new(Kicker::default()),
             state_msrs,
             mmap_size,
-        })
+            has_xsave,
+        };
+        vcpu.set_fpu(&vmm_types::FpuState::default())?;
+        Ok(vcpu)
+    }
+
+    fn set_fpu(&self, fpu: &vmm_types::FpuState) -> Result<()> {
+        if !self.has_xsave {
+            return self
+                .fd
+                .set_fpu(&convert::fpu_to_kvm(fpu))
+                .map_err(|e| errno_err("KVM_SET_FPU", e));
+        }
+        let mut xsave = self
+            .fd
+            .get_xsave()
+            .map_err(|e| errno_err("KVM_GET_XSAVE", e))?;
+        convert::fpu_to_xsave(fpu, &mut xsave.region);
+        // SAFETY: this VMM never enables dynamically enabled XSTATE features
+        // (ARCH_REQ_XCOMP_GUEST_PERM), so the vCPU's XSAVE area fits the 4096-byte
+        // kvm_xsave, which came from KVM_GET_XSAVE of this same vCPU.
+        unsafe { self.fd.set_xsave(&xsave) }.map_err(|e| errno_err("KVM_SET_XSAVE", e))
+    }
+
+    fn get_fpu(&self) -> Result<vmm_types::FpuState> {
+        let mut fpu =
+            convert::fpu_from_kvm(&self.fd.get_fpu().map_err(|e| errno_err("KVM_GET_FPU", e))?);
+        if self.has_xsave {
+            let xsave = self
+                .fd
+                .get_xsave()
+                .map_err(|e| errno_err("KVM_GET_XSAVE", e))?;
+            fpu.mxcsr = convert::mxcsr_from_xsave(&xsave.region);
+        }
+        Ok(fpu)
     }
 
     fn immediate_exit(&mut self) -> *const AtomicU8 {
@@ -191,7 +224,10 @@ impl KvmVcpu {
             _ => "unknown suberror",
         };
         let n = (internal.ndata as usize).min(internal.data.len());
-        let data: Vec<String> = internal.data[..n].iter().map(|d| format!("{d:#x}")).collect();
+        let data: Vec<String> = internal.data[..n]
+            .iter()
+            .map(|d| format!("{d:#x}"))
+            .collect();
         let rip = self
             .fd
             .get_regs()
@@ -235,9 +271,7 @@ impl accel::Vcpu for KvmVcpu {
         self.fd
             .set_sregs(&sregs)
             .map_err(|e| errno_err("KVM_SET_SREGS", e))?;
-        self.fd
-            .set_fpu(&convert::fpu_to_kvm(&state.fpu))
-            .map_err(|e| errno_err("KVM_SET_FPU", e))?;
+        self.set_fpu(&state.fpu)?;
         if !state.msrs.is_empty() {
             set_msrs(&self.fd, &state.msrs)?;
         }
@@ -253,7 +287,7 @@ impl accel::Vcpu for KvmVcpu {
             .fd
             .get_sregs()
             .map_err(|e| errno_err("KVM_GET_SREGS", e))?;
-        let fpu = self.fd.get_fpu().map_err(|e| errno_err("KVM_GET_FPU", e))?;
+        let fpu = self.get_fpu()?;
         let list: Vec<(u32, u64)> = self.state_msrs.iter().map(|&i| (i, 0)).collect();
         let mut k = convert::msrs_to_kvm(&list).map_err(|e| Error::InvalidState(e.to_string()))?;
         let n = self
@@ -263,7 +297,7 @@ impl accel::Vcpu for KvmVcpu {
         Ok(CpuState {
             regs: convert::regs_from_kvm(&regs),
             sregs: convert::sregs_from_kvm(&sregs),
-            fpu: convert::fpu_from_kvm(&fpu),
+            fpu,
             msrs: convert::msrs_from_kvm(&k, n),
         })
     }

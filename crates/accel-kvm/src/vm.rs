@@ -191,6 +191,7 @@ impl accel::Vm for KvmVm {
             &self.supported_cpuid,
             &self.msr_index_list,
             mmap_size,
+            self.kvm.check_extension(Cap::Xsave),
         )?;
         Ok(Box::new(vcpu))
     }

@@ -1,8 +1,17 @@
 //! Disk images behind one trait: raw files and qcow2.
 //!
 //! Devices (virtio-blk) and tools (`hako img`) see a [`Disk`]; the format is chosen
-//! when the image is opened.
+//! when the image is opened ([`open`]), given or probed (see [`open`](mod@open) for the
+//! probing safety rule).
 
 pub mod disk;
+pub mod fuzz;
+pub mod open;
+pub mod qcow2;
+pub mod raw;
+pub mod storage;
 
-pub use disk::{Disk, DiskError};
+pub use disk::{BlockStatus, Disk, DiskError};
+pub use open::{open, probe, BackingPolicy, ImageFormat, OpenOptions};
+pub use qcow2::Qcow2Disk;
+pub use raw::RawDisk;

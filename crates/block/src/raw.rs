@@ -10,6 +10,7 @@ pub struct RawDisk {
     path: String,
     size: AtomicU64,
     read_only: bool,
+    guard: bool,
 }
 
 impl RawDisk {
@@ -21,7 +22,35 @@ impl RawDisk {
             path: path.to_string(),
             size: AtomicU64::new(size),
             read_only,
+            guard: false,
         })
+    }
+
+    /// Refuses writes that would make the image probe as another format (a qcow2
+    /// magic at offset 0). Used for images whose raw format was probed.
+    pub fn guard_header(mut self) -> Self {
+        self.guard = true;
+        self
+    }
+
+    fn check_guard(&self, buf: &[u8], offset: u64) -> Result<()> {
+        if !self.guard || offset >= 4 || buf.is_empty() {
+            return Ok(());
+        }
+        let mut head = [0u8; 4];
+        self.storage.read_at(&mut head, 0).map_err(|e| self.io(e))?;
+        let start = offset as usize;
+        let n = buf.len().min(4 - start);
+        head[start..start + n].copy_from_slice(&buf[..n]);
+        if u32::from_be_bytes(head) == crate::qcow2::header::MAGIC {
+            return Err(DiskError::Invalid {
+                path: self.path.clone(),
+                reason: "refusing to write a qcow2 header into an image probed as raw \
+                         (specify format=raw explicitly to allow it)"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     fn io(&self, e: std::io::Error) -> DiskError {
@@ -60,6 +89,7 @@ impl Disk for RawDisk {
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         self.writable()?;
         check_range(offset, buf.len() as u64, self.size())?;
+        self.check_guard(buf, offset)?;
         self.storage.write_at(buf, offset).map_err(|e| self.io(e))
     }
 

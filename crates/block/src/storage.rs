@@ -37,6 +37,34 @@ pub trait Storage: Send + Sync {
     }
 }
 
+/// Shared storage (tests keep a handle to inspect what a format wrote).
+impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        (**self).write_at(buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        (**self).len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        (**self).set_len(len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        (**self).sync()
+    }
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).punch_hole(offset, len)
+    }
+    fn allocated_bytes(&self) -> io::Result<u64> {
+        (**self).allocated_bytes()
+    }
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        (**self).next_data(offset)
+    }
+}
+
 /// A host file.
 #[derive(Debug)]
 pub struct FileStorage {

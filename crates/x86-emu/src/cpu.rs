@@ -39,7 +39,7 @@ pub enum StopReason {
 /// x87 and SSE registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FpuRegs {
-    /// ST0..ST7 as stored physically (R0..R7), 80-bit values.
+    /// ST0..ST7 (in FXSAVE order, relative to TOP), 80-bit values.
     pub fpr: [[u8; 10]; 8],
     pub fcw: u16,
     pub fsw: u16,
@@ -123,8 +123,6 @@ pub struct Cpu {
     pub(crate) trace: Option<Box<dyn std::io::Write + Send>>,
     /// Instructions retired.
     pub icount: u64,
-    /// Nested exception-delivery depth (for #DF / triple fault).
-    pub(crate) fault_depth: u8,
     pub(crate) cpuid: crate::cpuid::CpuidModel,
 }
 
@@ -168,7 +166,6 @@ impl Cpu {
             blocks: BlockCache::default(),
             trace: None,
             icount: 0,
-            fault_depth: 0,
             cpuid: crate::cpuid::CpuidModel::new(apic_id),
         };
         cpu.update_mode();

@@ -84,11 +84,12 @@ impl Cpu {
             if idx == SS && !(self.long64() && self.cpl != 3) {
                 return Err(Exc::gp(0));
             }
+            let long = self.long64();
             let s = &mut self.seg[idx];
             s.selector = sel;
             s.unusable = true;
             s.present = false;
-            if !self.long64() {
+            if !long {
                 s.base = 0;
             }
             // In 64-bit mode a null FS/GS load keeps the base on Intel; Linux relies on

@@ -70,7 +70,12 @@ impl Default for IoApic {
 impl IoApic {
     /// Power-up state: every entry masked, edge, fixed, physical.
     pub fn new(id: u8) -> Self {
-        Self { ioregsel: 0, id: u32::from(id & 0xf) << 24, redirection: [RTE_MASKED; NUM_PINS], lines: 0 }
+        Self {
+            ioregsel: 0,
+            id: u32::from(id & 0xf) << 24,
+            redirection: [RTE_MASKED; NUM_PINS],
+            lines: 0,
+        }
     }
 
     /// Reads the 32-bit register at `offset` from the base. Unknown offsets and
@@ -128,7 +133,8 @@ impl IoApic {
         let mut out = Vec::new();
         for idx in 0..NUM_PINS {
             let rte = self.redirection[idx];
-            if rte & 0xff == u64::from(vector) && rte & RTE_LEVEL != 0 && rte & RTE_REMOTE_IRR != 0 {
+            if rte & 0xff == u64::from(vector) && rte & RTE_LEVEL != 0 && rte & RTE_REMOTE_IRR != 0
+            {
                 self.redirection[idx] &= !RTE_REMOTE_IRR;
                 out.extend(self.try_deliver_level(idx));
             }
@@ -143,7 +149,12 @@ impl IoApic {
 
     /// Snapshot.
     pub fn state(&self) -> IoApicState {
-        IoApicState { ioregsel: self.ioregsel, id: self.id, redirection: self.redirection.to_vec(), lines: self.lines }
+        IoApicState {
+            ioregsel: self.ioregsel,
+            id: self.id,
+            redirection: self.redirection.to_vec(),
+            lines: self.lines,
+        }
     }
 
     /// Rebuilds from a snapshot; missing entries come back masked, extra ones are dropped.
@@ -204,7 +215,11 @@ impl IoApic {
     /// Delivers a level-triggered pin if asserted, unmasked and not awaiting EOI.
     fn try_deliver_level(&mut self, idx: usize) -> Option<Delivery> {
         let rte = self.redirection[idx];
-        if rte & RTE_LEVEL == 0 || rte & RTE_MASKED != 0 || rte & RTE_REMOTE_IRR != 0 || self.lines & (1 << idx) == 0 {
+        if rte & RTE_LEVEL == 0
+            || rte & RTE_MASKED != 0
+            || rte & RTE_REMOTE_IRR != 0
+            || self.lines & (1 << idx) == 0
+        {
             return None;
         }
         let d = self.delivery(idx)?;
@@ -215,7 +230,10 @@ impl IoApic {
     fn delivery(&self, idx: usize) -> Option<Delivery> {
         let rte = self.redirection[idx];
         let Some(delivery_mode) = DeliveryMode::from_bits((rte >> 8) as u32) else {
-            tracing::debug!(pin = idx, "IOAPIC: reserved delivery mode, interrupt dropped");
+            tracing::debug!(
+                pin = idx,
+                "IOAPIC: reserved delivery mode, interrupt dropped"
+            );
             return None;
         };
         Some(Delivery {
@@ -358,9 +376,15 @@ mod tests {
     fn delivery_modes_and_reserved() {
         let mut io = IoApic::new(0);
         write_rte(&mut io, 0, 0x700); // ExtINT
-        assert_eq!(io.set_irq(0, true).unwrap().delivery_mode, DeliveryMode::ExtInt);
+        assert_eq!(
+            io.set_irq(0, true).unwrap().delivery_mode,
+            DeliveryMode::ExtInt
+        );
         write_rte(&mut io, 2, 0x400);
-        assert_eq!(io.set_irq(2, true).unwrap().delivery_mode, DeliveryMode::Nmi);
+        assert_eq!(
+            io.set_irq(2, true).unwrap().delivery_mode,
+            DeliveryMode::Nmi
+        );
         write_rte(&mut io, 6, 0x300);
         assert_eq!(io.set_irq(6, true), None);
     }

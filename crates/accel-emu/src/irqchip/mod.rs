@@ -184,7 +184,13 @@ mod tests {
     }
 
     fn d(dest: u32, logical: bool) -> Delivery {
-        Delivery { vector: 0x30, delivery_mode: DeliveryMode::Fixed, dest, logical, level_triggered: false }
+        Delivery {
+            vector: 0x30,
+            delivery_mode: DeliveryMode::Fixed,
+            dest,
+            logical,
+            level_triggered: false,
+        }
     }
 
     #[test]

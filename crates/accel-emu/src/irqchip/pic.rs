@@ -93,7 +93,9 @@ impl PicChipState {
 
     /// The set bit of `bits` with the highest priority.
     fn highest(&self, bits: u8) -> Option<u8> {
-        (0..8u8).map(|p| (self.lowest_priority.wrapping_add(1).wrapping_add(p)) & 7).find(|&irq| bits & (1 << irq) != 0)
+        (0..8u8)
+            .map(|p| (self.lowest_priority.wrapping_add(1).wrapping_add(p)) & 7)
+            .find(|&irq| bits & (1 << irq) != 0)
     }
 
     /// The request this chip would present on INT, if any.
@@ -175,7 +177,9 @@ impl PicChipState {
             self.icw4_needed = val & 0x01 != 0;
             self.single = val & 0x02 != 0;
             if val & 0x08 != 0 {
-                tracing::debug!("8259A: ICW1 LTIM (level mode for all inputs) ignored; ELCR decides");
+                tracing::debug!(
+                    "8259A: ICW1 LTIM (level mode for all inputs) ignored; ELCR decides"
+                );
             }
             self.init_step = InitStep::Icw2;
         } else if val & 0x08 != 0 {
@@ -227,7 +231,11 @@ impl PicChipState {
             }
             InitStep::Icw3 => {
                 self.icw3 = val;
-                self.init_step = if self.icw4_needed { InitStep::Icw4 } else { InitStep::Ready };
+                self.init_step = if self.icw4_needed {
+                    InitStep::Icw4
+                } else {
+                    InitStep::Ready
+                };
             }
             InitStep::Icw4 => {
                 if val & 0x01 == 0 {
@@ -355,12 +363,18 @@ impl PicPair {
 
     /// Snapshot of both chips.
     pub fn state(&self) -> PicState {
-        PicState { master: self.master.clone(), slave: self.slave.clone() }
+        PicState {
+            master: self.master.clone(),
+            slave: self.slave.clone(),
+        }
     }
 
     /// Rebuilds a pair from a snapshot.
     pub fn from_state(state: &PicState) -> Self {
-        let mut p = Self { master: state.master.clone(), slave: state.slave.clone() };
+        let mut p = Self {
+            master: state.master.clone(),
+            slave: state.slave.clone(),
+        };
         p.master.lowest_priority &= 7;
         p.slave.lowest_priority &= 7;
         p.master.elcr &= ELCR_MASK_MASTER;

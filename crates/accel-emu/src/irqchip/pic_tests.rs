@@ -60,7 +60,7 @@ fn edge_needs_a_new_rising_edge() {
     p.set_irq(1, true);
     assert_eq!(p.acknowledge(), 0x21);
     p.io_write(MASTER_CMD, 0x20); // non-specific EOI
-    // Line still high: no new request.
+                                  // Line still high: no new request.
     p.set_irq(1, true);
     assert!(!p.has_interrupt());
     p.set_irq(1, false);
@@ -168,7 +168,10 @@ fn spurious_irq7_and_irq15() {
     assert_eq!(p.acknowledge(), 0x2f);
     let s = p.state();
     assert_eq!(s.slave.isr, 0);
-    assert_eq!(s.master.isr, 0x04, "master IR2 is in service; Linux EOIs the master");
+    assert_eq!(
+        s.master.isr, 0x04,
+        "master IR2 is in service; Linux EOIs the master"
+    );
 }
 
 #[test]
@@ -261,7 +264,10 @@ fn reinit_clears_isr_and_masks() {
     p.acknowledge();
     p.io_write(MASTER_CMD, 0x11);
     let s = p.state();
-    assert_eq!((s.master.isr, s.master.imr, s.master.init_step), (0, 0, InitStep::Icw2));
+    assert_eq!(
+        (s.master.isr, s.master.imr, s.master.init_step),
+        (0, 0, InitStep::Icw2)
+    );
 }
 
 #[test]

@@ -64,56 +64,137 @@ mod tests {
 
     fn cpus() -> Vec<ApicTarget> {
         (0..4)
-            .map(|i| ApicTarget { apic_id: i, ldr: (1 << i) << 24, dfr: 0xffff_ffff, enabled: true })
+            .map(|i| ApicTarget {
+                apic_id: i,
+                ldr: (1 << i) << 24,
+                dfr: 0xffff_ffff,
+                enabled: true,
+            })
             .collect()
     }
 
     fn delivery(dest: u32, logical: bool, mode: DeliveryMode) -> Delivery {
-        Delivery { vector: 0x40, delivery_mode: mode, dest, logical, level_triggered: false }
+        Delivery {
+            vector: 0x40,
+            delivery_mode: mode,
+            dest,
+            logical,
+            level_triggered: false,
+        }
     }
 
     #[test]
     fn physical_and_broadcast() {
         let t = cpus();
         assert_eq!(route(&delivery(2, false, DeliveryMode::Fixed), &t), vec![2]);
-        assert_eq!(route(&delivery(9, false, DeliveryMode::Fixed), &t), Vec::<usize>::new());
-        assert_eq!(route(&delivery(0xff, false, DeliveryMode::Fixed), &t), vec![0, 1, 2, 3]);
+        assert_eq!(
+            route(&delivery(9, false, DeliveryMode::Fixed), &t),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            route(&delivery(0xff, false, DeliveryMode::Fixed), &t),
+            vec![0, 1, 2, 3]
+        );
     }
 
     #[test]
     fn logical_flat_multicast_and_lowest_priority() {
         let t = cpus();
-        assert_eq!(route(&delivery(0x0a, true, DeliveryMode::Fixed), &t), vec![1, 3]);
-        assert_eq!(route(&delivery(0x0a, true, DeliveryMode::LowestPriority), &t), vec![1]);
-        assert_eq!(route(&delivery(0xff, true, DeliveryMode::Fixed), &t), vec![0, 1, 2, 3]);
+        assert_eq!(
+            route(&delivery(0x0a, true, DeliveryMode::Fixed), &t),
+            vec![1, 3]
+        );
+        assert_eq!(
+            route(&delivery(0x0a, true, DeliveryMode::LowestPriority), &t),
+            vec![1]
+        );
+        assert_eq!(
+            route(&delivery(0xff, true, DeliveryMode::Fixed), &t),
+            vec![0, 1, 2, 3]
+        );
     }
 
     #[test]
     fn disabled_apics_receive_nothing() {
         let mut t = cpus();
         t[1].enabled = false;
-        assert_eq!(route(&delivery(0xff, false, DeliveryMode::Fixed), &t), vec![0, 2, 3]);
-        assert_eq!(route(&delivery(1, false, DeliveryMode::Fixed), &t), Vec::<usize>::new());
+        assert_eq!(
+            route(&delivery(0xff, false, DeliveryMode::Fixed), &t),
+            vec![0, 2, 3]
+        );
+        assert_eq!(
+            route(&delivery(1, false, DeliveryMode::Fixed), &t),
+            Vec::<usize>::new()
+        );
     }
 
     fn ipi(shorthand: Shorthand, mode: DeliveryMode, level: bool, level_triggered: bool) -> Ipi {
-        Ipi { vector: 0x9a, delivery_mode: mode, dest: 3, logical: false, shorthand, level, level_triggered }
+        Ipi {
+            vector: 0x9a,
+            delivery_mode: mode,
+            dest: 3,
+            logical: false,
+            shorthand,
+            level,
+            level_triggered,
+        }
     }
 
     #[test]
     fn ipi_shorthands() {
         let t = cpus();
-        assert_eq!(route_ipi(&ipi(Shorthand::None, DeliveryMode::Fixed, true, false), 0, &t), vec![3]);
-        assert_eq!(route_ipi(&ipi(Shorthand::SelfOnly, DeliveryMode::Fixed, true, false), 1, &t), vec![1]);
-        assert_eq!(route_ipi(&ipi(Shorthand::AllIncludingSelf, DeliveryMode::Fixed, true, false), 1, &t), vec![0, 1, 2, 3]);
-        assert_eq!(route_ipi(&ipi(Shorthand::AllExcludingSelf, DeliveryMode::Init, true, false), 1, &t), vec![0, 2, 3]);
+        assert_eq!(
+            route_ipi(
+                &ipi(Shorthand::None, DeliveryMode::Fixed, true, false),
+                0,
+                &t
+            ),
+            vec![3]
+        );
+        assert_eq!(
+            route_ipi(
+                &ipi(Shorthand::SelfOnly, DeliveryMode::Fixed, true, false),
+                1,
+                &t
+            ),
+            vec![1]
+        );
+        assert_eq!(
+            route_ipi(
+                &ipi(
+                    Shorthand::AllIncludingSelf,
+                    DeliveryMode::Fixed,
+                    true,
+                    false
+                ),
+                1,
+                &t
+            ),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(
+            route_ipi(
+                &ipi(Shorthand::AllExcludingSelf, DeliveryMode::Init, true, false),
+                1,
+                &t
+            ),
+            vec![0, 2, 3]
+        );
     }
 
     #[test]
     fn init_deassert_goes_nowhere() {
         let t = cpus();
-        assert!(route_ipi(&ipi(Shorthand::AllExcludingSelf, DeliveryMode::Init, false, true), 0, &t).is_empty());
+        assert!(route_ipi(
+            &ipi(Shorthand::AllExcludingSelf, DeliveryMode::Init, false, true),
+            0,
+            &t
+        )
+        .is_empty());
         // INIT assert (level-triggered, level 1) is delivered.
-        assert_eq!(route_ipi(&ipi(Shorthand::None, DeliveryMode::Init, true, true), 0, &t), vec![3]);
+        assert_eq!(
+            route_ipi(&ipi(Shorthand::None, DeliveryMode::Init, true, true), 0, &t),
+            vec![3]
+        );
     }
 }

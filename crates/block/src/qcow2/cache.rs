@@ -103,11 +103,6 @@ impl<T> TableCache<T> {
     pub fn peek(&self, key: u64) -> Option<&T> {
         self.slots.get(&key).map(|s| &s.value)
     }
-
-    /// Drops every table (clean or not).
-    pub fn clear(&mut self) {
-        self.slots.clear();
-    }
 }
 
 #[cfg(test)]

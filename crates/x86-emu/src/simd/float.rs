@@ -28,8 +28,9 @@ pub enum ArithOp {
     Max,
 }
 
-fn denormal_flag(env: FpEnv, ops: &[Unpacked]) -> u32 {
-    if !env.daz && ops.iter().any(|u| u.denormal) {
+/// DE for denormal operands; a NaN operand takes precedence (no DE then), as measured.
+pub fn denormal_flag(env: FpEnv, ops: &[Unpacked]) -> u32 {
+    if !env.daz && ops.iter().any(|u| u.denormal) && !ops.iter().any(|u| u.is_nan()) {
         DE
     } else {
         0
@@ -82,14 +83,27 @@ pub fn arith(f: Format, op: ArithOp, a: u128, b: u128, env: FpEnv) -> (u128, u32
     let de = denormal_flag(env, &[ua, ub]);
     if matches!(op, ArithOp::Min | ArithOp::Max) {
         if ua.is_nan() || ub.is_nan() {
-            return (b, IE | de);
+            // The second operand as read (a DAZ denormal as zero, an SNaN unquieted).
+            let bits = if ub.value == Value::Zero {
+                f.zero(ub.sign)
+            } else {
+                b
+            };
+            return (bits, IE | de);
         }
         let take_a = match cmp_values(&ua, &ub) {
             Ordering::Less => op == ArithOp::Min,
             Ordering::Greater => op == ArithOp::Max,
             Ordering::Equal => false,
         };
-        return (if take_a { a } else { b }, de);
+        // Under DAZ the chosen operand is returned as the zero it was read as.
+        let (bits, u) = if take_a { (a, ua) } else { (b, ub) };
+        let bits = if u.value == Value::Zero {
+            f.zero(u.sign)
+        } else {
+            bits
+        };
+        return (bits, de);
     }
     if ua.is_nan() || ub.is_nan() {
         let ie = if ua.is_snan() || ub.is_snan() { IE } else { 0 };
@@ -97,7 +111,16 @@ pub fn arith(f: Format, op: ArithOp, a: u128, b: u128, env: FpEnv) -> (u128, u32
         return (v, ie | de);
     }
     let (v, fl) = arith_non_nan(f, f.precision(), op, &ua, &ub, env);
-    (v, fl | de)
+    (v, with_de(fl, de))
+}
+
+/// Adds DE unless the lane raised IE or ZE, which take precedence (as measured).
+fn with_de(flags: u32, de: u32) -> u32 {
+    if flags & (IE | ZE) != 0 {
+        flags
+    } else {
+        flags | de
+    }
 }
 
 /// The arithmetic of two non-NaN operands (shared with the x87 code), `p` = precision.
@@ -160,7 +183,7 @@ pub fn sqrt(f: Format, b: u128, env: FpEnv) -> (u128, u32) {
     match u.value {
         Value::NaN { quiet } => (f.quiet(b), if quiet { 0 } else { IE }),
         Value::Zero => (f.zero(u.sign), de),
-        _ if u.sign => (f.default_nan(), IE | de),
+        _ if u.sign => (f.default_nan(), IE),
         Value::Inf => (f.inf(false), 0),
         Value::Finite { exp, sig } => {
             let (v, fl) = sf::sqrt_finite(f, f.precision(), (exp, sig), env);

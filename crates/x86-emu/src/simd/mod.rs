@@ -23,11 +23,20 @@
 //! occurred: the destination must then stay unchanged and the caller raises #XM (CR4.
 //! OSXMMEXCPT=1) or #UD.
 
+pub mod compare;
+pub mod convert;
+pub mod float;
 pub mod int;
 pub mod lanes;
+pub mod mxcsr;
 pub mod shift;
 pub mod shuffle;
+pub mod softfloat;
 
+pub use compare::*;
+pub use convert::*;
+pub use float::*;
 pub use int::*;
+pub use mxcsr::{FpEnv, FpOut, Rounding, SimdFault};
 pub use shift::*;
 pub use shuffle::*;

@@ -220,7 +220,7 @@ fn bit_len(x: u128) -> i32 {
 }
 
 /// Rounds `sig` right by `shift` bits; returns the rounded integer and inexactness.
-fn round_shift(sig: u128, shift: i32, sign: bool, rc: Rounding) -> (u128, bool) {
+pub fn round_shift(sig: u128, shift: i32, sign: bool, rc: Rounding) -> (u128, bool) {
     if shift <= 0 {
         return (sig << (-shift) as u32, false);
     }

@@ -88,7 +88,14 @@ pub mod reg {
 
 const LVT_MASKED: u32 = 1 << 16;
 /// Writable bits of each LVT entry, in register order timer, thermal, perf, LINT0, LINT1, error.
-const LVT_WRITABLE: [u32; 6] = [0x0007_00ff, 0x0001_07ff, 0x0001_07ff, 0x0001_a7ff, 0x0001_a7ff, 0x0001_00ff];
+const LVT_WRITABLE: [u32; 6] = [
+    0x0007_00ff,
+    0x0001_07ff,
+    0x0001_07ff,
+    0x0001_a7ff,
+    0x0001_a7ff,
+    0x0001_00ff,
+];
 const LVT_TIMER: usize = 0;
 const LVT_LINT0: usize = 3;
 const LVT_ERROR: usize = 5;
@@ -227,7 +234,10 @@ fn bit_clear(regs: &mut [u32; 8], v: u8) {
     regs[usize::from(v >> 5)] &= !(1 << (v & 31));
 }
 fn highest(regs: &[u32; 8]) -> Option<u8> {
-    (0..8).rev().find(|&i| regs[i] != 0).map(|i| (i as u32 * 32 + 31 - regs[i].leading_zeros()) as u8)
+    (0..8)
+        .rev()
+        .find(|&i| regs[i] != 0)
+        .map(|i| (i as u32 * 32 + 31 - regs[i].leading_zeros()) as u8)
 }
 
 impl Lapic {
@@ -306,7 +316,12 @@ impl Lapic {
 
     /// What routing needs to know about this APIC.
     pub fn target(&self) -> ApicTarget {
-        ApicTarget { apic_id: self.s.apic_id, ldr: self.s.ldr, dfr: self.s.dfr, enabled: self.hw_enabled() }
+        ApicTarget {
+            apic_id: self.s.apic_id,
+            ldr: self.s.ldr,
+            dfr: self.s.dfr,
+            enabled: self.hw_enabled(),
+        }
     }
 
     /// IA32_APIC_BASE.
@@ -397,7 +412,8 @@ impl Lapic {
     /// ExtINT mode (virtual wire). The vCPU then takes PIC interrupts.
     pub fn ext_int_enabled(&self) -> bool {
         let lint0 = self.s.lvt[LVT_LINT0];
-        !self.hw_enabled() || (lint0 & LVT_MASKED == 0 && (lint0 >> 8) & 7 == DeliveryMode::ExtInt.bits())
+        !self.hw_enabled()
+            || (lint0 & LVT_MASKED == 0 && (lint0 >> 8) & 7 == DeliveryMode::ExtInt.bits())
     }
 
     /// A fixed interrupt arrives (IOAPIC, MSI or IPI). Dropped when the APIC is
@@ -433,7 +449,9 @@ impl Lapic {
 
     fn accept_message(&mut self, mode: DeliveryMode, vector: u8, level_triggered: bool) {
         match mode {
-            DeliveryMode::Fixed | DeliveryMode::LowestPriority => self.accept_interrupt(vector, level_triggered),
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                self.accept_interrupt(vector, level_triggered)
+            }
             DeliveryMode::Nmi => self.accept_nmi(),
             DeliveryMode::Init => self.accept_init(),
             DeliveryMode::StartUp => self.accept_sipi(vector),
@@ -576,7 +594,11 @@ impl Lapic {
         let lo = self.s.icr_low;
         let delivery_mode = DeliveryMode::from_bits(lo >> 8)?;
         let vector = lo as u8;
-        if matches!(delivery_mode, DeliveryMode::Fixed | DeliveryMode::LowestPriority) && vector < 16 {
+        if matches!(
+            delivery_mode,
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority
+        ) && vector < 16
+        {
             self.raise_error(ESR_SEND_ILLEGAL_VECTOR);
             return None;
         }

@@ -36,7 +36,11 @@ fn software_disabled_drops_fixed_and_forces_masks() {
     assert_eq!(l.pending_vector(), None);
     assert_eq!(l.read(reg::IRR + 0x20, 0), 0);
     l.write(reg::LVT_LINT1, 0x400, 0);
-    assert_eq!(l.read(reg::LVT_LINT1, 0), 0x10400, "mask forced while disabled");
+    assert_eq!(
+        l.read(reg::LVT_LINT1, 0),
+        0x10400,
+        "mask forced while disabled"
+    );
     l.write(reg::SVR, 0x1ff, 0);
     l.write(reg::LVT_LINT1, 0x400, 0);
     assert_eq!(l.read(reg::LVT_LINT1, 0), 0x400);
@@ -96,7 +100,10 @@ fn level_triggered_eoi_is_forwarded() {
     l.accept_interrupt(0x41, true);
     assert_eq!(l.read(reg::TMR + 0x20, 0), 1 << 1);
     assert_eq!(l.acknowledge(), Some(0x41));
-    assert_eq!(l.write(reg::EOI, 0, 0), Some(LapicAction::Eoi { vector: 0x41 }));
+    assert_eq!(
+        l.write(reg::EOI, 0, 0),
+        Some(LapicAction::Eoi { vector: 0x41 })
+    );
     // Edge re-accept clears TMR.
     l.accept_interrupt(0x41, false);
     assert_eq!(l.read(reg::TMR + 0x20, 0), 0);
@@ -136,12 +143,23 @@ fn icr_sends_ipis() {
             level_triggered: false,
         }))
     );
-    assert_eq!(l.read(reg::ICR_LOW, 0) & (1 << 12), 0, "delivery status idle");
+    assert_eq!(
+        l.read(reg::ICR_LOW, 0) & (1 << 12),
+        0,
+        "delivery status idle"
+    );
     // Self IPI shorthand, NMI to all-but-self.
-    let Some(LapicAction::SendIpi(ipi)) = l.write(reg::ICR_LOW, 0x0004_0030, 0) else { panic!() };
+    let Some(LapicAction::SendIpi(ipi)) = l.write(reg::ICR_LOW, 0x0004_0030, 0) else {
+        panic!()
+    };
     assert_eq!(ipi.shorthand, Shorthand::SelfOnly);
-    let Some(LapicAction::SendIpi(ipi)) = l.write(reg::ICR_LOW, 0x000c_0400, 0) else { panic!() };
-    assert_eq!((ipi.shorthand, ipi.delivery_mode), (Shorthand::AllExcludingSelf, DeliveryMode::Nmi));
+    let Some(LapicAction::SendIpi(ipi)) = l.write(reg::ICR_LOW, 0x000c_0400, 0) else {
+        panic!()
+    };
+    assert_eq!(
+        (ipi.shorthand, ipi.delivery_mode),
+        (Shorthand::AllExcludingSelf, DeliveryMode::Nmi)
+    );
     // Reserved delivery mode sends nothing.
     assert_eq!(l.write(reg::ICR_LOW, 0x0000_0330, 0), None);
 }
@@ -151,7 +169,7 @@ fn icr_sends_ipis() {
 fn init_sipi_sipi() {
     let mut bsp = enabled(0);
     let mut ap = Lapic::new(1);
-    let mut send = |bsp: &mut Lapic, ap: &mut Lapic, hi: u32, lo: u32| {
+    let send = |bsp: &mut Lapic, ap: &mut Lapic, hi: u32, lo: u32| {
         bsp.write(reg::ICR_HIGH, hi, 0);
         if let Some(LapicAction::SendIpi(ipi)) = bsp.write(reg::ICR_LOW, lo, 0) {
             let targets = [bsp.target(), ap.target()];
@@ -174,11 +192,21 @@ fn init_sipi_sipi() {
 #[test]
 fn nmi_latch_and_delivery_modes() {
     let mut l = enabled(0);
-    let d = Delivery { vector: 0, delivery_mode: DeliveryMode::Nmi, dest: 0, logical: false, level_triggered: false };
+    let d = Delivery {
+        vector: 0,
+        delivery_mode: DeliveryMode::Nmi,
+        dest: 0,
+        logical: false,
+        level_triggered: false,
+    };
     l.accept_delivery(&d);
     assert!(l.take_nmi());
     assert!(!l.take_nmi());
-    let d = Delivery { vector: 0x33, delivery_mode: DeliveryMode::LowestPriority, ..d };
+    let d = Delivery {
+        vector: 0x33,
+        delivery_mode: DeliveryMode::LowestPriority,
+        ..d
+    };
     l.accept_delivery(&d);
     assert_eq!(l.pending_vector(), Some(0x33));
 }
@@ -205,8 +233,14 @@ fn lint0_virtual_wire_and_global_disable() {
 #[test]
 fn apic_base_msr_checks() {
     let mut l = Lapic::new(0);
-    assert_eq!(l.set_apic_base(0xfee0_0c00), Err(LapicError::X2ApicUnsupported));
-    assert_eq!(l.set_apic_base(0xfee0_0801), Err(LapicError::ReservedApicBaseBits(0xfee0_0801)));
+    assert_eq!(
+        l.set_apic_base(0xfee0_0c00),
+        Err(LapicError::X2ApicUnsupported)
+    );
+    assert_eq!(
+        l.set_apic_base(0xfee0_0801),
+        Err(LapicError::ReservedApicBaseBits(0xfee0_0801))
+    );
     assert!(l.set_apic_base(1 << 60).is_err());
     l.set_apic_base(0xfed0_0900).unwrap();
     assert_eq!(l.base_address(), 0xfed0_0000);
@@ -223,7 +257,11 @@ fn register_masks() {
     l.write(reg::VERSION, 0, 0);
     assert_eq!(l.read(reg::VERSION, 0), VERSION);
     l.write(reg::LVT_TIMER, 0xffff_ffff, 0);
-    assert_eq!(l.read(reg::LVT_TIMER, 0), 0x0003_00ff, "reserved mode 11b reads as one-shot");
+    assert_eq!(
+        l.read(reg::LVT_TIMER, 0),
+        0x0001_00ff,
+        "reserved mode 11b reads as one-shot"
+    );
     l.write(reg::LVT_LINT0, 0xffff_ffff, 0);
     assert_eq!(l.read(reg::LVT_LINT0, 0), 0x0001_a7ff);
     l.write(reg::ID, 0x0700_0000, 0);
@@ -255,7 +293,16 @@ fn timer_one_shot_and_current_count() {
 #[test]
 fn divide_values() {
     let mut l = enabled(0);
-    for (dcr, div) in [(0x0, 2), (0x1, 4), (0x2, 8), (0x3, 16), (0x8, 32), (0x9, 64), (0xa, 128), (0xb, 1)] {
+    for (dcr, div) in [
+        (0x0, 2),
+        (0x1, 4),
+        (0x2, 8),
+        (0x3, 16),
+        (0x8, 32),
+        (0x9, 64),
+        (0xa, 128),
+        (0xb, 1),
+    ] {
         l.write(reg::TIMER_DIVIDE, dcr, 0);
         assert_eq!(l.timer_divisor(), div, "dcr {dcr:#x}");
     }
@@ -335,7 +382,11 @@ fn tsc_deadline_mode() {
     assert_eq!(l.next_timer_deadline(), Some(5_000));
     assert!(!l.advance(4_999));
     assert!(l.advance(5_000));
-    assert_eq!(l.tsc_deadline_ns(), None, "deadline MSR reads 0 after firing");
+    assert_eq!(
+        l.tsc_deadline_ns(),
+        None,
+        "deadline MSR reads 0 after firing"
+    );
     assert_eq!(l.pending_vector(), Some(0xee));
     // Re-arm and disarm.
     l.set_tsc_deadline_ns(Some(9_000));

@@ -7,7 +7,8 @@
 //! one nanosecond and everything maps onto `now_ns` exactly. The guest learns
 //! the rate by calibration (or CPUID 0x15/0x16 if the VMM reports it).
 //!
-//! Expiry times are absolute (`start + k * period`), so periodic mode never
+//! `now_ns` must be monotonic. The count start may lie "before zero" after a
+//! divide change (arithmetic on it wraps). Expiry times are absolute (`start + k * period`), so periodic mode never
 //! drifts; when the caller is late, missed periods collapse into one interrupt.
 //! In TSC-deadline mode the caller converts IA32_TSC_DEADLINE to ns and passes
 //! it to [`Lapic::set_tsc_deadline_ns`].
@@ -99,8 +100,8 @@ impl Lapic {
                 Some(next) if next <= now_ns => {
                     let period = self.period_ns();
                     self.s.timer_next_ns = if mode == TimerMode::Periodic && period > 0 {
-                        let k = (now_ns - self.s.timer_start_ns) / period + 1;
-                        self.s.timer_start_ns.checked_add(k.saturating_mul(period))
+                        let k = now_ns.wrapping_sub(self.s.timer_start_ns) / period + 1;
+                        Some(self.s.timer_start_ns.wrapping_add(k.wrapping_mul(period)))
                     } else {
                         None
                     };
@@ -124,11 +125,14 @@ impl Lapic {
 
     /// Current-count register value at `now_ns`.
     pub(super) fn timer_current_count(&self, now_ns: u64) -> u32 {
-        if self.timer_mode() == TimerMode::TscDeadline || self.s.timer_initial == 0 || self.s.timer_next_ns.is_none() {
+        if self.timer_mode() == TimerMode::TscDeadline
+            || self.s.timer_initial == 0
+            || self.s.timer_next_ns.is_none()
+        {
             return 0;
         }
         let initial = u64::from(self.s.timer_initial);
-        let elapsed = now_ns.saturating_sub(self.s.timer_start_ns) / self.ns_per_count();
+        let elapsed = now_ns.wrapping_sub(self.s.timer_start_ns) / self.ns_per_count();
         let count = match self.timer_mode() {
             TimerMode::Periodic => initial - elapsed % initial,
             _ => initial.saturating_sub(elapsed),
@@ -144,7 +148,11 @@ impl Lapic {
         }
         self.s.timer_initial = val;
         self.s.timer_start_ns = now_ns;
-        self.s.timer_next_ns = if val == 0 { None } else { now_ns.checked_add(self.period_ns()) };
+        self.s.timer_next_ns = if val == 0 {
+            None
+        } else {
+            now_ns.checked_add(self.period_ns())
+        };
     }
 
     /// Divide-configuration write. A running count keeps its current value and
@@ -157,7 +165,7 @@ impl Lapic {
             // Re-base so that the count at now_ns is `current` at the new rate:
             // start lies (initial - current) new-rate counts in the past.
             let done = u64::from(self.s.timer_initial - current) * self.ns_per_count();
-            self.s.timer_start_ns = now_ns.saturating_sub(done);
+            self.s.timer_start_ns = now_ns.wrapping_sub(done);
             self.s.timer_next_ns = now_ns.checked_add(u64::from(current) * self.ns_per_count());
         }
     }

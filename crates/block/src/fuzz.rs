@@ -1,0 +1,48 @@
+//! Entry point shared by the `cargo fuzz` target (`fuzz/` at the repository root) and
+//! the corpus regression tests: it must return, never panic, whatever `data` holds.
+
+use crate::disk::Disk;
+use crate::qcow2::Qcow2Disk;
+use crate::storage::MemStorage;
+
+/// How far an image may grow in memory while being fuzzed.
+const GROWTH_LIMIT: u64 = 8 << 20;
+
+/// Parses `data` as a qcow2 image and exercises it: header and table parsing, reads,
+/// block status, the consistency check, then writes, discard, flush and check again on
+/// a writable copy. Errors are expected; panics, hangs and huge allocations are bugs.
+pub fn fuzz_image(data: &[u8]) {
+    let limit = data.len() as u64 + GROWTH_LIMIT;
+    let ro = MemStorage::new(data.to_vec(), limit);
+    if let Ok(d) = Qcow2Disk::open(Box::new(ro), "fuzz", true) {
+        let d = d.without_backing();
+        exercise_reads(&d);
+        let _ = d.check();
+    }
+    let rw = MemStorage::new(data.to_vec(), limit);
+    if let Ok(d) = Qcow2Disk::open(Box::new(rw), "fuzz", false) {
+        let d = d.without_backing();
+        let size = d.size();
+        let buf = [0x5au8; 4096];
+        for off in [0, size / 2, size.saturating_sub(100)] {
+            let n = (size - off.min(size)).min(buf.len() as u64) as usize;
+            let _ = d.write_at(&buf[..n], off);
+        }
+        let _ = d.discard(0, size.min(1 << 20));
+        let _ = d.write_zeroes(size / 3, (size - size / 3).min(70000));
+        let _ = d.flush();
+        exercise_reads(&d);
+        let _ = d.check();
+        let _ = d.resize(size.saturating_add(1 << 20));
+    }
+}
+
+fn exercise_reads(d: &Qcow2Disk) {
+    let size = d.size();
+    let mut buf = vec![0u8; 256 << 10];
+    for off in [0, size / 2, size.saturating_sub(buf.len() as u64)] {
+        let n = (size - off.min(size)).min(buf.len() as u64) as usize;
+        let _ = d.read_at(&mut buf[..n], off);
+        let _ = d.block_status(off, n as u64);
+    }
+}

@@ -1,0 +1,65 @@
+//! `hako run` and `hako host` on bad input: a one-line error and a non-zero exit.
+
+use std::process::Command;
+
+fn hako() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hako"))
+}
+
+fn run_fails(args: &[&str]) -> (i32, String) {
+    let out = hako().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn missing_kernel_is_named() {
+    let (code, err) = run_fails(&["run", "--kernel", "/no/such/vmlinuz", "--accel", "emu"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/no/such/vmlinuz"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn malformed_kernel_is_rejected_before_boot() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), b"MZ not really a kernel").unwrap();
+    for accel in ["kvm", "emu"] {
+        let (code, err) = run_fails(&["run", "--kernel", f.path().to_str().unwrap(), "--accel", accel]);
+        assert_eq!(code, 1, "{accel}: {err}");
+        assert!(
+            err.contains("unsupported kernel format") || err.contains("not available") || err.contains("/dev/kvm"),
+            "{accel}: {err}"
+        );
+    }
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let (code, err) = run_fails(&["run", "--kernel", "x", "--memory", "12Q"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown unit"), "{err}");
+    let (code, err) = run_fails(&["run", "--kernel", "x", "--accel", "tcg"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("tcg"), "{err}");
+    let (code, err) = run_fails(&["run", "--kernel", "/dev/null", "--cpus", "0", "--accel", "emu"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--cpus"), "{err}");
+}
+
+#[test]
+fn absurd_memory_is_a_clear_error() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let (code, err) = run_fails(&["run", "--kernel", f.path().to_str().unwrap(), "--memory", "64T", "--accel", "emu"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("memory") || err.contains("kernel"), "{err}");
+}
+
+#[test]
+fn host_json_names_a_recommendation() {
+    let out = hako().args(["host", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = v.to_string();
+    assert!(text.contains("kvm") || text.contains("emu"), "{text}");
+}

@@ -1,0 +1,179 @@
+//! The virtio-mmio transport, version 2 (virtio 1.2, section 4.2).
+//!
+//! One [`BusDevice`] of [`MMIO_SIZE`] bytes per device with a level-triggered
+//! interrupt line held while InterruptStatus is non-zero. Describe it to the
+//! guest through ACPI (`LNRO0005` device, see `boot::acpi`).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use vm_device::{BusDevice, IrqLine};
+
+use super::core::{CoreState, RingPart, VirtioCore};
+use crate::device::{DeviceError, VirtioDevice, VirtioInterrupt};
+use crate::GuestMemory;
+
+/// Size of a virtio-mmio register window.
+pub const MMIO_SIZE: u64 = 0x1000;
+const MAGIC: u32 = 0x7472_6976; // "virt"
+const VERSION: u32 = 2;
+const VENDOR: u32 = 0x1af4;
+const CONFIG: u64 = 0x100;
+
+/// Serializable state of a virtio-mmio device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtioMmioState<S> {
+    pub interrupt_status: u32,
+    pub core: CoreState<S>,
+}
+
+struct MmioIrq<'a> {
+    status: &'a mut u32,
+    line: &'a dyn IrqLine,
+}
+
+impl VirtioInterrupt for MmioIrq<'_> {
+    fn signal_queue(&mut self, _queue: u16) {
+        *self.status |= 1;
+        self.line.set_level(true);
+    }
+    fn signal_config(&mut self) {
+        *self.status |= 2;
+        self.line.set_level(true);
+    }
+}
+
+/// A virtio device on virtio-mmio.
+pub struct VirtioMmioDevice<D: VirtioDevice> {
+    core: VirtioCore<D>,
+    line: Arc<dyn IrqLine>,
+    interrupt_status: u32,
+}
+
+impl<D: VirtioDevice> VirtioMmioDevice<D> {
+    /// Wraps `device`, interrupting through `line`.
+    pub fn new(device: D, mem: GuestMemory, line: Arc<dyn IrqLine>) -> Self {
+        Self { core: VirtioCore::new(device, mem), line, interrupt_status: 0 }
+    }
+
+    /// The device model.
+    pub fn device(&self) -> &D {
+        &self.core.device
+    }
+
+    /// The device model, mutably.
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.core.device
+    }
+
+    /// The device status register (DEVICE_NEEDS_RESET included).
+    pub fn status(&self) -> u8 {
+        self.core.status()
+    }
+
+    fn split(&mut self) -> (&mut VirtioCore<D>, MmioIrq<'_>) {
+        (&mut self.core, MmioIrq { status: &mut self.interrupt_status, line: &*self.line })
+    }
+
+    /// Lets the device do host-side work (e.g. deliver console input).
+    pub fn process_event(&mut self) {
+        let (core, mut irq) = self.split();
+        core.event(&mut irq);
+    }
+
+    fn read_reg(&self, off: u64) -> u32 {
+        let c = &self.core;
+        let sel = c.selected();
+        match off {
+            0x000 => MAGIC,
+            0x004 => VERSION,
+            0x008 => c.device.device_type(),
+            0x00c => VENDOR,
+            0x010 => c.device_features_word(),
+            0x034 => u32::from(c.max_size(c.queue_sel)),
+            0x038 => sel.map_or(0, |r| u32::from(r.size)),
+            0x044 => sel.map_or(0, |r| u32::from(r.enabled)),
+            0x060 => self.interrupt_status,
+            0x070 => u32::from(c.status()),
+            0x080 => sel.map_or(0, |r| r.desc as u32),
+            0x084 => sel.map_or(0, |r| (r.desc >> 32) as u32),
+            0x090 => sel.map_or(0, |r| r.driver as u32),
+            0x094 => sel.map_or(0, |r| (r.driver >> 32) as u32),
+            0x0a0 => sel.map_or(0, |r| r.device as u32),
+            0x0a4 => sel.map_or(0, |r| (r.device >> 32) as u32),
+            // No shared memory regions: length and base read as all ones.
+            0x0b0..=0x0bc => u32::MAX,
+            0x0fc => u32::from(c.config_generation),
+            _ => 0,
+        }
+    }
+
+    fn write_reg(&mut self, off: u64, v: u32) {
+        let (core, mut irq) = self.split();
+        match off {
+            0x014 => core.device_features_sel = v,
+            0x020 => core.write_driver_features(v),
+            0x024 => core.driver_features_sel = v,
+            0x030 => core.queue_sel = v.min(u32::from(u16::MAX)) as u16,
+            0x038 => core.write_queue_size(v.min(u32::from(u16::MAX)) as u16, &mut irq),
+            0x044 if v == 1 => core.enable_queue(&mut irq),
+            0x050 => core.notify(v.min(u32::from(u16::MAX)) as u16, &mut irq),
+            0x064 => {
+                *irq.status &= !v;
+                if *irq.status == 0 {
+                    irq.line.set_level(false);
+                }
+            }
+            0x070 => {
+                core.write_status(v as u8, &mut irq);
+                if v == 0 {
+                    *irq.status = 0;
+                    irq.line.set_level(false);
+                }
+            }
+            0x080 => core.write_queue_addr(RingPart::Desc, Some(v), None),
+            0x084 => core.write_queue_addr(RingPart::Desc, None, Some(v)),
+            0x090 => core.write_queue_addr(RingPart::Driver, Some(v), None),
+            0x094 => core.write_queue_addr(RingPart::Driver, None, Some(v)),
+            0x0a0 => core.write_queue_addr(RingPart::Device, Some(v), None),
+            0x0a4 => core.write_queue_addr(RingPart::Device, None, Some(v)),
+            _ => tracing::debug!("virtio-mmio: ignored write at {off:#x}"),
+        }
+    }
+
+    /// Serializable state.
+    pub fn state(&self) -> VirtioMmioState<D::State> {
+        VirtioMmioState { interrupt_status: self.interrupt_status, core: self.core.state() }
+    }
+
+    /// Restores a state saved from a device built the same way.
+    pub fn restore(&mut self, s: &VirtioMmioState<D::State>) -> Result<(), DeviceError> {
+        self.core.restore(&s.core)?;
+        self.interrupt_status = s.interrupt_status;
+        self.line.set_level(self.interrupt_status != 0);
+        Ok(())
+    }
+}
+
+impl<D: VirtioDevice> BusDevice for VirtioMmioDevice<D> {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if offset >= CONFIG {
+            self.core.device.read_config(offset - CONFIG, data);
+            return;
+        }
+        // Registers are 32-bit; other widths read zero.
+        if data.len() == 4 && offset % 4 == 0 {
+            data.copy_from_slice(&self.read_reg(offset).to_le_bytes());
+        } else {
+            data.fill(0);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset >= CONFIG {
+            self.core.device.write_config(offset - CONFIG, data);
+        } else if data.len() == 4 && offset % 4 == 0 {
+            self.write_reg(offset, u32::from_le_bytes([data[0], data[1], data[2], data[3]]));
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Transports: how a driver reaches a virtio device.
+
+pub mod core;
+pub mod mmio;
+pub mod pci;
+
+pub use self::core::{CoreState, QueueRegs};
+pub use self::mmio::{VirtioMmioDevice, VirtioMmioState, MMIO_SIZE};
+pub use self::pci::{VirtioPciDevice, VirtioPciState};
