@@ -20,11 +20,12 @@ if [ -f "$MODS/load-order" ]; then
     done
 fi
 echo "hako-guest: init reached (kernel $KVER, $(grep -c ^processor /proc/cpuinfo) cpus)"
-# hako.cmd=... on the kernel command line: run it, print its status, power off.
-CMD=$(sed -n 's/.*hako\.cmd="\([^"]*\)".*/\1/p; t; s/.*hako\.cmd=\([^ ]*\).*/\1/p' /proc/cmdline)
-if [ -n "$CMD" ]; then
-    CMD=$(echo "$CMD" | sed 's/\\x20/ /g; s/+/ /g')
-    sh -c "$CMD"
+# hako.cmd=BASE64 on the kernel command line: run that shell script, print its
+# exit status, power off. (Base64 keeps quotes, spaces and '+' intact.)
+CMD64=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^hako\.cmd=//p' | head -1)
+if [ -n "$CMD64" ]; then
+    echo "$CMD64" | base64 -d > /tmp/hako-cmd.sh
+    sh /tmp/hako-cmd.sh
     echo "hako-guest: exit status $?"
     sync
     poweroff -f

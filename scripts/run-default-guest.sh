@@ -23,8 +23,8 @@ cargo build --release -q -p hako
 eval "$(scripts/default-guest.sh --print-env)"
 CMDLINE="console=ttyS0 quiet"
 if [ -n "$CMD" ]; then
-    # The guest's /init runs hako.cmd and powers off; spaces travel as '+'.
-    CMDLINE="$CMDLINE hako.cmd=\"${CMD// /+}\""
+    # The guest's /init runs hako.cmd (base64 of a shell script) and powers off.
+    CMDLINE="$CMDLINE hako.cmd=$(printf '%s' "$CMD" | base64 -w0)"
 fi
 exec target/release/hako run --kernel "$KERNEL" --initrd "$INITRD" --memory 512M \
     --cmdline "$CMDLINE" --accel auto "${EXTRA[@]}"

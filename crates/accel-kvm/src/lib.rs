@@ -17,7 +17,7 @@ mod vm;
 pub use kick::kick_signal;
 pub use probe::{probe, Accel, HostReport};
 pub use vcpu::KvmVcpu;
-pub use vm::{KvmVm, KVM_API_VERSION, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
+pub use vm::{KvmVm, KVM_API_VERSION, KVM_DEVICE, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
 
 /// Wraps a failed KVM ioctl as an accelerator error naming the ioctl.
 pub(crate) fn errno_err(what: &'static str, e: kvm_ioctls::Error) -> accel::Error {

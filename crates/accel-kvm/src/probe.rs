@@ -77,6 +77,8 @@ pub struct KvmStatus {
     /// /dev/kvm is served by PVM (`kvm_pvm`): guest user mode runs natively, but the
     /// supervisor code of a stock (non-PVM) kernel is emulated by the host kernel.
     pub pvm: bool,
+    /// What points to the backend: present modules and their parameters, and CPU flags.
+    pub backend_evidence: Vec<String>,
 }
 
 /// Memory features that matter for running many or large guests.
@@ -112,7 +114,8 @@ pub fn probe() -> HostReport {
     let cpu = cpu_info();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let virt_flags = virt_flags(&cpuinfo);
-    let kvm = kvm_status(sys);
+    let mut kvm = kvm_status(sys);
+    kvm.backend_evidence = backend_evidence(sys, &kvm, &virt_flags);
     let memory = memory_features(sys);
     let (recommended, reason) = recommend(&kvm);
     HostReport {
@@ -142,8 +145,9 @@ fn recommend(kvm: &KvmStatus) -> (Accel, String) {
             Accel::Emu,
             "/dev/kvm is served by PVM (kvm_pvm): only PVM-enabled guest kernels run at \
              native speed there; a stock kernel's supervisor code is emulated by the host \
-             kernel instruction by instruction (about 1 us each), slower than Hakobune's \
-             emulator, so stock kernels run on emu"
+             kernel instruction by instruction (about 1 us each), so a stock kernel does \
+             not get through early boot in reasonable time: stock kernels run on emu \
+             (use --accel kvm explicitly for PVM-enabled kernels or tiny test guests)"
                 .into(),
         );
     }
@@ -252,6 +256,7 @@ fn kvm_status(root: &Path) -> KvmStatus {
         modules,
         nested,
         pvm,
+        backend_evidence: Vec::new(),
     };
     let kvm = match open_kvm() {
         Ok(kvm) => kvm,
@@ -287,6 +292,35 @@ fn kvm_status(root: &Path) -> KvmStatus {
         status.usable = true;
     }
     status
+}
+
+/// Why we think /dev/kvm is served by what it is served by.
+fn backend_evidence(root: &Path, kvm: &KvmStatus, flags: &VirtFlags) -> Vec<String> {
+    let mut ev = Vec::new();
+    for m in &kvm.modules {
+        let params = root.join("sys/module").join(m).join("parameters");
+        let mut shown = Vec::new();
+        if m == "kvm_pvm" {
+            for p in ["pvm_native", "no_x2apic", "force"] {
+                if let Some(v) = read_trimmed(&params.join(p)) {
+                    shown.push(format!("{p}={v}"));
+                }
+            }
+        }
+        if shown.is_empty() {
+            ev.push(format!("/sys/module/{m} present"));
+        } else {
+            ev.push(format!("/sys/module/{m} present ({})", shown.join(", ")));
+        }
+    }
+    if !flags.vmx && !flags.svm {
+        ev.push(if kvm.usable {
+            "the CPU shows neither vmx nor svm, yet /dev/kvm works: a software backend".into()
+        } else {
+            "the CPU shows neither vmx nor svm".into()
+        });
+    }
+    ev
 }
 
 /// Reads a `Key: value [kB]` number out of /proc/meminfo text.
@@ -391,6 +425,9 @@ impl fmt::Display for HostReport {
                 "unknown"
             }
         )?;
+        for e in &k.backend_evidence {
+            writeln!(f, "                {e}")?;
+        }
         if let Some(n) = &k.nested {
             writeln!(f, "Nested virt:    {n}")?;
         }
@@ -466,6 +503,7 @@ mod tests {
             modules: Vec::new(),
             nested: None,
             pvm,
+            backend_evidence: Vec::new(),
         }
     }
 

@@ -65,7 +65,8 @@ fn with_delivery_mode(lvt: u32, mode: u32) -> u32 {
 }
 
 /// LINT0 delivers the 8259's ExtINT (virtual-wire mode), LINT1 delivers NMI, as the
-/// MP specification's virtual wire mode describes; the mask bits are left as they are.
+/// MP specification's virtual wire mode describes; the mask bits are left as they are
+/// (KVM resets the boot CPU's LINT0 unmasked, the APs' masked, as a BIOS leaves them).
 pub fn set_lint_virtual_wire(l: &mut kvm_lapic_state) {
     let lint0 = get_reg(l, APIC_LVT_LINT0);
     set_reg(

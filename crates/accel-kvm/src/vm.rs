@@ -24,21 +24,57 @@ pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 /// (`KVM_SET_IDENTITY_MAP_ADDR`), just below [`KVM_TSS_ADDR`].
 pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
 
+/// The KVM device.
+pub const KVM_DEVICE: &str = "/dev/kvm";
+
 /// Opens /dev/kvm with an error message a person can act on.
 pub(crate) fn open_kvm() -> Result<Kvm> {
-    Kvm::new().map_err(|e| match e.errno() {
-        libc::ENOENT => Error::Unavailable(
-            "/dev/kvm does not exist: the kvm module is not loaded or the host has no \
+    open_kvm_at(KVM_DEVICE)
+}
+
+/// Opens the KVM device at `path`.
+pub(crate) fn open_kvm_at(path: &str) -> Result<Kvm> {
+    let c_path = std::ffi::CString::new(path)
+        .map_err(|_| Error::Unavailable(format!("bad KVM device path {path:?}")))?;
+    Kvm::new_with_path(&c_path).map_err(|e| open_error(path, e))
+}
+
+/// The error for a failed open of the KVM device, worded for what can be done about it.
+fn open_error(path: &str, e: kvm_ioctls::Error) -> Error {
+    match e.errno() {
+        libc::ENOENT => Error::Unavailable(format!(
+            "{path} does not exist: the kvm module is not loaded or the host has no \
              hardware virtualization (try --accel emu)"
-                .into(),
-        ),
-        libc::EACCES | libc::EPERM => Error::Unavailable(
-            "permission denied opening /dev/kvm: add the user to the group owning it \
+        )),
+        libc::EACCES | libc::EPERM => Error::Unavailable(format!(
+            "permission denied opening {path}: add the user to the group owning it \
              (usually `kvm`) or run as root"
-                .into(),
-        ),
-        _ => errno_err("open /dev/kvm", e),
-    })
+        )),
+        _ => errno_err("opening the KVM device", e),
+    }
+}
+
+/// Checks that an opened KVM device speaks our API version and has every
+/// capability the VMM requires.
+pub(crate) fn check_kvm(kvm: &Kvm, path: &str) -> Result<()> {
+    let version = kvm.get_api_version();
+    if version != KVM_API_VERSION {
+        return Err(Error::Unavailable(format!(
+            "{path} speaks KVM API version {version}, this VMM needs {KVM_API_VERSION}"
+        )));
+    }
+    let missing: Vec<&str> = CAPS
+        .iter()
+        .filter(|c| c.required && !kvm.check_extension(c.cap))
+        .map(|c| c.name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Unavailable(format!(
+            "{path} lacks required capabilities: {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// A KVM virtual machine: guest memory registered as memory slots, the in-kernel
@@ -58,23 +94,7 @@ impl KvmVm {
     /// Creates a VM over `mem` that will have `num_cpus` vCPUs (ids 0..num_cpus).
     pub fn new(mem: GuestMemory, num_cpus: u32) -> Result<KvmVm> {
         let kvm = open_kvm()?;
-        let version = kvm.get_api_version();
-        if version != KVM_API_VERSION {
-            return Err(Error::Unavailable(format!(
-                "/dev/kvm speaks KVM API version {version}, this VMM needs {KVM_API_VERSION}"
-            )));
-        }
-        let missing: Vec<&str> = CAPS
-            .iter()
-            .filter(|c| c.required && !kvm.check_extension(c.cap))
-            .map(|c| c.name)
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::Unavailable(format!(
-                "/dev/kvm lacks required capabilities: {}",
-                missing.join(", ")
-            )));
-        }
+        check_kvm(&kvm, KVM_DEVICE)?;
         let max_vcpus = kvm.get_max_vcpus();
         if num_cpus == 0 || num_cpus as usize > max_vcpus {
             return Err(Error::InvalidState(format!(
@@ -215,5 +235,44 @@ impl accel::Vm for KvmVm {
             .signal_msi(msi)
             .map(|_| ())
             .map_err(|e| errno_err("KVM_SIGNAL_MSI", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_device_says_so() {
+        let e = open_kvm_at("/nonexistent/kvm").err().unwrap();
+        assert!(matches!(e, Error::Unavailable(_)));
+        assert!(
+            e.to_string().contains("/nonexistent/kvm does not exist"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_device_that_is_not_kvm_fails_the_version_check() {
+        // /dev/null opens, but KVM_GET_API_VERSION fails on it.
+        let kvm = open_kvm_at("/dev/null").unwrap();
+        let e = check_kvm(&kvm, "/dev/null").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/dev/null speaks KVM API version -1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn open_errors_say_what_to_do() {
+        let e = open_error("/dev/kvm", kvm_ioctls::Error::new(libc::EACCES));
+        assert!(matches!(e, Error::Unavailable(_)));
+        assert!(
+            e.to_string().contains("permission denied opening /dev/kvm"),
+            "{e}"
+        );
+        let e = open_error("/dev/kvm", kvm_ioctls::Error::new(libc::EBUSY));
+        assert!(matches!(e, Error::Os { .. }), "{e}");
     }
 }

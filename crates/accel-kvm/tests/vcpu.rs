@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use accel::{VcpuExit, Vm};
 use accel_kvm::KvmVm;
-use common::{boot_code, have_kvm, memory, vm_with_code, Outcome, TestIo, CODE};
+use common::{
+    boot_code, have_kvm, memory, vm_with_code, vm_with_code_and_handlers, Outcome, TestIo, CODE,
+};
 use vmm_types::msr;
 
 /// `mov $0xfe,%al; out %al,$0x64` (reset) then `jmp .`
@@ -38,6 +40,30 @@ fn string_port_io_is_split_per_element() {
     assert_eq!(
         *io.port80_log.lock().unwrap(),
         vec![vec![0x34, 0x12], vec![0x78, 0x56]]
+    );
+}
+
+#[test]
+fn string_port_input_fills_every_element() {
+    if !have_kvm() {
+        return;
+    }
+    let mut code = vec![
+        0x66, 0xba, 0xfd, 0x03, // mov $0x3fd,%dx (LSR: reads 0x60 in TestIo)
+        0x48, 0x8d, 0x3d, 21, 0, 0, 0, // lea buf(%rip),%rdi
+        0xb9, 0x03, 0x00, 0x00, 0x00, // mov $3,%ecx
+        0xf3, 0x6c, // rep insb
+        0x8b, 0x05, 8, 0, 0, 0, // mov buf(%rip),%eax
+        0xe7, 0x80, // out %eax,$0x80
+    ];
+    code.extend_from_slice(RESET);
+    assert_eq!(code.len(), 32);
+    code.extend_from_slice(&[0; 4]); // buf
+    let (outcome, _, io) = boot_code(&code);
+    assert_eq!(outcome, Outcome::Reset);
+    assert_eq!(
+        *io.port80_log.lock().unwrap(),
+        vec![vec![0x60, 0x60, 0x60, 0x00]]
     );
 }
 
@@ -160,14 +186,106 @@ fn bad_vcpu_ids_and_counts_are_errors() {
     assert!(matches!(e, accel::Error::InvalidState(_)), "{e}");
 }
 
+/// An MSI (KVM_SIGNAL_MSI) and an IOAPIC line (KVM_IRQ_LINE) reach a guest halted
+/// in the kernel with interrupts on, through the in-kernel LAPIC and IOAPIC.
 #[test]
-fn irq_lines_and_msis_are_accepted() {
+fn msi_and_ioapic_interrupts_reach_the_guest() {
     if !have_kvm() {
         return;
     }
-    let vm = KvmVm::new(memory(2 << 20), 1).unwrap();
-    let _vcpu = vm.create_vcpu(0).unwrap();
-    vm.set_irq_line(4, true).unwrap();
-    vm.set_irq_line(4, false).unwrap();
-    vm.signal_msi(0xfee0_0000, 0x30).unwrap();
+    #[rustfmt::skip]
+    let main = [
+        0xb8, 0xf0, 0x00, 0xe0, 0xfe,       // mov $0xfee000f0,%eax (LAPIC SVR)
+        0xc7, 0x00, 0xff, 0x01, 0x00, 0x00, // movl $0x1ff,(%rax): software-enable
+        // LINT0 is ExtINT and unmasked as a BIOS leaves it, so mask the 8259s
+        // (reset vector base 0) before unmasking interrupts: out 0xff to 0x21, 0xa1.
+        0xb0, 0xff, 0xe6, 0x21, 0xe6, 0xa1,
+        0xb8, 0x00, 0x00, 0xc0, 0xfe,       // mov $0xfec00000,%eax (IOAPIC)
+        0xc7, 0x00, 0x18, 0x00, 0x00, 0x00, // movl $0x18,(%rax): select redirection 4 (low)
+        0xc7, 0x40, 0x10, 0x41, 0x00, 0x00, 0x00, // movl $0x41,0x10(%rax): vector 0x41, unmasked
+        0xb0, 0x01, 0xe6, 0x80,             // out 1 to port 0x80: ready
+        0xfb,                               // sti
+        0xf4,                               // 1: hlt
+        0xeb, 0xfd,                         // jmp 1b
+    ];
+    #[rustfmt::skip]
+    let msi_handler = [
+        0xb0, 0x40, 0xe6, 0x80,             // out 0x40 to port 0x80
+        0xb8, 0xb0, 0x00, 0xe0, 0xfe,       // mov $0xfee000b0,%eax (LAPIC EOI)
+        0xc7, 0x00, 0x00, 0x00, 0x00, 0x00, // movl $0,(%rax)
+        0x48, 0xcf,                         // iretq
+    ];
+    let mut line_handler = vec![0xb0, 0x41, 0xe6, 0x80]; // out 0x41 to port 0x80
+    line_handler.extend_from_slice(RESET);
+    let (vm, vcpu) = vm_with_code_and_handlers(
+        &main,
+        &[(0x40, &msi_handler[..]), (0x41, &line_handler[..])],
+    );
+    let vm = Arc::new(vm);
+    let io = Arc::new(TestIo::default());
+    let driver = {
+        let (vm, io) = (vm.clone(), io.clone());
+        std::thread::spawn(move || {
+            let seen = |b: u8| io.port80_log.lock().unwrap().contains(&vec![b]);
+            let wait = |b: u8| {
+                while !seen(b) && !io.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            };
+            wait(1);
+            vm.signal_msi(0xfee0_0000, 0x40).unwrap();
+            wait(0x40);
+            vm.set_irq_line(4, true).unwrap();
+            vm.set_irq_line(4, false).unwrap();
+        })
+    };
+    let (outcome, _) = common::run(&vm, vec![vcpu], io.clone());
+    driver.join().unwrap();
+    assert_eq!(outcome, Outcome::Reset);
+    assert_eq!(
+        *io.port80_log.lock().unwrap(),
+        vec![vec![1], vec![0x40], vec![0x41]]
+    );
+}
+
+/// A legacy interrupt through the in-kernel 8259 reaches the CPU through LINT0, which
+/// is set up in ExtINT (virtual wire) mode as a BIOS leaves it.
+#[test]
+fn pic_interrupt_arrives_through_lint0_extint() {
+    if !have_kvm() {
+        return;
+    }
+    #[rustfmt::skip]
+    let main = [
+        0xb0, 0x11, 0xe6, 0x20,             // ICW1: edge, cascade, ICW4 follows
+        0xb0, 0x20, 0xe6, 0x21,             // ICW2: vector base 0x20
+        0xb0, 0x04, 0xe6, 0x21,             // ICW3: slave on IRQ2
+        0xb0, 0x01, 0xe6, 0x21,             // ICW4: 8086 mode
+        0xb0, 0xef, 0xe6, 0x21,             // OCW1: only IRQ4 unmasked
+        0xb0, 0x01, 0xe6, 0x80,             // out 1 to port 0x80: ready
+        0xfb,                               // sti
+        0xf4,                               // 1: hlt
+        0xeb, 0xfd,                         // jmp 1b
+    ];
+    let mut handler = vec![0xb0, 0x24, 0xe6, 0x80]; // out 0x24 to port 0x80
+    handler.extend_from_slice(RESET);
+    let (vm, vcpu) = vm_with_code_and_handlers(&main, &[(0x24, &handler[..])]);
+    let vm = Arc::new(vm);
+    let io = Arc::new(TestIo::default());
+    let driver = {
+        let (vm, io) = (vm.clone(), io.clone());
+        std::thread::spawn(move || {
+            while io.port80_log.lock().unwrap().is_empty()
+                && !io.stop.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            vm.set_irq_line(4, true).unwrap();
+            vm.set_irq_line(4, false).unwrap();
+        })
+    };
+    let (outcome, _) = common::run(&vm, vec![vcpu], io.clone());
+    driver.join().unwrap();
+    assert_eq!(outcome, Outcome::Reset);
+    assert_eq!(*io.port80_log.lock().unwrap(), vec![vec![1], vec![0x24]]);
 }

@@ -6,6 +6,7 @@
 
 pub mod disk;
 pub mod fuzz;
+pub mod info;
 pub mod open;
 pub mod qcow2;
 pub mod raw;

@@ -53,7 +53,9 @@ impl FromStr for ImageFormat {
         match s {
             "raw" => Ok(ImageFormat::Raw),
             "qcow2" => Ok(ImageFormat::Qcow2),
-            _ => Err(format!("unknown image format '{s}' (expected raw or qcow2)")),
+            _ => Err(format!(
+                "unknown image format '{s}' (expected raw or qcow2)"
+            )),
         }
     }
 }
@@ -66,8 +68,8 @@ pub enum BackingPolicy {
     Default,
     /// Open backing files even for probed images: the caller vouches for the image.
     Trust,
-    /// Never open backing files; clusters an image does not hold read as zeroes.
-    /// For tools that inspect metadata only.
+    /// Never open backing files. Read-only, clusters an image does not hold read as
+    /// zeroes; writable, reading them fails. For tools that work on metadata only.
     Ignore,
 }
 
@@ -80,8 +82,8 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// Backing file policy.
     pub backing: BackingPolicy,
-    /// L2 tables cached per qcow2 image.
-    pub l2_cache_tables: usize,
+    /// Memory for cached L2 tables per qcow2 image, in bytes.
+    pub l2_cache_bytes: u64,
 }
 
 impl Default for OpenOptions {
@@ -90,7 +92,7 @@ impl Default for OpenOptions {
             format: None,
             read_only: false,
             backing: BackingPolicy::Default,
-            l2_cache_tables: crate::qcow2::DEFAULT_L2_CACHE_TABLES,
+            l2_cache_bytes: crate::qcow2::DEFAULT_L2_CACHE_BYTES,
         }
     }
 }
@@ -112,11 +114,13 @@ pub fn probe(path: &Path) -> Result<ImageFormat> {
 pub fn probe_storage(s: &dyn Storage) -> std::io::Result<ImageFormat> {
     let mut magic = [0u8; 4];
     s.read_at(&mut magic, 0)?;
-    Ok(if u32::from_be_bytes(magic) == crate::qcow2::header::MAGIC {
-        ImageFormat::Qcow2
-    } else {
-        ImageFormat::Raw
-    })
+    Ok(
+        if u32::from_be_bytes(magic) == crate::qcow2::header::MAGIC {
+            ImageFormat::Qcow2
+        } else {
+            ImageFormat::Raw
+        },
+    )
 }
 
 /// Opens the image at `path` (and its backing chain, subject to the safety rule).
@@ -186,13 +190,20 @@ fn open_layer(
             Ok(Box::new(d))
         }
         ImageFormat::Qcow2 => {
-            let d = Qcow2Disk::open_with_cache(storage, &shown, opts.read_only, opts.l2_cache_tables)?;
+            let d =
+                Qcow2Disk::open_with_cache(storage, &shown, opts.read_only, opts.l2_cache_bytes)?;
             let h = d.header();
             let Some(name) = h.backing_file.clone() else {
                 return Ok(Box::new(d));
             };
             match opts.backing {
-                BackingPolicy::Ignore => return Ok(Box::new(d.without_backing())),
+                // Read-only: unallocated clusters read as zeroes. Writable: reads (and
+                // copy-on-write) of clusters the image lacks fail instead of silently
+                // using zeroes in place of backing data.
+                BackingPolicy::Ignore if opts.read_only => {
+                    return Ok(Box::new(d.without_backing()))
+                }
+                BackingPolicy::Ignore => return Ok(Box::new(d)),
                 BackingPolicy::Default if probed => {
                     return Err(DiskError::Invalid {
                         path: shown,
@@ -222,10 +233,13 @@ fn open_backing(
     let bpath = resolve_backing(path, name);
     let format = match h.backing_format.as_deref() {
         None | Some("") => None,
-        Some(f) => Some(f.parse::<ImageFormat>().map_err(|m| DiskError::UnsupportedImage {
-            path: path.display().to_string(),
-            reason: format!("backing file format: {m}"),
-        })?),
+        Some(f) => Some(
+            f.parse::<ImageFormat>()
+                .map_err(|m| DiskError::UnsupportedImage {
+                    path: path.display().to_string(),
+                    reason: format!("backing file format: {m}"),
+                })?,
+        ),
     };
     let bopts = OpenOptions {
         format,

@@ -154,10 +154,10 @@ impl Disk for RawDisk {
         let end = offset + len;
         match self.storage.next_data(offset).map_err(|e| self.io(e))? {
             None => Ok((BlockStatus::Zero, len)),
-            Some((start, _)) if start > offset => {
-                Ok((BlockStatus::Zero, start.min(end) - offset))
+            Some((start, _)) if start > offset => Ok((BlockStatus::Zero, start.min(end) - offset)),
+            Some((_, data_end)) => {
+                Ok((BlockStatus::Data, data_end.clamp(offset + 1, end) - offset))
             }
-            Some((_, data_end)) => Ok((BlockStatus::Data, data_end.clamp(offset + 1, end) - offset)),
         }
     }
 }
@@ -169,8 +169,12 @@ mod tests {
 
     #[test]
     fn raw_read_write_bounds_and_zeroes() {
-        let d = RawDisk::new(Box::new(MemStorage::new(vec![0; 8192], 1 << 20)), "m", false)
-            .unwrap();
+        let d = RawDisk::new(
+            Box::new(MemStorage::new(vec![0; 8192], 1 << 20)),
+            "m",
+            false,
+        )
+        .unwrap();
         d.write_at(&[5u8; 100], 4000).unwrap();
         let mut b = [0u8; 200];
         d.read_at(&mut b, 3950).unwrap();

@@ -23,6 +23,8 @@ pub struct LinuxBootConfig {
     pub cmdline: String,
     /// Guest address of the ACPI RSDP, if the platform has ACPI tables.
     pub acpi_rsdp: Option<u64>,
+    /// Extra (address, size) ranges to mark reserved in the e820 map (e.g. PCI ECAM).
+    pub reserved: Vec<(u64, u64)>,
 }
 
 /// The kernel formats `load_linux` accepts.
@@ -179,7 +181,11 @@ pub fn load_linux(mem: &GuestMemory, cfg: &LinuxBootConfig) -> Result<BootInfo, 
 
     // Memory map.
     let layout = MemoryLayout { low: low_end, high: mem_end.saturating_sub(FOUR_GIB) };
-    let map = e820_map(&layout);
+    let mut map = e820_map(&layout);
+    for &(addr, size) in &cfg.reserved {
+        map.push(crate::e820::E820Entry { addr, size, kind: crate::e820::E820_RESERVED });
+    }
+    map.sort_by_key(|e| e.addr);
     for (i, e) in map.iter().enumerate() {
         params.0.e820_table[i] = boot_e820_entry { addr: e.addr, size: e.size, r#type: e.kind };
     }

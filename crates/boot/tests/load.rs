@@ -47,7 +47,7 @@ fn file(bytes: &[u8]) -> tempfile::NamedTempFile {
 }
 
 fn cfg(kernel: PathBuf, initrd: Option<PathBuf>, cmdline: &str) -> LinuxBootConfig {
-    LinuxBootConfig { kernel, initrd, cmdline: cmdline.into(), acpi_rsdp: None }
+    LinuxBootConfig { kernel, initrd, cmdline: cmdline.into(), acpi_rsdp: None, reserved: vec![] }
 }
 
 #[test]

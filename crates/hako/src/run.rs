@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use vmm::config::parse_size;
-use vmm::{AccelKind, Machine, VmConfig};
+use vmm::{AccelKind, ConsoleKind, DiskSpec, ExitReason, Machine, OnReboot, VirtioTransport, VmConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum AccelArg {
@@ -44,6 +44,39 @@ pub struct RunArgs {
     /// Write an instruction trace (RIP and registers per instruction) to FILE (emu only).
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// A virtio-blk disk: PATH[,format=raw|qcow2][,readonly=on][,serial=ID]. Repeatable.
+    /// The format is probed from the header when not given.
+    #[arg(long, value_name = "SPEC")]
+    disk: Vec<DiskSpec>,
+    /// Which console the terminal's input goes to: COM1 (ttyS0) or virtio-console
+    /// (hvc0; boot with console=hvc0). Both consoles' output goes to the terminal.
+    #[arg(long, value_enum, default_value_t = ConsoleArg::Serial)]
+    console: ConsoleArg,
+    /// What a reboot in the guest does: end hako (status 0) or boot the guest again.
+    #[arg(long, value_enum, default_value_t = RebootArg::Exit)]
+    on_reboot: RebootArg,
+    /// How virtio devices attach: PCI (found by any kernel with virtio_pci) or
+    /// virtio-mmio (described in the ACPI DSDT; for kernels without PCI).
+    #[arg(long, value_enum, default_value_t = TransportArg::Pci)]
+    virtio: TransportArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ConsoleArg {
+    Serial,
+    Virtio,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum RebootArg {
+    Exit,
+    Restart,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum TransportArg {
+    Pci,
+    Mmio,
 }
 
 pub fn run(a: RunArgs) -> Result<i32> {
@@ -60,17 +93,39 @@ pub fn run(a: RunArgs) -> Result<i32> {
         cpus: a.cpus,
         accel,
         trace: a.trace,
+        disks: a.disk,
+        console: match a.console {
+            ConsoleArg::Serial => ConsoleKind::Serial,
+            ConsoleArg::Virtio => ConsoleKind::Virtio,
+        },
+        on_reboot: match a.on_reboot {
+            RebootArg::Exit => OnReboot::Exit,
+            RebootArg::Restart => OnReboot::Restart,
+        },
+        virtio: match a.virtio {
+            TransportArg::Pci => VirtioTransport::Pci,
+            TransportArg::Mmio => VirtioTransport::Mmio,
+        },
     };
-    let machine = Machine::new(cfg, Box::new(std::io::stdout()))?;
-    tracing::info!("running on {}", machine.accel_name());
-    let term = vmm::console::RawTerminal::enable_on_stdin();
-    let reason = machine.run(term.is_some());
-    drop(term);
-    let reason = reason?;
-    if reason.is_clean() {
-        tracing::info!("{}", reason.describe());
-        Ok(0)
-    } else {
-        anyhow::bail!("{}", reason.describe())
+    let mut term = None;
+    loop {
+        let machine = Machine::new(cfg.clone(), Box::new(std::io::stdout()))?;
+        tracing::info!("running on {}", machine.accel_name());
+        if term.is_none() {
+            term = Some(vmm::console::RawTerminal::enable_on_stdin());
+        }
+        let interactive = matches!(term, Some(Some(_)));
+        let reason = machine.run(interactive)?;
+        if reason == ExitReason::Reset && cfg.on_reboot == OnReboot::Restart {
+            tracing::info!("the guest reset itself: booting it again");
+            continue;
+        }
+        drop(term);
+        return if reason.is_clean() {
+            tracing::info!("{}", reason.describe());
+            Ok(0)
+        } else {
+            anyhow::bail!("{}", reason.describe())
+        };
     }
 }

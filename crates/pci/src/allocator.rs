@@ -49,8 +49,15 @@ impl BarAllocator {
 
     /// Allocator over explicit (base, size) windows.
     pub fn with_windows(io: (u64, u64), mmio32: (u64, u64), mmio64: (u64, u64)) -> Self {
-        let w = |(b, s): (u64, u64)| Window { next: b, end: b.saturating_add(s) };
-        Self { io: w(io), mmio32: w(mmio32), mmio64: w(mmio64) }
+        let w = |(b, s): (u64, u64)| Window {
+            next: b,
+            end: b.saturating_add(s),
+        };
+        Self {
+            io: w(io),
+            mmio32: w(mmio32),
+            mmio64: w(mmio64),
+        }
     }
 
     /// Picks an address for a BAR.
@@ -60,7 +67,10 @@ impl BarAllocator {
             BarKind::Mem64 if def.prefetchable => &mut self.mmio64,
             _ => &mut self.mmio32,
         };
-        w.take(def.size).ok_or(AllocError::Exhausted { kind: def.kind, size: def.size })
+        w.take(def.size).ok_or(AllocError::Exhausted {
+            kind: def.kind,
+            size: def.size,
+        })
     }
 }
 
@@ -70,15 +80,29 @@ mod tests {
 
     #[test]
     fn aligns_and_exhausts() {
-        let mut a = BarAllocator::with_windows((0xc000, 0x100), (0xc000_0000, 0x10000), (1 << 32, 1 << 20));
-        let m = |size, kind, prefetchable| BarDef { kind, size, prefetchable };
-        assert_eq!(a.allocate(m(0x1000, BarKind::Mem32, false)), Ok(0xc000_0000));
-        assert_eq!(a.allocate(m(0x8000, BarKind::Mem64, false)), Ok(0xc000_8000));
+        let mut a =
+            BarAllocator::with_windows((0xc000, 0x100), (0xc000_0000, 0x10000), (1 << 32, 1 << 20));
+        let m = |size, kind, prefetchable| BarDef {
+            kind,
+            size,
+            prefetchable,
+        };
+        assert_eq!(
+            a.allocate(m(0x1000, BarKind::Mem32, false)),
+            Ok(0xc000_0000)
+        );
+        assert_eq!(
+            a.allocate(m(0x8000, BarKind::Mem64, false)),
+            Ok(0xc000_8000)
+        );
         assert_eq!(a.allocate(m(0x4000, BarKind::Mem64, true)), Ok(1 << 32));
         assert_eq!(a.allocate(m(0x20, BarKind::Io, false)), Ok(0xc000));
         assert_eq!(
             a.allocate(m(0x8000, BarKind::Mem32, false)),
-            Err(AllocError::Exhausted { kind: BarKind::Mem32, size: 0x8000 })
+            Err(AllocError::Exhausted {
+                kind: BarKind::Mem32,
+                size: 0x8000
+            })
         );
     }
 }

@@ -139,7 +139,10 @@ impl ConfigSpace {
             return Err(ConfigError::BadBarIndex(index));
         }
         let min = if def.kind == BarKind::Io { 4 } else { 16 };
-        if !def.size.is_power_of_two() || def.size < min || (def.kind != BarKind::Mem64 && def.size > 1 << 31) {
+        if !def.size.is_power_of_two()
+            || def.size < min
+            || (def.kind != BarKind::Mem64 && def.size > 1 << 31)
+        {
             return Err(ConfigError::BadBarSize(def.size));
         }
         self.bars[index] = Some(def);
@@ -150,12 +153,17 @@ impl ConfigSpace {
     }
 
     fn bar_slot_used(&self, i: usize) -> bool {
-        self.bars[i].is_some() || (i > 0 && matches!(self.bars[i - 1], Some(d) if d.kind == BarKind::Mem64))
+        self.bars[i].is_some()
+            || (i > 0 && matches!(self.bars[i - 1], Some(d) if d.kind == BarKind::Mem64))
     }
 
     /// The declared BARs, by index.
     pub fn bar_defs(&self) -> Vec<(usize, BarDef)> {
-        self.bars.iter().enumerate().filter_map(|(i, d)| d.map(|d| (i, d))).collect()
+        self.bars
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| d.map(|d| (i, d)))
+            .collect()
     }
 
     /// Current address programmed into BAR `index` (flags stripped).
@@ -171,7 +179,9 @@ impl ConfigSpace {
 
     /// Programs BAR `index` (as firmware would before the guest boots).
     pub fn set_bar_address(&mut self, index: usize, addr: u64) {
-        let Some(Some(def)) = self.bars.get(index).copied() else { return };
+        let Some(Some(def)) = self.bars.get(index).copied() else {
+            return;
+        };
         let lo = (addr as u32 & !(def.size.saturating_sub(1) as u32)) | bar_flags(def);
         self.put(BAR0 + 4 * index, &lo.to_le_bytes());
         if def.kind == BarKind::Mem64 {
@@ -219,7 +229,12 @@ impl ConfigSpace {
             };
             let base = self.bar_address(i).unwrap_or(0);
             if enabled && base != 0 {
-                v.push(crate::BarRange { index: i as u8, kind: def.kind, base, size: def.size });
+                v.push(crate::BarRange {
+                    index: i as u8,
+                    kind: def.kind,
+                    base,
+                    size: def.size,
+                });
             }
         }
         v
@@ -313,7 +328,11 @@ impl ConfigSpace {
         let new = if let Some(def) = self.bars[reg] {
             (val & !(def.size.saturating_sub(1) as u32)) | bar_flags(def)
         } else if reg > 0 && matches!(self.bars[reg - 1], Some(d) if d.kind == BarKind::Mem64) {
-            let def = self.bars[reg - 1].unwrap_or(BarDef { kind: BarKind::Mem64, size: 16, prefetchable: false });
+            let def = self.bars[reg - 1].unwrap_or(BarDef {
+                kind: BarKind::Mem64,
+                size: 16,
+                prefetchable: false,
+            });
             val & !(((def.size - 1) >> 32) as u32)
         } else {
             0 // unimplemented BAR: reads as zero, sizing returns 0
@@ -323,7 +342,9 @@ impl ConfigSpace {
 
     /// Snapshot of the register bytes.
     pub fn state(&self) -> ConfigSpaceState {
-        ConfigSpaceState { regs: self.regs.to_vec() }
+        ConfigSpaceState {
+            regs: self.regs.to_vec(),
+        }
     }
 
     /// Restores register bytes saved by [`state`](Self::state) (ignored if the length is wrong).
@@ -349,10 +370,39 @@ mod tests {
     use super::*;
 
     fn space() -> ConfigSpace {
-        let mut c = ConfigSpace::new(PciIds { vendor: 0x1af4, device: 0x1042, class: (1, 0, 0), ..Default::default() });
-        c.add_bar(0, BarDef { kind: BarKind::Mem64, size: 0x8000, prefetchable: false }).unwrap();
-        c.add_bar(2, BarDef { kind: BarKind::Mem32, size: 0x1000, prefetchable: true }).unwrap();
-        c.add_bar(3, BarDef { kind: BarKind::Io, size: 0x20, prefetchable: false }).unwrap();
+        let mut c = ConfigSpace::new(PciIds {
+            vendor: 0x1af4,
+            device: 0x1042,
+            class: (1, 0, 0),
+            ..Default::default()
+        });
+        c.add_bar(
+            0,
+            BarDef {
+                kind: BarKind::Mem64,
+                size: 0x8000,
+                prefetchable: false,
+            },
+        )
+        .unwrap();
+        c.add_bar(
+            2,
+            BarDef {
+                kind: BarKind::Mem32,
+                size: 0x1000,
+                prefetchable: true,
+            },
+        )
+        .unwrap();
+        c.add_bar(
+            3,
+            BarDef {
+                kind: BarKind::Io,
+                size: 0x20,
+                prefetchable: false,
+            },
+        )
+        .unwrap();
         c
     }
 
@@ -396,7 +446,9 @@ mod tests {
         let mut c = space();
         c.write(0, &[0, 0, 0, 0]);
         assert_eq!(c.dword(0), 0x1042_1af4);
-        let a = c.add_capability(&[0x09, 0xff, 4, 7], &[0, 0, 0, 0xff]).unwrap();
+        let a = c
+            .add_capability(&[0x09, 0xff, 4, 7], &[0, 0, 0, 0xff])
+            .unwrap();
         let b = c.add_capability(&[0x11, 0, 0, 0, 0, 0], &[]).unwrap();
         assert_eq!(a, 0x40);
         assert_eq!(b, 0x44);
@@ -415,11 +467,25 @@ mod tests {
     fn rejects_bad_bars() {
         let mut c = space();
         assert_eq!(
-            c.add_bar(1, BarDef { kind: BarKind::Mem32, size: 0x1000, prefetchable: false }),
+            c.add_bar(
+                1,
+                BarDef {
+                    kind: BarKind::Mem32,
+                    size: 0x1000,
+                    prefetchable: false
+                }
+            ),
             Err(ConfigError::BadBarIndex(1))
         );
         assert_eq!(
-            c.add_bar(4, BarDef { kind: BarKind::Mem32, size: 0x1001, prefetchable: false }),
+            c.add_bar(
+                4,
+                BarDef {
+                    kind: BarKind::Mem32,
+                    size: 0x1001,
+                    prefetchable: false
+                }
+            ),
             Err(ConfigError::BadBarSize(0x1001))
         );
     }

@@ -65,7 +65,10 @@ impl MsixConfig {
         body.extend_from_slice(&(pba_offset | u32::from(bar & 7)).to_le_bytes());
         // Only the enable and function-mask bits of message control are writable.
         let cap_offset = config.add_capability(&body, &[0, 0, 0, 0xc0])?;
-        let entry = MsixEntry { vector_ctrl: 1, ..Default::default() };
+        let entry = MsixEntry {
+            vector_ctrl: 1,
+            ..Default::default()
+        };
         Ok(Self {
             table: vec![entry; usize::from(vectors)],
             pending: vec![false; usize::from(vectors)],
@@ -121,7 +124,9 @@ impl MsixConfig {
     pub fn table_write(&mut self, offset: u64, data: &[u8], sink: &dyn MsiSink) {
         for (i, &v) in data.iter().enumerate() {
             let o = offset + i as u64;
-            let Some(e) = self.table.get_mut((o / ENTRY_SIZE) as usize) else { continue };
+            let Some(e) = self.table.get_mut((o / ENTRY_SIZE) as usize) else {
+                continue;
+            };
             let w = match (o % ENTRY_SIZE) / 4 {
                 0 => &mut e.addr_lo,
                 1 => &mut e.addr_hi,
@@ -143,7 +148,12 @@ impl MsixConfig {
             let bit0 = (offset + i as u64) * 8;
             let mut v = 0u8;
             for bit in 0..8 {
-                if self.pending.get((bit0 + bit) as usize).copied().unwrap_or(false) {
+                if self
+                    .pending
+                    .get((bit0 + bit) as usize)
+                    .copied()
+                    .unwrap_or(false)
+                {
                     v |= 1 << bit;
                 }
             }

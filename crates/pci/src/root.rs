@@ -63,12 +63,28 @@ impl Inner {
         for (slot, dev) in self.slots.iter().enumerate() {
             let Some(dev) = dev else { continue };
             for r in lock(dev).decoded_bars() {
-                let map = if r.kind == BarKind::Io { &mut self.io } else { &mut self.mmio };
-                let Some(end) = r.base.checked_add(r.size) else { continue };
+                let map = if r.kind == BarKind::Io {
+                    &mut self.io
+                } else {
+                    &mut self.mmio
+                };
+                let Some(end) = r.base.checked_add(r.size) else {
+                    continue;
+                };
                 // On overlap the first device wins (the guest misprogrammed its BARs).
-                let overlaps = map.range(..end).next_back().is_some_and(|(_, o)| o.end > r.base);
+                let overlaps = map
+                    .range(..end)
+                    .next_back()
+                    .is_some_and(|(_, o)| o.end > r.base);
                 if !overlaps {
-                    map.insert(r.base, Route { end, slot: slot as u8, bar: r.index });
+                    map.insert(
+                        r.base,
+                        Route {
+                            end,
+                            slot: slot as u8,
+                            bar: r.index,
+                        },
+                    );
                 }
             }
         }
@@ -98,7 +114,13 @@ impl PciRoot {
         let mut reserved = vec![false; usize::from(layout::SLOTS)];
         reserved[0] = true;
         Arc::new(Self {
-            inner: Mutex::new(Inner { slots, reserved, mmio: BTreeMap::new(), io: BTreeMap::new(), alloc }),
+            inner: Mutex::new(Inner {
+                slots,
+                reserved,
+                mmio: BTreeMap::new(),
+                io: BTreeMap::new(),
+                alloc,
+            }),
         })
     }
 
@@ -106,7 +128,11 @@ impl PciRoot {
     /// ([`layout::intx_gsi`]) before building it.
     pub fn reserve_slot(&self) -> Result<u8, PciError> {
         let mut g = lock(&self.inner);
-        let slot = g.reserved.iter().position(|r| !r).ok_or(PciError::NoFreeSlot)?;
+        let slot = g
+            .reserved
+            .iter()
+            .position(|r| !r)
+            .ok_or(PciError::NoFreeSlot)?;
         g.reserved[slot] = true;
         Ok(slot as u8)
     }
@@ -123,7 +149,11 @@ impl PciRoot {
             let mut d = lock(&dev);
             let defs: Vec<(usize, BarDef)> = d.bar_defs();
             for (bar, def) in defs {
-                let addr = g.alloc.allocate(def).map_err(|source| PciError::Alloc { slot, bar, source })?;
+                let addr = g.alloc.allocate(def).map_err(|source| PciError::Alloc {
+                    slot,
+                    bar,
+                    source,
+                })?;
                 d.set_bar_address(bar, addr);
             }
             let mut cmd = [0u8; 2];
@@ -154,7 +184,9 @@ impl PciRoot {
 
     /// A configuration write; BAR or command changes re-route BAR accesses.
     pub fn config_write(&self, bus: u8, dev: u8, func: u8, offset: u64, data: &[u8]) {
-        let Some(d) = self.device(bus, dev, func) else { return };
+        let Some(d) = self.device(bus, dev, func) else {
+            return;
+        };
         lock(&d).config_write(offset, data);
         let end = offset + data.len() as u64;
         let touches_cmd = offset < (COMMAND as u64 + 2) && end > COMMAND as u64;
@@ -193,7 +225,11 @@ impl PciRoot {
 
     /// The BARs currently decoded by the device in `slot`.
     pub fn decoded_bars(&self, slot: u8) -> Vec<BarRange> {
-        let d = lock(&self.inner).slots.get(usize::from(slot)).cloned().flatten();
+        let d = lock(&self.inner)
+            .slots
+            .get(usize::from(slot))
+            .cloned()
+            .flatten();
         d.map(|d| lock(&d).decoded_bars()).unwrap_or_default()
     }
 }
@@ -215,7 +251,12 @@ impl PciConfigIo {
         let a = self.address;
         (a & 0x8000_0000 != 0).then(|| {
             let reg = u64::from(a & 0xfc) | ((u64::from(a) >> 16) & 0xf00);
-            ((a >> 16) as u8, ((a >> 11) & 0x1f) as u8, ((a >> 8) & 7) as u8, reg + data_offset)
+            (
+                (a >> 16) as u8,
+                ((a >> 11) & 0x1f) as u8,
+                ((a >> 8) & 7) as u8,
+                reg + data_offset,
+            )
         })
     }
 }
@@ -260,7 +301,12 @@ impl PciEcam {
 }
 
 fn ecam_decode(offset: u64) -> (u8, u8, u8, u64) {
-    ((offset >> 20) as u8, ((offset >> 15) & 0x1f) as u8, ((offset >> 12) & 7) as u8, offset & 0xfff)
+    (
+        (offset >> 20) as u8,
+        ((offset >> 15) & 0x1f) as u8,
+        ((offset >> 12) & 7) as u8,
+        offset & 0xfff,
+    )
 }
 
 impl BusDevice for PciEcam {
@@ -376,10 +422,30 @@ mod tests {
 
     fn root_with_scratch() -> (Arc<PciRoot>, u8) {
         let root = PciRoot::new(BarAllocator::new(layout::mmio64_base(1 << 30)));
-        let mut config = ConfigSpace::new(PciIds { vendor: 0x1234, device: 0x11, ..Default::default() });
-        config.add_bar(0, BarDef { kind: BarKind::Mem32, size: 0x1000, prefetchable: false }).unwrap();
+        let mut config = ConfigSpace::new(PciIds {
+            vendor: 0x1234,
+            device: 0x11,
+            ..Default::default()
+        });
+        config
+            .add_bar(
+                0,
+                BarDef {
+                    kind: BarKind::Mem32,
+                    size: 0x1000,
+                    prefetchable: false,
+                },
+            )
+            .unwrap();
         let slot = root.reserve_slot().unwrap();
-        root.add_device(slot, Arc::new(Mutex::new(Scratch { config, mem: vec![0; 0x1000] }))).unwrap();
+        root.add_device(
+            slot,
+            Arc::new(Mutex::new(Scratch {
+                config,
+                mem: vec![0; 0x1000],
+            })),
+        )
+        .unwrap();
         (root, slot)
     }
 
@@ -395,9 +461,16 @@ mod tests {
         let (root, slot) = root_with_scratch();
         assert_eq!(slot, 1);
         let mut io = PciConfigIo::new(root.clone());
-        assert_eq!(cf8_read(&mut io, 0, 0), u32::from(HOST_BRIDGE_DEVICE) << 16 | u32::from(HOST_BRIDGE_VENDOR));
+        assert_eq!(
+            cf8_read(&mut io, 0, 0),
+            u32::from(HOST_BRIDGE_DEVICE) << 16 | u32::from(HOST_BRIDGE_VENDOR)
+        );
         assert_eq!(cf8_read(&mut io, 1, 0), 0x0011_1234);
-        assert_eq!(cf8_read(&mut io, 2, 0), 0xffff_ffff, "empty slot reads all ones");
+        assert_eq!(
+            cf8_read(&mut io, 2, 0),
+            0xffff_ffff,
+            "empty slot reads all ones"
+        );
         let mut ecam = PciEcam::new(root.clone());
         let mut b = [0u8; 4];
         ecam.read(1 << 15, &mut b);
@@ -430,9 +503,15 @@ mod tests {
         ecam.read(dev + 0x10, &mut m);
         assert_eq!(u32::from_le_bytes(m), 0xffff_f000);
         ecam.write(dev + 0x10, &0xc010_0000u32.to_le_bytes());
-        assert!(!root.bar_read(false, layout::MMIO32_BASE + 8, &mut b), "decoding disabled");
+        assert!(
+            !root.bar_read(false, layout::MMIO32_BASE + 8, &mut b),
+            "decoding disabled"
+        );
         ecam.write(dev + 4, &[CMD_MEM as u8, 0]);
-        assert!(!root.bar_read(false, layout::MMIO32_BASE + 8, &mut b), "old address no longer decodes");
+        assert!(
+            !root.bar_read(false, layout::MMIO32_BASE + 8, &mut b),
+            "old address no longer decodes"
+        );
         win.read(0x10_0008, &mut b);
         assert_eq!(b[0], 0xab);
     }
@@ -449,6 +528,9 @@ mod tests {
             root.add_device(slot, Arc::new(Mutex::new(HostBridge::new()))),
             Err(PciError::SlotTaken(1))
         ));
-        assert!(matches!(root.add_device(40, Arc::new(Mutex::new(HostBridge::new()))), Err(PciError::SlotTaken(40))));
+        assert!(matches!(
+            root.add_device(40, Arc::new(Mutex::new(HostBridge::new()))),
+            Err(PciError::SlotTaken(40))
+        ));
     }
 }

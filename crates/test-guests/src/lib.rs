@@ -12,6 +12,7 @@
 //! ```
 
 pub mod elf;
+pub mod expected;
 
 use std::io;
 use std::path::{Path, PathBuf};

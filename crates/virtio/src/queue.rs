@@ -27,7 +27,12 @@ fn total(segs: &[Segment]) -> u64 {
 
 /// Calls `f(addr, start, len)` for the part of the byte stream `segs`
 /// covering `[offset, offset + len)`, where `start` is the position in that range.
-fn walk(segs: &[Segment], mut offset: u64, len: usize, mut f: impl FnMut(GuestAddress, usize, usize) -> Result<(), DeviceError>) -> Result<usize, DeviceError> {
+fn walk(
+    segs: &[Segment],
+    mut offset: u64,
+    len: usize,
+    mut f: impl FnMut(GuestAddress, usize, usize) -> Result<(), DeviceError>,
+) -> Result<usize, DeviceError> {
     let mut done = 0usize;
     for &(addr, slen) in segs {
         if done == len {
@@ -58,35 +63,61 @@ impl Chain {
     }
 
     /// Reads the readable stream at `offset` into `buf`; returns the bytes read.
-    pub fn read_at(&self, mem: &GuestMemory, offset: u64, buf: &mut [u8]) -> Result<usize, DeviceError> {
+    pub fn read_at(
+        &self,
+        mem: &GuestMemory,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, DeviceError> {
         let len = buf.len();
-        walk(&self.readable, offset, len, |a, s, n| Ok(mem.read_slice(&mut buf[s..s + n], a)?))
+        walk(&self.readable, offset, len, |a, s, n| {
+            Ok(mem.read_slice(&mut buf[s..s + n], a)?)
+        })
     }
 
     /// Writes `buf` into the writable stream at `offset`; returns the bytes written.
-    pub fn write_at(&self, mem: &GuestMemory, offset: u64, buf: &[u8]) -> Result<usize, DeviceError> {
-        walk(&self.writable, offset, buf.len(), |a, s, n| Ok(mem.write_slice(&buf[s..s + n], a)?))
+    pub fn write_at(
+        &self,
+        mem: &GuestMemory,
+        offset: u64,
+        buf: &[u8],
+    ) -> Result<usize, DeviceError> {
+        walk(&self.writable, offset, buf.len(), |a, s, n| {
+            Ok(mem.write_slice(&buf[s..s + n], a)?)
+        })
     }
 }
 
 /// Pops the next available chain and validates it. `Ok(None)` when the ring is empty.
 pub fn pop_chain(queue: &mut Queue, mem: &GuestMemory) -> Result<Option<Chain>, DeviceError> {
-    let Some(desc_chain) = queue.iter(mem)?.next() else { return Ok(None) };
+    let Some(desc_chain) = queue.iter(mem)?.next() else {
+        return Ok(None);
+    };
     let head = desc_chain.head_index();
-    let mut chain = Chain { head, ..Default::default() };
+    let mut chain = Chain {
+        head,
+        ..Default::default()
+    };
     let mut ended = false;
     let mut count = 0usize;
     for d in desc_chain {
         count += 1;
         let (addr, len) = (d.addr(), d.len());
-        let perm = if d.is_write_only() { Permissions::Write } else { Permissions::Read };
+        let perm = if d.is_write_only() {
+            Permissions::Write
+        } else {
+            Permissions::Read
+        };
         if len > 0 && !mem.check_range(addr, len as usize, perm) {
             return Err(DeviceError::BufferOutsideMemory { addr: addr.0, len });
         }
         if d.is_write_only() {
             chain.writable.push((addr, len));
         } else if !chain.writable.is_empty() {
-            return Err(DeviceError::Chain { head, reason: "device-readable buffer after a writable one" });
+            return Err(DeviceError::Chain {
+                head,
+                reason: "device-readable buffer after a writable one",
+            });
         } else {
             chain.readable.push((addr, len));
         }
@@ -96,10 +127,16 @@ pub fn pop_chain(queue: &mut Queue, mem: &GuestMemory) -> Result<Option<Chain>, 
     // descriptors), at an out-of-range `next`, at an unreadable descriptor or a
     // bad indirect table; a chain whose last descriptor still says NEXT was cut.
     if count == 0 {
-        return Err(DeviceError::Chain { head, reason: "head descriptor out of range or unreadable" });
+        return Err(DeviceError::Chain {
+            head,
+            reason: "head descriptor out of range or unreadable",
+        });
     }
     if !ended {
-        return Err(DeviceError::Chain { head, reason: "loop, out-of-range next or bad indirect table" });
+        return Err(DeviceError::Chain {
+            head,
+            reason: "loop, out-of-range next or bad indirect table",
+        });
     }
     Ok(Some(chain))
 }
@@ -114,7 +151,11 @@ pub fn drain_queue(
     mut handle: impl FnMut(&Chain, &GuestMemory) -> Result<Option<u32>, DeviceError>,
 ) -> Result<(), DeviceError> {
     let mem = ctx.mem;
-    let queue = ctx.queues.get_mut(usize::from(index)).filter(|q| q.ready()).ok_or(DeviceError::QueueNotReady(index))?;
+    let queue = ctx
+        .queues
+        .get_mut(usize::from(index))
+        .filter(|q| q.ready())
+        .ok_or(DeviceError::QueueNotReady(index))?;
     let mut used_any = false;
     'outer: loop {
         queue.disable_notification(mem)?;

@@ -6,9 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vm_device::{IrqLine, MsiSink};
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Address, Bytes, GuestAddress};
 
-use crate::device::VirtioInterrupt;
 use crate::GuestMemory;
 
 /// 1 MiB of guest RAM at address 0.
@@ -37,11 +36,27 @@ impl GuestQueue {
         let desc = base;
         let avail = desc + 16 * u64::from(size);
         let used = (avail + 6 + 2 * u64::from(size)).next_multiple_of(4);
-        Self { size, desc, avail, used, next_desc: 0, avail_idx: 0, used_seen: 0 }
+        Self {
+            size,
+            desc,
+            avail,
+            used,
+            next_desc: 0,
+            avail_idx: 0,
+            used_seen: 0,
+        }
     }
 
     /// Writes raw descriptor `i`.
-    pub fn write_desc(&self, mem: &GuestMemory, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+    pub fn write_desc(
+        &self,
+        mem: &GuestMemory,
+        i: u16,
+        addr: u64,
+        len: u32,
+        flags: u16,
+        next: u16,
+    ) {
         let a = GuestAddress(self.desc + 16 * u64::from(i));
         mem.write_obj(addr, a).unwrap();
         mem.write_obj(len, a.unchecked_add(8)).unwrap();
@@ -54,7 +69,8 @@ impl GuestQueue {
         let slot = self.avail + 4 + 2 * u64::from(self.avail_idx % self.size);
         mem.write_obj(head, GuestAddress(slot)).unwrap();
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        mem.write_obj(self.avail_idx, GuestAddress(self.avail + 2)).unwrap();
+        mem.write_obj(self.avail_idx, GuestAddress(self.avail + 2))
+            .unwrap();
     }
 
     /// Sets the avail ring index directly (hostile drivers).
@@ -93,23 +109,8 @@ impl GuestQueue {
 
     /// Sets `used_event` (EVENT_IDX): the driver wants an interrupt after used idx passes it.
     pub fn set_used_event(&self, mem: &GuestMemory, idx: u16) {
-        mem.write_obj(idx, GuestAddress(self.avail + 4 + 2 * u64::from(self.size))).unwrap();
-    }
-}
-
-/// Records `signal_queue`/`signal_config` calls.
-#[derive(Default)]
-pub struct IrqLog {
-    pub queues: Vec<u16>,
-    pub config: usize,
-}
-
-impl VirtioInterrupt for IrqLog {
-    fn signal_queue(&mut self, queue: u16) {
-        self.queues.push(queue);
-    }
-    fn signal_config(&mut self) {
-        self.config += 1;
+        mem.write_obj(idx, GuestAddress(self.avail + 4 + 2 * u64::from(self.size)))
+            .unwrap();
     }
 }
 
@@ -124,21 +125,15 @@ impl MsiSink for MsiLog {
 
 /// A level-triggered line whose level can be inspected.
 #[derive(Default)]
-pub struct Line(pub AtomicBool, pub Mutex<u32>);
+pub struct Line(pub AtomicBool);
 impl IrqLine for Line {
     fn set_level(&self, level: bool) {
-        if level {
-            *self.1.lock().unwrap() += 1;
-        }
         self.0.store(level, Ordering::SeqCst);
     }
 }
 impl Line {
     pub fn level(&self) -> bool {
         self.0.load(Ordering::SeqCst)
-    }
-    pub fn raised(&self) -> u32 {
-        *self.1.lock().unwrap()
     }
 }
 
@@ -148,4 +143,69 @@ pub fn msi_log() -> Arc<MsiLog> {
 }
 pub fn line() -> Arc<Line> {
     Arc::new(Line::default())
+}
+
+/// Drives a virtio-mmio device the way a guest driver does.
+pub mod mmio {
+    use vm_device::BusDevice;
+
+    use crate::status;
+
+    pub fn r32(d: &mut dyn BusDevice, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        d.read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    pub fn w32(d: &mut dyn BusDevice, off: u64, v: u32) {
+        d.write(off, &v.to_le_bytes());
+    }
+
+    /// Full initialization: reset, ACK, DRIVER, features (offered ∩ `want`),
+    /// FEATURES_OK, queues, DRIVER_OK. Returns the negotiated features.
+    pub fn init(d: &mut dyn BusDevice, want: u64, queues: &[&super::GuestQueue]) -> u64 {
+        w32(d, 0x70, 0);
+        w32(d, 0x70, u32::from(status::ACKNOWLEDGE));
+        w32(d, 0x70, u32::from(status::ACKNOWLEDGE | status::DRIVER));
+        w32(d, 0x14, 0);
+        let lo = r32(d, 0x10);
+        w32(d, 0x14, 1);
+        let hi = r32(d, 0x10);
+        let f = (u64::from(hi) << 32 | u64::from(lo)) & want;
+        w32(d, 0x24, 0);
+        w32(d, 0x20, f as u32);
+        w32(d, 0x24, 1);
+        w32(d, 0x20, (f >> 32) as u32);
+        let s = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+        w32(d, 0x70, u32::from(s));
+        assert_ne!(
+            r32(d, 0x70) & u32::from(status::FEATURES_OK),
+            0,
+            "features refused"
+        );
+        for (i, q) in queues.iter().enumerate() {
+            w32(d, 0x30, i as u32);
+            assert!(r32(d, 0x34) >= u32::from(q.size));
+            w32(d, 0x38, u32::from(q.size));
+            w32(d, 0x80, q.desc as u32);
+            w32(d, 0x84, (q.desc >> 32) as u32);
+            w32(d, 0x90, q.avail as u32);
+            w32(d, 0x94, (q.avail >> 32) as u32);
+            w32(d, 0xa0, q.used as u32);
+            w32(d, 0xa4, (q.used >> 32) as u32);
+            w32(d, 0x44, 1);
+        }
+        w32(d, 0x70, u32::from(s | status::DRIVER_OK));
+        f
+    }
+
+    /// Status register.
+    pub fn status(d: &mut dyn BusDevice) -> u8 {
+        r32(d, 0x70) as u8
+    }
+
+    /// Rings queue `q`'s doorbell.
+    pub fn notify(d: &mut dyn BusDevice, q: u32) {
+        w32(d, 0x50, q);
+    }
 }

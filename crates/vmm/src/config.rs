@@ -18,6 +18,75 @@ impl AccelKind {
     }
 }
 
+/// Where the terminal's input goes (output of every console goes to the terminal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsoleKind {
+    /// COM1 (ttyS0).
+    #[default]
+    Serial,
+    /// virtio-console port 0 (hvc0).
+    Virtio,
+}
+
+/// What a guest reset does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnReboot {
+    /// End `hako` with exit status 0.
+    #[default]
+    Exit,
+    /// Boot the guest again from the same kernel.
+    Restart,
+}
+
+/// How virtio devices attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VirtioTransport {
+    #[default]
+    Pci,
+    Mmio,
+}
+
+/// One `--disk`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub path: PathBuf,
+    pub format: Option<block::ImageFormat>,
+    pub read_only: bool,
+    pub serial: Option<String>,
+}
+
+impl std::str::FromStr for DiskSpec {
+    type Err = String;
+
+    /// `PATH[,format=raw|qcow2][,readonly=on|off][,serial=ID]`
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(',');
+        let path = parts.next().filter(|p| !p.is_empty()).ok_or("--disk needs a path")?;
+        let mut d = DiskSpec { path: path.into(), format: None, read_only: false, serial: None };
+        for opt in parts {
+            let (k, v) = opt.split_once('=').ok_or_else(|| format!("--disk option '{opt}' is not key=value"))?;
+            match k {
+                "format" => d.format = Some(v.parse()?),
+                "readonly" | "ro" => {
+                    d.read_only = match v {
+                        "on" | "true" | "yes" => true,
+                        "off" | "false" | "no" => false,
+                        _ => return Err(format!("readonly={v}: expected on or off")),
+                    }
+                }
+                "serial" => {
+                    if v.len() > 20 {
+                        return Err(format!("serial={v}: at most 20 characters"));
+                    }
+                    d.serial = Some(v.into())
+                }
+                _ => return Err(format!("unknown --disk option '{k}' (known: format, readonly, serial)")),
+            }
+        }
+        Ok(d)
+    }
+}
+
 /// The configuration of one VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -30,6 +99,29 @@ pub struct VmConfig {
     pub accel: AccelKind,
     /// Instruction trace output (emu only).
     pub trace: Option<PathBuf>,
+    pub disks: Vec<DiskSpec>,
+    pub console: ConsoleKind,
+    pub on_reboot: OnReboot,
+    pub virtio: VirtioTransport,
+}
+
+impl VmConfig {
+    /// A VM with the defaults of `hako run` for `kernel`.
+    pub fn new(kernel: PathBuf, accel: AccelKind) -> Self {
+        VmConfig {
+            kernel,
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+            memory: 512 << 20,
+            cpus: 1,
+            accel,
+            trace: None,
+            disks: Vec::new(),
+            console: ConsoleKind::Serial,
+            on_reboot: OnReboot::Exit,
+            virtio: VirtioTransport::Pci,
+        }
+    }
 }
 
 /// Parses a size such as `512M`, `2G`, `128m`, `1048576` (bytes), `64K`.
@@ -68,5 +160,19 @@ mod tests {
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("M").is_err());
         assert!(parse_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn disk_specs() {
+        use super::DiskSpec;
+        let d: DiskSpec = "/x/a.img,format=qcow2,readonly=on,serial=abc".parse().unwrap();
+        assert_eq!(d.path, std::path::PathBuf::from("/x/a.img"));
+        assert_eq!(d.format, Some(block::ImageFormat::Qcow2));
+        assert!(d.read_only);
+        assert_eq!(d.serial.as_deref(), Some("abc"));
+        assert!("a.img,format=vmdk".parse::<DiskSpec>().is_err());
+        assert!("a.img,bogus=1".parse::<DiskSpec>().is_err());
+        assert!(",readonly=on".parse::<DiskSpec>().is_err());
+        assert!("a.img,readonly=maybe".parse::<DiskSpec>().is_err());
     }
 }

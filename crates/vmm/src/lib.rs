@@ -5,8 +5,9 @@ pub mod config;
 pub mod console;
 mod irq;
 mod machine;
+pub mod platform;
 mod run;
 
-pub use config::{AccelKind, VmConfig};
+pub use config::{AccelKind, ConsoleKind, DiskSpec, OnReboot, VirtioTransport, VmConfig};
 pub use machine::Machine;
 pub use run::ExitReason;

@@ -1,7 +1,7 @@
 //! Running a VM: one host thread per vCPU, the console's input pump, and the
 //! coordination that ends them all when the guest (or the user) ends the VM.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use vm_device::bus::lock;
 
 use crate::machine::Machine;
+use crate::platform::InputSink;
 
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,29 +125,7 @@ impl Machine {
             vcpus.push(v);
         }
 
-        // Console input: a detached thread (stdin reads cannot be interrupted); it
-        // dies with the process.
-        let mi = m.clone();
-        thread::Builder::new()
-            .name("console-in".into())
-            .spawn(move || {
-                let serial = mi.serial.clone();
-                let exit = mi.exit.clone();
-                crate::console::pump_stdin(
-                    interactive,
-                    |mut bytes| {
-                        while !bytes.is_empty() && exit.reason().is_none() {
-                            let n = lock(&serial).enqueue_input(bytes);
-                            bytes = &bytes[n..];
-                            if n == 0 {
-                                thread::sleep(Duration::from_millis(2));
-                            }
-                        }
-                    },
-                    || exit.request(ExitReason::ConsoleQuit),
-                );
-            })
-            .context("cannot start the console thread")?;
+        route_stdin(interactive, m.input.clone(), m.exit.clone())?;
 
         let mut handles = Vec::new();
         for v in vcpus {
@@ -167,4 +146,55 @@ impl Machine {
         }
         Ok(reason)
     }
+}
+
+/// Where the (single, process-wide) stdin reader sends input: the running VM's console.
+#[derive(Default)]
+struct StdinRouter {
+    target: Mutex<Option<(InputSink, Arc<ExitState>)>>,
+}
+
+static STDIN_ROUTER: OnceLock<Arc<StdinRouter>> = OnceLock::new();
+
+/// Points stdin at `input`, starting the reader thread on first use. The thread is
+/// detached (a blocking read cannot be interrupted) and dies with the process; a
+/// restarted VM takes over the same thread.
+fn route_stdin(interactive: bool, input: InputSink, exit: Arc<ExitState>) -> Result<()> {
+    let mut started = None;
+    let router = STDIN_ROUTER.get_or_init(|| {
+        let r = Arc::new(StdinRouter::default());
+        started = Some(r.clone());
+        r
+    });
+    *lock(&router.target) = Some((input, exit));
+    if let Some(r) = started {
+        let rq = r.clone();
+        thread::Builder::new()
+            .name("console-in".into())
+            .spawn(move || {
+                crate::console::pump_stdin(
+                    interactive,
+                    |mut bytes| {
+                        while !bytes.is_empty() {
+                            let Some((sink, exit)) = lock(&r.target).clone() else { return };
+                            if exit.reason().is_some() {
+                                return;
+                            }
+                            let n = sink(bytes);
+                            bytes = &bytes[n..];
+                            if n == 0 {
+                                thread::sleep(Duration::from_millis(2));
+                            }
+                        }
+                    },
+                    || {
+                        if let Some((_, exit)) = lock(&rq.target).clone() {
+                            exit.request(ExitReason::ConsoleQuit);
+                        }
+                    },
+                );
+            })
+            .context("cannot start the console thread")?;
+    }
+    Ok(())
 }

@@ -5,7 +5,6 @@
 //! holding cached code drops that page's blocks.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
@@ -27,27 +26,49 @@ pub struct Block {
     pub phys: u64,
 }
 
-/// Physical-address keyed cache of decoded blocks.
+/// Index of a block in the cache's arena.
+pub type BlockId = u32;
+const NONE: BlockId = u32::MAX;
+
+/// Physical-address keyed cache of decoded blocks (an arena indexed by
+/// [`BlockId`], so executing a block needs no reference counting).
 pub struct BlockCache {
-    map: HashMap<u64, Arc<Block>>,
-    fast: Vec<Option<Arc<Block>>>,
+    arena: Vec<Block>,
+    free: Vec<BlockId>,
+    map: HashMap<u64, BlockId>,
+    fast: Vec<BlockId>,
     code_pages: Vec<u64>,
-    page_blocks: HashMap<u64, Vec<u64>>,
+    page_blocks: HashMap<u64, Vec<BlockId>>,
 }
 
 impl Default for BlockCache {
     fn default() -> Self {
-        BlockCache { map: HashMap::new(), fast: vec![None; FAST_SIZE], code_pages: Vec::new(), page_blocks: HashMap::new() }
+        BlockCache {
+            arena: Vec::new(),
+            free: Vec::new(),
+            map: HashMap::new(),
+            fast: vec![NONE; FAST_SIZE],
+            code_pages: Vec::new(),
+            page_blocks: HashMap::new(),
+        }
     }
 }
 
 impl BlockCache {
     /// Drops every block.
     pub fn clear(&mut self) {
+        self.arena.clear();
+        self.free.clear();
         self.map.clear();
-        self.fast.iter_mut().for_each(|e| *e = None);
+        self.fast.iter_mut().for_each(|e| *e = NONE);
         self.code_pages.iter_mut().for_each(|w| *w = 0);
         self.page_blocks.clear();
+    }
+
+    /// The block with id `id`.
+    #[inline]
+    pub fn block(&self, id: BlockId) -> &Block {
+        &self.arena[id as usize]
     }
 
     /// Whether physical page `pn` holds cached code.
@@ -57,7 +78,7 @@ impl BlockCache {
         w < self.code_pages.len() && self.code_pages[w] & (1 << (pn % 64)) != 0
     }
 
-    fn mark(&mut self, pn: u64, start: u64) {
+    fn mark(&mut self, pn: u64, id: BlockId) {
         let w = (pn / 64) as usize;
         if w >= 1 << 26 {
             return;
@@ -66,7 +87,7 @@ impl BlockCache {
             self.code_pages.resize(w + 1, 0);
         }
         self.code_pages[w] |= 1 << (pn % 64);
-        self.page_blocks.entry(pn).or_default().push(start);
+        self.page_blocks.entry(pn).or_default().push(id);
     }
 
     /// Drops the blocks that touch physical page `pn`.
@@ -75,51 +96,99 @@ impl BlockCache {
         if w < self.code_pages.len() {
             self.code_pages[w] &= !(1 << (pn % 64));
         }
-        if let Some(starts) = self.page_blocks.remove(&pn) {
-            for s in starts {
-                self.map.remove(&s);
-                let slot = &mut self.fast[(s as usize) % FAST_SIZE];
-                if slot.as_ref().is_some_and(|b| b.phys == s) {
-                    *slot = None;
+        if let Some(ids) = self.page_blocks.remove(&pn) {
+            for id in ids {
+                let b = &mut self.arena[id as usize];
+                if b.insns.is_empty() {
+                    continue; // already freed (block spanning two pages)
                 }
+                let phys = b.phys;
+                b.insns = Vec::new();
+                b.phys = u64::MAX;
+                if self.map.get(&phys) == Some(&id) {
+                    self.map.remove(&phys);
+                }
+                let slot = &mut self.fast[(phys as usize) % FAST_SIZE];
+                if *slot == id {
+                    *slot = NONE;
+                }
+                self.free.push(id);
             }
         }
     }
 
     #[inline]
-    fn get(&mut self, phys: u64, vstart: u64, bitness: u32) -> Option<Arc<Block>> {
+    fn get(&mut self, phys: u64, vstart: u64, bitness: u32) -> Option<BlockId> {
         let slot = (phys as usize) % FAST_SIZE;
-        if let Some(b) = &self.fast[slot] {
+        let id = self.fast[slot];
+        if id != NONE {
+            let b = &self.arena[id as usize];
             if b.phys == phys && b.vstart == vstart && b.bitness == bitness {
-                return Some(b.clone());
+                return Some(id);
             }
         }
-        let b = self.map.get(&phys)?;
+        let id = *self.map.get(&phys)?;
+        let b = &self.arena[id as usize];
         if b.vstart == vstart && b.bitness == bitness {
-            self.fast[slot] = Some(b.clone());
-            return Some(b.clone());
+            self.fast[slot] = id;
+            return Some(id);
         }
         None
     }
 
-    fn insert(&mut self, b: Arc<Block>, pages: &[u64]) {
-        for &p in pages {
-            self.mark(p, b.phys);
+    fn insert_uncached(&mut self, mut b: Block) -> BlockId {
+        b.phys = u64::MAX - 1;
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.arena.push(Block { insns: Vec::new(), vstart: 0, bitness: 0, phys: u64::MAX });
+                (self.arena.len() - 1) as BlockId
+            }
+        };
+        self.arena[id as usize] = b;
+        // Freed again by the next uncached fetch.
+        self.page_blocks.entry(u64::MAX >> 12).or_default().push(id);
+        id
+    }
+
+    fn insert(&mut self, b: Block, pages: &[u64]) -> BlockId {
+        let phys = b.phys;
+        if let Some(&old) = self.map.get(&phys) {
+            // Same physical start decoded for another linear address or mode:
+            // replace it in place (its page registrations stay valid).
+            self.arena[old as usize] = b;
+            self.fast[(phys as usize) % FAST_SIZE] = old;
+            return old;
         }
-        self.fast[(b.phys as usize) % FAST_SIZE] = Some(b.clone());
-        self.map.insert(b.phys, b);
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.arena[id as usize] = b;
+                id
+            }
+            None => {
+                self.arena.push(b);
+                (self.arena.len() - 1) as BlockId
+            }
+        };
+        for &p in pages {
+            self.mark(p, id);
+        }
+        self.fast[(phys as usize) % FAST_SIZE] = id;
+        self.map.insert(phys, id);
+        id
     }
 }
 
 impl Cpu {
     /// Returns the block starting at RIP, decoding it if needed.
-    pub(crate) fn fetch_block(&mut self, bus: &mut dyn Bus) -> XResult<Arc<Block>> {
+    pub(crate) fn fetch_block(&mut self, bus: &mut dyn Bus) -> XResult<BlockId> {
         let lin = self.code_lin(self.rip);
         let user = self.cpl == 3;
         let phys = self.translate(bus, lin, Access::Exec, user)?;
         if let Some(b) = self.blocks.get(phys, self.rip, self.bitness) {
             return Ok(b);
         }
+        self.blocks.invalidate_page(u64::MAX >> 12);
         let page_left = 0x1000 - (phys & 0xfff) as usize;
         let want = page_left.min(MAX_BLOCK * 8);
         let mut buf = Vec::with_capacity(want + 16);
@@ -159,11 +228,12 @@ impl Cpu {
             }
             break;
         }
-        let b = Arc::new(Block { insns: std::mem::take(&mut insns), vstart: self.rip, bitness: self.bitness, phys });
-        if bus.is_ram(phys) {
-            self.blocks.insert(b.clone(), &pages);
+        let b = Block { insns: std::mem::take(&mut insns), vstart: self.rip, bitness: self.bitness, phys };
+        if !bus.is_ram(phys) {
+            // Not cacheable (ROM/MMIO): keep it in a scratch slot that is never looked up.
+            return Ok(self.blocks.insert_uncached(b));
         }
-        Ok(b)
+        Ok(self.blocks.insert(b, &pages))
     }
 }
 

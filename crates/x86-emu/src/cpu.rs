@@ -123,7 +123,7 @@ pub struct Cpu {
     pub(crate) trace: Option<Box<dyn std::io::Write + Send>>,
     /// Instructions retired.
     pub icount: u64,
-    pub(crate) cpuid: crate::cpuid::CpuidModel,
+    pub cpuid: crate::cpuid::CpuidModel,
 }
 
 impl Cpu {

@@ -49,7 +49,6 @@ fn memory_stack_call_ret() {
 #[test]
 fn mul_div_and_divide_error() {
     let (mut cpu, mut bus) = machine(|a| {
-        let mut handler = a.create_label();
         a.mov(rax, 0x1_0000_0000u64).unwrap();
         a.mov(rcx, 0x10u64).unwrap();
         a.mul(rcx).unwrap(); // rdx:rax = 0x10_0000_0000
@@ -62,15 +61,10 @@ fn mul_div_and_divide_error() {
         a.xor(ecx, ecx).unwrap();
         a.div(rcx).unwrap(); // #DE
         a.hlt().unwrap();
-        a.set_label(&mut handler).unwrap();
-        a.mov(r11, 0xdeu64).unwrap();
-        a.hlt().unwrap();
-        a.zero_bytes().unwrap();
     });
-    // Handler is after the first hlt: find it by scanning for the mov r11 encoding.
-    let code = &bus.ram[CODE as usize..CODE as usize + 200];
-    let pos = code.windows(3).position(|w| w == [0x49, 0xc7, 0xc3]).unwrap() as u64;
-    set_gate(&mut bus, 0, CODE + pos);
+    // #DE handler at CODE+0x800: mov r11d, 0xde; hlt.
+    bus.ram[(CODE + 0x800) as usize..(CODE + 0x807) as usize].copy_from_slice(&[0x41, 0xbb, 0xde, 0, 0, 0, 0xf4]);
+    set_gate(&mut bus, 0, CODE + 0x800);
     assert_eq!(run(&mut cpu, &mut bus), StopReason::Halted);
     assert_eq!(cpu.gpr[8], 0x10_0000_0000);
     assert_eq!(cpu.gpr[9], 0x10_0000_0000 / 7);

@@ -4,7 +4,7 @@
 mod native;
 
 use iced_x86::code_asm::*;
-use native::gen::Rng;
+use native::gen::{Gen, Rng};
 use native::{Machine, Mismatches, Snippet, RAX};
 use x86_emu::simd::{self, FpOut};
 
@@ -95,17 +95,70 @@ fn check_xmm(name: &str, s: Snippet, f: XmmFn, gen: fn(&mut Rng) -> u128, bad: &
 #[test]
 fn xmm_to_xmm() {
     let mut bad = Mismatches::default();
-    let cases: Vec<(&str, Snippet, XmmFn, fn(&mut Rng) -> u128)> = vec![
-        ("cvtss2sd", Snippet::new(|a| a.cvtss2sd(xmm0, xmm1)), Box::new(simd::cvtss2sd), gen_f32),
-        ("cvtsd2ss", Snippet::new(|a| a.cvtsd2ss(xmm0, xmm1)), Box::new(simd::cvtsd2ss), gen_f64),
-        ("cvtps2pd", Snippet::new(|a| a.cvtps2pd(xmm0, xmm1)), Box::new(|_, b, m| simd::cvtps2pd(b, m)), gen_f32),
-        ("cvtpd2ps", Snippet::new(|a| a.cvtpd2ps(xmm0, xmm1)), Box::new(|_, b, m| simd::cvtpd2ps(b, m)), gen_f64),
-        ("cvtdq2ps", Snippet::new(|a| a.cvtdq2ps(xmm0, xmm1)), Box::new(|_, b, m| simd::cvtdq2ps(b, m)), gen_int),
-        ("cvtdq2pd", Snippet::new(|a| a.cvtdq2pd(xmm0, xmm1)), Box::new(|_, b, _| FpOut { value: simd::cvtdq2pd(b), flags: 0 }), gen_int),
-        ("cvtps2dq", Snippet::new(|a| a.cvtps2dq(xmm0, xmm1)), Box::new(|_, b, m| simd::cvtps2dq(b, m)), gen_f32),
-        ("cvttps2dq", Snippet::new(|a| a.cvttps2dq(xmm0, xmm1)), Box::new(|_, b, m| simd::cvttps2dq(b, m)), gen_f32),
-        ("cvtpd2dq", Snippet::new(|a| a.cvtpd2dq(xmm0, xmm1)), Box::new(|_, b, m| simd::cvtpd2dq(b, m)), gen_f64),
-        ("cvttpd2dq", Snippet::new(|a| a.cvttpd2dq(xmm0, xmm1)), Box::new(|_, b, m| simd::cvttpd2dq(b, m)), gen_f64),
+    let cases: Vec<(&str, Snippet, XmmFn, Gen)> = vec![
+        (
+            "cvtss2sd",
+            Snippet::new(|a| a.cvtss2sd(xmm0, xmm1)),
+            Box::new(simd::cvtss2sd),
+            gen_f32,
+        ),
+        (
+            "cvtsd2ss",
+            Snippet::new(|a| a.cvtsd2ss(xmm0, xmm1)),
+            Box::new(simd::cvtsd2ss),
+            gen_f64,
+        ),
+        (
+            "cvtps2pd",
+            Snippet::new(|a| a.cvtps2pd(xmm0, xmm1)),
+            Box::new(|_, b, m| simd::cvtps2pd(b, m)),
+            gen_f32,
+        ),
+        (
+            "cvtpd2ps",
+            Snippet::new(|a| a.cvtpd2ps(xmm0, xmm1)),
+            Box::new(|_, b, m| simd::cvtpd2ps(b, m)),
+            gen_f64,
+        ),
+        (
+            "cvtdq2ps",
+            Snippet::new(|a| a.cvtdq2ps(xmm0, xmm1)),
+            Box::new(|_, b, m| simd::cvtdq2ps(b, m)),
+            gen_int,
+        ),
+        (
+            "cvtdq2pd",
+            Snippet::new(|a| a.cvtdq2pd(xmm0, xmm1)),
+            Box::new(|_, b, _| FpOut {
+                value: simd::cvtdq2pd(b),
+                flags: 0,
+            }),
+            gen_int,
+        ),
+        (
+            "cvtps2dq",
+            Snippet::new(|a| a.cvtps2dq(xmm0, xmm1)),
+            Box::new(|_, b, m| simd::cvtps2dq(b, m)),
+            gen_f32,
+        ),
+        (
+            "cvttps2dq",
+            Snippet::new(|a| a.cvttps2dq(xmm0, xmm1)),
+            Box::new(|_, b, m| simd::cvttps2dq(b, m)),
+            gen_f32,
+        ),
+        (
+            "cvtpd2dq",
+            Snippet::new(|a| a.cvtpd2dq(xmm0, xmm1)),
+            Box::new(|_, b, m| simd::cvtpd2dq(b, m)),
+            gen_f64,
+        ),
+        (
+            "cvttpd2dq",
+            Snippet::new(|a| a.cvttpd2dq(xmm0, xmm1)),
+            Box::new(|_, b, m| simd::cvttpd2dq(b, m)),
+            gen_f64,
+        ),
     ];
     for (name, s, f, gen) in cases {
         check_xmm(name, s, f, gen, &mut bad);
@@ -118,15 +171,63 @@ type ToIntFn = fn(u128, bool, u32) -> FpOut<u64>;
 #[test]
 fn float_to_gpr() {
     let mut bad = Mismatches::default();
-    let cases: Vec<(&str, Snippet, ToIntFn, bool, fn(&mut Rng) -> u128)> = vec![
-        ("cvtss2si r32", Snippet::new(|a| a.cvtss2si(eax, xmm1)), simd::cvtss2si, false, gen_f32),
-        ("cvtss2si r64", Snippet::new(|a| a.cvtss2si(rax, xmm1)), simd::cvtss2si, true, gen_f32),
-        ("cvttss2si r32", Snippet::new(|a| a.cvttss2si(eax, xmm1)), simd::cvttss2si, false, gen_f32),
-        ("cvttss2si r64", Snippet::new(|a| a.cvttss2si(rax, xmm1)), simd::cvttss2si, true, gen_f32),
-        ("cvtsd2si r32", Snippet::new(|a| a.cvtsd2si(eax, xmm1)), simd::cvtsd2si, false, gen_f64),
-        ("cvtsd2si r64", Snippet::new(|a| a.cvtsd2si(rax, xmm1)), simd::cvtsd2si, true, gen_f64),
-        ("cvttsd2si r32", Snippet::new(|a| a.cvttsd2si(eax, xmm1)), simd::cvttsd2si, false, gen_f64),
-        ("cvttsd2si r64", Snippet::new(|a| a.cvttsd2si(rax, xmm1)), simd::cvttsd2si, true, gen_f64),
+    let cases: Vec<(&str, Snippet, ToIntFn, bool, Gen)> = vec![
+        (
+            "cvtss2si r32",
+            Snippet::new(|a| a.cvtss2si(eax, xmm1)),
+            simd::cvtss2si,
+            false,
+            gen_f32,
+        ),
+        (
+            "cvtss2si r64",
+            Snippet::new(|a| a.cvtss2si(rax, xmm1)),
+            simd::cvtss2si,
+            true,
+            gen_f32,
+        ),
+        (
+            "cvttss2si r32",
+            Snippet::new(|a| a.cvttss2si(eax, xmm1)),
+            simd::cvttss2si,
+            false,
+            gen_f32,
+        ),
+        (
+            "cvttss2si r64",
+            Snippet::new(|a| a.cvttss2si(rax, xmm1)),
+            simd::cvttss2si,
+            true,
+            gen_f32,
+        ),
+        (
+            "cvtsd2si r32",
+            Snippet::new(|a| a.cvtsd2si(eax, xmm1)),
+            simd::cvtsd2si,
+            false,
+            gen_f64,
+        ),
+        (
+            "cvtsd2si r64",
+            Snippet::new(|a| a.cvtsd2si(rax, xmm1)),
+            simd::cvtsd2si,
+            true,
+            gen_f64,
+        ),
+        (
+            "cvttsd2si r32",
+            Snippet::new(|a| a.cvttsd2si(eax, xmm1)),
+            simd::cvttsd2si,
+            false,
+            gen_f64,
+        ),
+        (
+            "cvttsd2si r64",
+            Snippet::new(|a| a.cvttsd2si(rax, xmm1)),
+            simd::cvttsd2si,
+            true,
+            gen_f64,
+        ),
     ];
     let mut rng = Rng::new(4242);
     let mut m = Machine::new();
@@ -158,10 +259,30 @@ fn float_to_gpr() {
 fn gpr_to_float() {
     type FromInt = fn(u128, i64, u32) -> FpOut<u128>;
     let cases: Vec<(&str, Snippet, FromInt, bool)> = vec![
-        ("cvtsi2ss r32", Snippet::new(|a| a.cvtsi2ss(xmm0, eax)), simd::cvtsi2ss, false),
-        ("cvtsi2ss r64", Snippet::new(|a| a.cvtsi2ss(xmm0, rax)), simd::cvtsi2ss, true),
-        ("cvtsi2sd r32", Snippet::new(|a| a.cvtsi2sd(xmm0, eax)), simd::cvtsi2sd, false),
-        ("cvtsi2sd r64", Snippet::new(|a| a.cvtsi2sd(xmm0, rax)), simd::cvtsi2sd, true),
+        (
+            "cvtsi2ss r32",
+            Snippet::new(|a| a.cvtsi2ss(xmm0, eax)),
+            simd::cvtsi2ss,
+            false,
+        ),
+        (
+            "cvtsi2ss r64",
+            Snippet::new(|a| a.cvtsi2ss(xmm0, rax)),
+            simd::cvtsi2ss,
+            true,
+        ),
+        (
+            "cvtsi2sd r32",
+            Snippet::new(|a| a.cvtsi2sd(xmm0, eax)),
+            simd::cvtsi2sd,
+            false,
+        ),
+        (
+            "cvtsi2sd r64",
+            Snippet::new(|a| a.cvtsi2sd(xmm0, rax)),
+            simd::cvtsi2sd,
+            true,
+        ),
     ];
     let mut bad = Mismatches::default();
     let mut rng = Rng::new(99);
@@ -171,15 +292,27 @@ fn gpr_to_float() {
             for _ in 0..CASES {
                 let a = rng.ps();
                 let raw = (rng.int_u128() as u64) >> rng.below(64);
-                let raw = if rng.below(2) == 0 { raw.wrapping_neg() } else { raw };
+                let raw = if rng.below(2) == 0 {
+                    raw.wrapping_neg()
+                } else {
+                    raw
+                };
                 m.set_xmm(0, a);
                 m.gpr[RAX] = raw;
                 m.set_mxcsr(mx);
                 s.run(&mut m);
-                let v = if is64 { raw as i64 } else { i64::from(raw as i32) };
+                let v = if is64 {
+                    raw as i64
+                } else {
+                    i64::from(raw as i32)
+                };
                 let out = f(a, v, mx);
                 if out.value != m.xmm(0) || mx | out.flags != m.mxcsr() {
-                    bad.add(format!("{name} mx={mx:#x} v={v:#x} cpu={:#x} emu={:#x}", m.xmm(0), out.value));
+                    bad.add(format!(
+                        "{name} mx={mx:#x} v={v:#x} cpu={:#x} emu={:#x}",
+                        m.xmm(0),
+                        out.value
+                    ));
                 }
             }
         }
@@ -202,7 +335,12 @@ fn mmx_conversions() {
     let mut m = Machine::new();
     for mx in configs() {
         for _ in 0..CASES {
-            let (f32s, f64s, ints, a) = (gen_f32(&mut rng), gen_f64(&mut rng), rng.int_u128() as u64, rng.ps());
+            let (f32s, f64s, ints, a) = (
+                gen_f32(&mut rng),
+                gen_f64(&mut rng),
+                rng.int_u128() as u64,
+                rng.ps(),
+            );
             m.set_xmm(1, f32s);
             m.set_xmm(2, f64s);
             m.set_mm(4, ints);

@@ -4,7 +4,7 @@
 mod native;
 
 use iced_x86::code_asm::*;
-use native::gen::Rng;
+use native::gen::{Gen, Rng};
 use native::{Machine, Mismatches, Snippet};
 use x86_emu::simd::{self, FpOut};
 
@@ -12,6 +12,7 @@ const CASES: usize = 400;
 
 type Emit = fn(&mut CodeAssembler) -> Result<(), IcedError>;
 type FpFn = fn(u128, u128, u32) -> FpOut<u128>;
+type CmpFn = Box<dyn Fn(u128, u128, u32) -> FpOut<u128>>;
 
 /// Every rounding mode with each DAZ/FTZ combination; all exceptions masked.
 fn configs() -> impl Iterator<Item = u32> {
@@ -73,9 +74,19 @@ fp_binops!(pd: addpd, addsd, subpd, subsd, mulpd, mulsd, divpd, divsd, minpd, mi
 
 #[test]
 fn sqrt_all() {
-    check_fp("sqrtps", |a| a.sqrtps(xmm0, xmm1), |_, b, mx| simd::sqrtps(b, mx), ps);
+    check_fp(
+        "sqrtps",
+        |a| a.sqrtps(xmm0, xmm1),
+        |_, b, mx| simd::sqrtps(b, mx),
+        ps,
+    );
     check_fp("sqrtss", |a| a.sqrtss(xmm0, xmm1), simd::sqrtss, ps);
-    check_fp("sqrtpd", |a| a.sqrtpd(xmm0, xmm1), |_, b, mx| simd::sqrtpd(b, mx), pd);
+    check_fp(
+        "sqrtpd",
+        |a| a.sqrtpd(xmm0, xmm1),
+        |_, b, mx| simd::sqrtpd(b, mx),
+        pd,
+    );
     check_fp("sqrtsd", |a| a.sqrtsd(xmm0, xmm1), simd::sqrtsd, pd);
 }
 
@@ -84,11 +95,31 @@ fn compares_every_predicate() {
     for imm in 0..8u8 {
         let i = i32::from(imm);
         // The closures can't capture `imm` as fn pointers; build snippets directly.
-        let cases: [(&str, Snippet, Box<dyn Fn(u128, u128, u32) -> FpOut<u128>>, fn(&mut Rng) -> u128); 4] = [
-            ("cmpps", Snippet::new(|a| a.cmpps(xmm0, xmm1, i)), Box::new(move |a, b, m| simd::cmpps(a, b, imm, m)), ps),
-            ("cmpss", Snippet::new(|a| a.cmpss(xmm0, xmm1, i)), Box::new(move |a, b, m| simd::cmpss(a, b, imm, m)), ps),
-            ("cmppd", Snippet::new(|a| a.cmppd(xmm0, xmm1, i)), Box::new(move |a, b, m| simd::cmppd(a, b, imm, m)), pd),
-            ("cmpsd", Snippet::new(|a| a.cmpsd_3(xmm0, xmm1, i)), Box::new(move |a, b, m| simd::cmpsd(a, b, imm, m)), pd),
+        let cases: [(&str, Snippet, CmpFn, Gen); 4] = [
+            (
+                "cmpps",
+                Snippet::new(|a| a.cmpps(xmm0, xmm1, i)),
+                Box::new(move |a, b, m| simd::cmpps(a, b, imm, m)),
+                ps,
+            ),
+            (
+                "cmpss",
+                Snippet::new(|a| a.cmpss(xmm0, xmm1, i)),
+                Box::new(move |a, b, m| simd::cmpss(a, b, imm, m)),
+                ps,
+            ),
+            (
+                "cmppd",
+                Snippet::new(|a| a.cmppd(xmm0, xmm1, i)),
+                Box::new(move |a, b, m| simd::cmppd(a, b, imm, m)),
+                pd,
+            ),
+            (
+                "cmpsd",
+                Snippet::new(|a| a.cmpsd_3(xmm0, xmm1, i)),
+                Box::new(move |a, b, m| simd::cmpsd(a, b, imm, m)),
+                pd,
+            ),
         ];
         let mut rng = Rng::new(u64::from(imm) + 1000);
         let mut m = Machine::new();
@@ -120,11 +151,31 @@ fn compares_every_predicate() {
 #[test]
 fn comis_flags() {
     type C = fn(u128, u128, u32) -> FpOut<u64>;
-    let cases: [(&str, Snippet, C, fn(&mut Rng) -> u128); 4] = [
-        ("comiss", Snippet::new(|a| a.comiss(xmm0, xmm1)), simd::comiss, ps),
-        ("ucomiss", Snippet::new(|a| a.ucomiss(xmm0, xmm1)), simd::ucomiss, ps),
-        ("comisd", Snippet::new(|a| a.comisd(xmm0, xmm1)), simd::comisd, pd),
-        ("ucomisd", Snippet::new(|a| a.ucomisd(xmm0, xmm1)), simd::ucomisd, pd),
+    let cases: [(&str, Snippet, C, Gen); 4] = [
+        (
+            "comiss",
+            Snippet::new(|a| a.comiss(xmm0, xmm1)),
+            simd::comiss,
+            ps,
+        ),
+        (
+            "ucomiss",
+            Snippet::new(|a| a.ucomiss(xmm0, xmm1)),
+            simd::ucomiss,
+            ps,
+        ),
+        (
+            "comisd",
+            Snippet::new(|a| a.comisd(xmm0, xmm1)),
+            simd::comisd,
+            pd,
+        ),
+        (
+            "ucomisd",
+            Snippet::new(|a| a.ucomisd(xmm0, xmm1)),
+            simd::ucomisd,
+            pd,
+        ),
     ];
     let mut rng = Rng::new(77);
     let mut m = Machine::new();
@@ -145,7 +196,9 @@ fn comis_flags() {
                 if m.rflags & native::STATUS_FLAGS != want || mx | out.flags != m.mxcsr() {
                     bad.add(format!(
                         "{name} mx={mx:#x} a={a:#x} b={b:#x} cpu={:#x}/{:#x} emu={want:#x}/{:#x}",
-                        m.rflags & native::STATUS_FLAGS, m.mxcsr(), mx | out.flags
+                        m.rflags & native::STATUS_FLAGS,
+                        m.mxcsr(),
+                        mx | out.flags
                     ));
                 }
             }
@@ -161,12 +214,18 @@ fn underflow_boundary() {
     fn pair64(r: &mut Rng) -> (u64, u64) {
         let a = 1.0 + (r.next_u64() >> 12) as f64 * f64::EPSILON / 4096.0;
         let b = (f64::MIN_POSITIVE / a).to_bits();
-        (a.to_bits(), b.wrapping_add(r.next_u64() % 9).wrapping_sub(4))
+        (
+            a.to_bits(),
+            b.wrapping_add(r.next_u64() % 9).wrapping_sub(4),
+        )
     }
     fn pair32(r: &mut Rng) -> (u32, u32) {
         let a = 1.0 + (r.next_u64() >> 41) as f32 * f32::EPSILON / 8.0;
         let b = (f32::MIN_POSITIVE / a).to_bits();
-        (a.to_bits(), b.wrapping_add((r.next_u64() % 9) as u32).wrapping_sub(4))
+        (
+            a.to_bits(),
+            b.wrapping_add((r.next_u64() % 9) as u32).wrapping_sub(4),
+        )
     }
     let sd = Snippet::new(|a| a.mulpd(xmm0, xmm1));
     let sps = Snippet::new(|a| a.mulps(xmm2, xmm3));
@@ -176,18 +235,36 @@ fn underflow_boundary() {
     for mx in configs() {
         for _ in 0..CASES {
             let ((a0, b0), (a1, b1)) = (pair64(&mut rng), pair64(&mut rng));
-            let (a, b) = (u128::from(a0) | (u128::from(a1) << 64), u128::from(b0) | (u128::from(b1) << 64));
+            let (a, b) = (
+                u128::from(a0) | (u128::from(a1) << 64),
+                u128::from(b0) | (u128::from(b1) << 64),
+            );
             let ps: Vec<(u32, u32)> = (0..4).map(|_| pair32(&mut rng)).collect();
-            let c = ps.iter().enumerate().fold(0u128, |x, (i, p)| x | (u128::from(p.0) << (32 * i)));
-            let d = ps.iter().enumerate().fold(0u128, |x, (i, p)| x | (u128::from(p.1) << (32 * i)));
-            for (s, f, x, y, xi) in [(&sd, simd::mulpd as FpFn, a, b, 0), (&sps, simd::mulps as FpFn, c, d, 2)] {
+            let c = ps
+                .iter()
+                .enumerate()
+                .fold(0u128, |x, (i, p)| x | (u128::from(p.0) << (32 * i)));
+            let d = ps
+                .iter()
+                .enumerate()
+                .fold(0u128, |x, (i, p)| x | (u128::from(p.1) << (32 * i)));
+            for (s, f, x, y, xi) in [
+                (&sd, simd::mulpd as FpFn, a, b, 0),
+                (&sps, simd::mulps as FpFn, c, d, 2),
+            ] {
                 m.set_xmm(xi, x);
                 m.set_xmm(xi + 1, y);
                 m.set_mxcsr(mx);
                 s.run(&mut m);
                 let out = f(x, y, mx);
                 if out.value != m.xmm(xi) || mx | out.flags != m.mxcsr() {
-                    bad.add(format!("mx={mx:#x} x={x:#x} y={y:#x} cpu={:#x}/{:#x} emu={:#x}/{:#x}", m.xmm(xi), m.mxcsr(), out.value, mx | out.flags));
+                    bad.add(format!(
+                        "mx={mx:#x} x={x:#x} y={y:#x} cpu={:#x}/{:#x} emu={:#x}/{:#x}",
+                        m.xmm(xi),
+                        m.mxcsr(),
+                        out.value,
+                        mx | out.flags
+                    ));
                 }
             }
         }

@@ -26,7 +26,9 @@ fn check_binop(name: &str, emit: Emit, f: fn(u128, u128) -> u128) {
         let want = m.xmm(0);
         let got = f(a, b);
         if got != want {
-            bad.add(format!("a={a:#034x} b={b:#034x} cpu={want:#034x} emu={got:#034x}"));
+            bad.add(format!(
+                "a={a:#034x} b={b:#034x} cpu={want:#034x} emu={got:#034x}"
+            ));
         }
     }
     bad.finish(name);
@@ -95,7 +97,9 @@ fn check_shift(
             bad.add(format!("{name} xmm a={a:#x} count={count}"));
         }
     }
-    for imm in [0i32, 1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 255] {
+    for imm in [
+        0i32, 1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 255,
+    ] {
         let s = Snippet::new(|a| emit_imm(a, imm));
         for _ in 0..40 {
             let a = rng.int_u128();
@@ -182,13 +186,23 @@ fn imm_shuffles() {
                 ("pshufhw", m.xmm(4), simd::pshufhw(x, imm)),
                 ("shufps", m.xmm(5), simd::shufps(x, y, imm)),
                 ("shufpd", m.xmm(6), simd::shufpd(x, y, imm)),
-                ("pshufw", u128::from(m.mm(1)), u128::from(simd::mmx_pshufw(w, imm))),
+                (
+                    "pshufw",
+                    u128::from(m.mm(1)),
+                    u128::from(simd::mmx_pshufw(w, imm)),
+                ),
                 ("pinsrw", m.xmm(7), simd::pinsrw(x, w as u16, imm)),
-                ("pextrw", u128::from(m.gpr[0]), u128::from(simd::pextrw(x, imm))),
+                (
+                    "pextrw",
+                    u128::from(m.gpr[0]),
+                    u128::from(simd::pextrw(x, imm)),
+                ),
             ];
             for (n, cpu, emu) in checks {
                 if cpu != emu {
-                    bad.add(format!("{n} imm={imm} x={x:#x} y={y:#x} cpu={cpu:#x} emu={emu:#x}"));
+                    bad.add(format!(
+                        "{n} imm={imm} x={x:#x} y={y:#x} cpu={cpu:#x} emu={emu:#x}"
+                    ));
                 }
             }
         }
@@ -231,19 +245,68 @@ fn sign_masks() {
 fn mmx_ops() {
     type F = fn(u64, u64) -> u64;
     let lanewise = |f: fn(u128, u128) -> u128| move |a: u64, b: u64| f(a.into(), b.into()) as u64;
-    let cases: Vec<(&str, Snippet, Box<dyn Fn(u64, u64) -> u64>)> = vec![
-        ("paddw", Snippet::new(|a| a.paddw(mm0, mm1)), Box::new(lanewise(simd::paddw))),
-        ("psubusb", Snippet::new(|a| a.psubusb(mm0, mm1)), Box::new(lanewise(simd::psubusb))),
-        ("pmaddwd", Snippet::new(|a| a.pmaddwd(mm0, mm1)), Box::new(lanewise(simd::pmaddwd))),
-        ("pcmpgtd", Snippet::new(|a| a.pcmpgtd(mm0, mm1)), Box::new(lanewise(simd::pcmpgtd))),
-        ("psadbw", Snippet::new(|a| a.psadbw(mm0, mm1)), Box::new(simd::mmx_psadbw as F)),
-        ("punpcklbw", Snippet::new(|a| a.punpcklbw(mm0, mm1)), Box::new(|a, b| simd::mmx_punpckl(a, b, 8))),
-        ("punpckhwd", Snippet::new(|a| a.punpckhwd(mm0, mm1)), Box::new(|a, b| simd::mmx_punpckh(a, b, 16))),
-        ("punpckhdq", Snippet::new(|a| a.punpckhdq(mm0, mm1)), Box::new(|a, b| simd::mmx_punpckh(a, b, 32))),
-        ("packsswb", Snippet::new(|a| a.packsswb(mm0, mm1)), Box::new(simd::mmx_packsswb as F)),
-        ("packuswb", Snippet::new(|a| a.packuswb(mm0, mm1)), Box::new(simd::mmx_packuswb as F)),
-        ("packssdw", Snippet::new(|a| a.packssdw(mm0, mm1)), Box::new(simd::mmx_packssdw as F)),
-        ("psrlq", Snippet::new(|a| a.psrlq(mm0, mm1)), Box::new(|a, b| simd::psrlq(a.into(), b) as u64)),
+    type MmxFn = Box<dyn Fn(u64, u64) -> u64>;
+    let cases: Vec<(&str, Snippet, MmxFn)> = vec![
+        (
+            "paddw",
+            Snippet::new(|a| a.paddw(mm0, mm1)),
+            Box::new(lanewise(simd::paddw)),
+        ),
+        (
+            "psubusb",
+            Snippet::new(|a| a.psubusb(mm0, mm1)),
+            Box::new(lanewise(simd::psubusb)),
+        ),
+        (
+            "pmaddwd",
+            Snippet::new(|a| a.pmaddwd(mm0, mm1)),
+            Box::new(lanewise(simd::pmaddwd)),
+        ),
+        (
+            "pcmpgtd",
+            Snippet::new(|a| a.pcmpgtd(mm0, mm1)),
+            Box::new(lanewise(simd::pcmpgtd)),
+        ),
+        (
+            "psadbw",
+            Snippet::new(|a| a.psadbw(mm0, mm1)),
+            Box::new(simd::mmx_psadbw as F),
+        ),
+        (
+            "punpcklbw",
+            Snippet::new(|a| a.punpcklbw(mm0, mm1)),
+            Box::new(|a, b| simd::mmx_punpckl(a, b, 8)),
+        ),
+        (
+            "punpckhwd",
+            Snippet::new(|a| a.punpckhwd(mm0, mm1)),
+            Box::new(|a, b| simd::mmx_punpckh(a, b, 16)),
+        ),
+        (
+            "punpckhdq",
+            Snippet::new(|a| a.punpckhdq(mm0, mm1)),
+            Box::new(|a, b| simd::mmx_punpckh(a, b, 32)),
+        ),
+        (
+            "packsswb",
+            Snippet::new(|a| a.packsswb(mm0, mm1)),
+            Box::new(simd::mmx_packsswb as F),
+        ),
+        (
+            "packuswb",
+            Snippet::new(|a| a.packuswb(mm0, mm1)),
+            Box::new(simd::mmx_packuswb as F),
+        ),
+        (
+            "packssdw",
+            Snippet::new(|a| a.packssdw(mm0, mm1)),
+            Box::new(simd::mmx_packssdw as F),
+        ),
+        (
+            "psrlq",
+            Snippet::new(|a| a.psrlq(mm0, mm1)),
+            Box::new(|a, b| simd::psrlq(a.into(), b) as u64),
+        ),
     ];
     let mut rng = Rng::new(11);
     let mut m = Machine::new();
@@ -256,7 +319,11 @@ fn mmx_ops() {
             m.set_mm(1, b);
             s.run(&mut m);
             if m.mm(0) != f(a, b) {
-                bad.add(format!("{name} a={a:#x} b={b:#x} cpu={:#x} emu={:#x}", m.mm(0), f(a, b)));
+                bad.add(format!(
+                    "{name} a={a:#x} b={b:#x} cpu={:#x} emu={:#x}",
+                    m.mm(0),
+                    f(a, b)
+                ));
             }
         }
     }

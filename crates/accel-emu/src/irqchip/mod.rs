@@ -142,6 +142,9 @@ pub(crate) fn dest_matches(dest: u32, logical: bool, apic_id: u32, ldr: u32, dfr
 }
 
 #[cfg(test)]
+mod platform_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

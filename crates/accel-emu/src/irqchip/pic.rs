@@ -47,8 +47,9 @@ pub enum InitStep {
     Icw4,
 }
 
-/// The full state of one 8259A; also its snapshot form.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// The full state of one 8259A; also its snapshot form. `Default` is the
+/// power-up state (uninitialised, nothing masked, IR7 lowest priority).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PicChipState {
     /// Interrupt request register.
     pub irr: u8,
@@ -84,6 +85,30 @@ pub struct PicChipState {
     pub poll: bool,
     /// OCW3 special mask mode.
     pub special_mask: bool,
+}
+
+impl Default for PicChipState {
+    fn default() -> Self {
+        Self {
+            irr: 0,
+            isr: 0,
+            imr: 0,
+            lines: 0,
+            elcr: 0,
+            lowest_priority: 7,
+            vector_base: 0,
+            icw3: 0,
+            init_step: InitStep::Ready,
+            icw4_needed: false,
+            single: false,
+            auto_eoi: false,
+            rotate_on_auto_eoi: false,
+            special_fully_nested: false,
+            read_isr: false,
+            poll: false,
+            special_mask: false,
+        }
+    }
 }
 
 impl PicChipState {
@@ -283,10 +308,7 @@ pub struct PicPair {
 impl PicPair {
     /// Both chips in their power-up state (uninitialised, all unmasked, all edge).
     pub fn new() -> Self {
-        let mut p = Self::default();
-        p.master.lowest_priority = 7;
-        p.slave.lowest_priority = 7;
-        p
+        Self::default()
     }
 
     /// Guest read of `port` (0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1); other ports read 0xFF.

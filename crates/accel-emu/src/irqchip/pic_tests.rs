@@ -296,3 +296,27 @@ fn state_round_trip() {
     assert_eq!(q.acknowledge(), p.acknowledge());
     assert_ne!(v, 0);
 }
+
+#[test]
+fn masked_cascade_blocks_slave() {
+    let mut p = linux_init();
+    unmask(&mut p, 0xff, 0x00);
+    p.set_irq(9, true);
+    assert!(!p.has_interrupt());
+    p.io_write(MASTER_DATA, 0xfb);
+    assert!(p.has_interrupt());
+    assert_eq!(p.acknowledge(), 0x29);
+}
+
+#[test]
+fn default_state_restores_to_power_up() {
+    let mut p = PicPair::from_state(&PicState::default());
+    assert_eq!(p.state(), PicPair::new().state());
+    p.set_irq(0, true);
+    p.set_irq(1, true);
+    assert_eq!(
+        p.acknowledge(),
+        0x00,
+        "IR0 has the highest priority at power-up"
+    );
+}

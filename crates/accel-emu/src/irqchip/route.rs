@@ -15,19 +15,24 @@ pub struct ApicTarget {
     pub dfr: u32,
     /// Globally enabled (IA32_APIC_BASE bit 11); disabled APICs receive nothing.
     pub enabled: bool,
+    /// Task priority, for lowest-priority arbitration.
+    pub tpr: u8,
 }
 
-/// Indices into `targets` of the APICs that receive `d`. Lowest-priority
-/// messages go to the first matching APIC (arbitration is not modelled).
+/// Indices into `targets` of the APICs that receive `d`. A lowest-priority
+/// message goes to the matching APIC with the lowest TPR (as the chipset
+/// arbitrates on Pentium 4 and later, SDM 10.6.2.4), the first one on a tie.
 pub fn route(d: &Delivery, targets: &[ApicTarget]) -> Vec<usize> {
-    let mut out: Vec<usize> = targets
+    let out: Vec<usize> = targets
         .iter()
         .enumerate()
         .filter(|(_, t)| t.enabled && dest_matches(d.dest, d.logical, t.apic_id, t.ldr, t.dfr))
         .map(|(i, _)| i)
         .collect();
     if d.delivery_mode == DeliveryMode::LowestPriority {
-        out.truncate(1);
+        if let Some(&best) = out.iter().min_by_key(|&&i| targets[i].tpr) {
+            return vec![best];
+        }
     }
     out
 }
@@ -69,6 +74,7 @@ mod tests {
                 ldr: (1 << i) << 24,
                 dfr: 0xffff_ffff,
                 enabled: true,
+                tpr: 0,
             })
             .collect()
     }
@@ -107,6 +113,16 @@ mod tests {
         assert_eq!(
             route(&delivery(0x0a, true, DeliveryMode::LowestPriority), &t),
             vec![1]
+        );
+        let mut busy = t.clone();
+        busy[1].tpr = 0x20;
+        assert_eq!(
+            route(&delivery(0x0a, true, DeliveryMode::LowestPriority), &busy),
+            vec![3]
+        );
+        assert_eq!(
+            route(&delivery(0x0e, true, DeliveryMode::LowestPriority), &busy),
+            vec![2]
         );
         assert_eq!(
             route(&delivery(0xff, true, DeliveryMode::Fixed), &t),

@@ -37,14 +37,17 @@ pub fn memory(size: usize) -> GuestMemory {
     GuestMemory::from_ranges(&[(GuestAddress(0), size)]).unwrap()
 }
 
-/// Writes page tables identity-mapping the first 1 GiB, a flat GDT, boot_params
+/// Writes page tables identity-mapping the first 4 GiB, a flat GDT, boot_params
 /// with the command line, and returns the boot CPU's state entering at `entry`.
 pub fn boot_state(mem: &GuestMemory, entry: u64, cmdline: &str) -> CpuState {
     let pdpt = PML4 + 0x1000;
     let pd = PML4 + 0x2000;
     mem.write_obj(pdpt | 3, GuestAddress(PML4)).unwrap();
-    mem.write_obj(pd | 3, GuestAddress(pdpt)).unwrap();
-    for i in 0..512u64 {
+    for g in 0..4u64 {
+        mem.write_obj((pd + g * 0x1000) | 3, GuestAddress(pdpt + g * 8))
+            .unwrap();
+    }
+    for i in 0..2048u64 {
         mem.write_obj((i << 21) | 0x83, GuestAddress(pd + i * 8))
             .unwrap();
     }
@@ -269,9 +272,34 @@ pub const CODE: u64 = 0x10_0000;
 
 /// A VM with one vCPU entering raw 64-bit `code` at [`CODE`].
 pub fn vm_with_code(code: &[u8]) -> (KvmVm, Box<dyn Vcpu>) {
+    vm_with_code_and_handlers(code, &[])
+}
+
+/// Where [`vm_with_code_and_handlers`] puts the IDT.
+pub const IDT: u64 = 0x1000;
+
+/// Like [`vm_with_code`], plus an IDT whose gate `vector` enters `handler` (raw
+/// code placed at CODE + 0x100 * (i + 1) for the i-th pair).
+pub fn vm_with_code_and_handlers(code: &[u8], handlers: &[(u8, &[u8])]) -> (KvmVm, Box<dyn Vcpu>) {
     let mem = memory(16 << 20);
     mem.write_slice(code, GuestAddress(CODE)).unwrap();
-    let state = boot_state(&mem, CODE, "");
+    let mut state = boot_state(&mem, CODE, "");
+    for (i, (vector, handler)) in handlers.iter().enumerate() {
+        let at = CODE + 0x100 * (i as u64 + 1);
+        mem.write_slice(handler, GuestAddress(at)).unwrap();
+        // 64-bit interrupt gate: offset, selector 0x10, present, DPL 0, type 0xe.
+        let lo = (at & 0xffff) | (0x10 << 16) | (0x8e00u64 << 32) | ((at >> 16) & 0xffff) << 48;
+        let hi = at >> 32;
+        let gate = IDT + 16 * u64::from(*vector);
+        mem.write_obj(lo, GuestAddress(gate)).unwrap();
+        mem.write_obj(hi, GuestAddress(gate + 8)).unwrap();
+    }
+    if let Some(max) = handlers.iter().map(|h| h.0).max() {
+        state.sregs.idt = DescriptorTable {
+            base: IDT,
+            limit: 16 * u16::from(max) + 15,
+        };
+    }
     let vm = KvmVm::new(mem, 1).unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
     vcpu.set_state(&state).unwrap();

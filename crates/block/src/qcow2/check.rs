@@ -20,8 +20,14 @@ pub struct CheckReport {
     pub corruptions: u64,
     /// Clusters whose refcount is higher than their references: (cluster, stored, real).
     pub leaks: Vec<(u64, u64, u64)>,
-    /// Host clusters in use.
+    /// Host clusters in use (data and metadata).
     pub allocated_clusters: u64,
+    /// Guest clusters with data in this image (not zero, not from the backing file).
+    pub data_clusters: u64,
+    /// Of those, compressed.
+    pub compressed_clusters: u64,
+    /// Of those, not stored right after the previous guest cluster's data.
+    pub fragmented_clusters: u64,
     /// Guest clusters of the virtual disk.
     pub total_clusters: u64,
     /// Length of the image file.
@@ -82,7 +88,11 @@ impl Inner {
         };
         cnt.add(&mut r, 0, "header");
         for i in 0..self.h.refcount_table_clusters as u64 {
-            cnt.add(&mut r, self.h.refcount_table_offset + i * cs, "refcount table");
+            cnt.add(
+                &mut r,
+                self.h.refcount_table_offset + i * cs,
+                "refcount table",
+            );
         }
         // Refcount blocks (validated here so the comparison below can trust them).
         let mut blocks: Vec<Option<u64>> = Vec::with_capacity(self.rc_table.len());
@@ -104,6 +114,7 @@ impl Inner {
         let v3 = self.h.version >= 3;
         let mut copied_checks: Vec<(u64, bool, String)> = Vec::new();
         let mut l2 = vec![0u8; cs as usize];
+        let mut prev_host: Option<u64> = None;
         for (i, &e) in self.l1.clone().iter().enumerate() {
             let (off, copied) = match decode_l1(e, self.bits) {
                 Ok(None) => continue,
@@ -114,7 +125,9 @@ impl Inner {
                 }
             };
             if off + cs > file_len {
-                r.corrupt(format!("L1 entry {i}: L2 table at {off:#x} lies past the end of the file"));
+                r.corrupt(format!(
+                    "L1 entry {i}: L2 table at {off:#x} lies past the end of the file"
+                ));
                 continue;
             }
             cnt.add(&mut r, off, "L2 table");
@@ -127,10 +140,17 @@ impl Inner {
                     Ok(Mapping::Unallocated | Mapping::Zero { alloc: None }) => {}
                     Ok(Mapping::Zero { alloc: Some(h) }) => cnt.add(&mut r, h, "zero cluster"),
                     Ok(Mapping::Data { host, copied }) => {
+                        r.data_clusters += 1;
+                        if prev_host.is_some_and(|p| p + cs != host) {
+                            r.fragmented_clusters += 1;
+                        }
+                        prev_host = Some(host);
                         cnt.add(&mut r, host, "data cluster");
                         copied_checks.push((host, copied, format!("data cluster at {host:#x}")));
                     }
                     Ok(m @ Mapping::Compressed { .. }) => {
+                        r.data_clusters += 1;
+                        r.compressed_clusters += 1;
                         for h in m.host_clusters(self.bits) {
                             cnt.add(&mut r, h, "compressed cluster");
                         }

@@ -36,7 +36,11 @@ pub fn compress(data: &[u8], kind: Compression) -> std::result::Result<Vec<u8>, 
 }
 
 /// Decompresses `input` into exactly `out.len()` bytes.
-pub fn decompress(input: &[u8], out: &mut [u8], kind: Compression) -> std::result::Result<(), String> {
+pub fn decompress(
+    input: &[u8],
+    out: &mut [u8],
+    kind: Compression,
+) -> std::result::Result<(), String> {
     match kind {
         Compression::Zlib => {
             let mut d = Decompress::new_with_window_bits(false, 15);
@@ -123,9 +127,8 @@ impl Inner {
             let mut input = vec![0u8; len];
             self.read_raw(&mut input, offset)?;
             let mut out = vec![0u8; self.cs as usize];
-            decompress(&input, &mut out, self.h.compression).map_err(|m| {
-                self.invalid(format!("compressed cluster at {offset:#x}: {m}"))
-            })?;
+            decompress(&input, &mut out, self.h.compression)
+                .map_err(|m| self.invalid(format!("compressed cluster at {offset:#x}: {m}")))?;
             self.zcache = Some((key, out));
         }
         Ok(&self.zcache.as_ref().expect("filled above").1)
@@ -138,10 +141,16 @@ mod tests {
 
     #[test]
     fn round_trip_both_codecs() {
-        let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8 ^ (i / 4096) as u8).collect();
+        let data: Vec<u8> = (0..65536u32)
+            .map(|i| (i % 251) as u8 ^ (i / 4096) as u8)
+            .collect();
         for kind in [Compression::Zlib, Compression::Zstd] {
             let c = compress(&data, kind).unwrap();
-            assert!(c.len() < data.len() / 2, "{kind:?} compressed to {}", c.len());
+            assert!(
+                c.len() < data.len() / 2,
+                "{kind:?} compressed to {}",
+                c.len()
+            );
             let mut padded = c.clone();
             padded.extend_from_slice(&[0xaa; 300]); // sector padding after the stream
             let mut out = vec![0u8; data.len()];

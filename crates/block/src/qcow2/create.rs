@@ -68,9 +68,12 @@ pub(super) fn create(storage: &dyn Storage, o: &CreateOptions) -> Result<()> {
         return Err(invalid("zstd compression needs qcow2 version 3".into()));
     }
     let cs = 1u64 << o.cluster_bits;
-    let l1_entries = Header::l1_entries_for(o.cluster_bits, o.size);
+    // QEMU addresses qcow2 disks in 512-byte sectors and ignores a partial last
+    // sector, so sizes are rounded up (as `qemu-img create` does).
+    let size = o.size.div_ceil(512) * 512;
+    let l1_entries = Header::l1_entries_for(o.cluster_bits, size);
     if l1_entries * 8 > MAX_L1_BYTES {
-        return Err(invalid(format!("size {} needs too large an L1 table", o.size)));
+        return Err(invalid(format!("size {size} needs too large an L1 table")));
     }
     let l1_clusters = (l1_entries * 8).div_ceil(cs).max(1);
     let per_block = (cs * 8) >> o.refcount_order;
@@ -93,7 +96,7 @@ pub(super) fn create(storage: &dyn Storage, o: &CreateOptions) -> Result<()> {
     let h = Header {
         version: o.version,
         cluster_bits: o.cluster_bits,
-        size: o.size,
+        size,
         l1_size: l1_entries as u32,
         l1_table_offset: l1_off,
         refcount_table_offset: rt_off,

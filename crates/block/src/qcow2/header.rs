@@ -213,9 +213,7 @@ impl Header {
         // L1 table: bounded, aligned, inside the file, not over the header.
         let l1_bytes = l1_size as u64 * 8;
         if l1_bytes > MAX_L1_BYTES {
-            return Err(inv(format!(
-                "L1 table of {l1_size} entries is too large"
-            )));
+            return Err(inv(format!("L1 table of {l1_size} entries is too large")));
         }
         if l1_size as u64 > 0 || size > 0 {
             let needed = Self::l1_entries_for(cluster_bits, size);
@@ -278,7 +276,7 @@ impl Header {
                 Some(end) if end <= cs.min(first.len() as u64) => {}
                 _ => {
                     return Err(inv(
-                        "backing file name lies outside the first cluster".into(),
+                        "backing file name lies outside the first cluster".into()
                     ))
                 }
             }
@@ -456,20 +454,32 @@ mod tests {
         let mut c = vec![0u8; 1 << 16];
         h.write_new(&mut c).unwrap();
         // L1 past the end of the file.
-        assert!(matches!(Header::parse(&c, 2 << 16), Err(HeaderError::Invalid(_))));
+        assert!(matches!(
+            Header::parse(&c, 2 << 16),
+            Err(HeaderError::Invalid(_))
+        ));
         // Refcount table over the header.
         let mut bad = c.clone();
         bad[48..56].copy_from_slice(&0u64.to_be_bytes());
         let e = Header::parse(&bad, 4 << 16).unwrap_err();
-        assert!(matches!(e, HeaderError::Invalid(ref m) if m.contains("header")), "{e:?}");
+        assert!(
+            matches!(e, HeaderError::Invalid(ref m) if m.contains("header")),
+            "{e:?}"
+        );
         // Absurd size.
         let mut bad = c.clone();
         bad[24..32].copy_from_slice(&u64::MAX.to_be_bytes());
-        assert!(matches!(Header::parse(&bad, 4 << 16), Err(HeaderError::Invalid(_))));
+        assert!(matches!(
+            Header::parse(&bad, 4 << 16),
+            Err(HeaderError::Invalid(_))
+        ));
         // Unknown incompatible bit.
         let mut bad = c.clone();
         bad[72..80].copy_from_slice(&(1u64 << 40).to_be_bytes());
-        assert!(matches!(Header::parse(&bad, 4 << 16), Err(HeaderError::Unsupported(_))));
+        assert!(matches!(
+            Header::parse(&bad, 4 << 16),
+            Err(HeaderError::Unsupported(_))
+        ));
         // Not qcow2.
         assert_eq!(Header::parse(&[0u8; 100], 100), Err(HeaderError::NotQcow2));
         // Truncated at every length never panics.

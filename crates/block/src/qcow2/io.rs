@@ -205,7 +205,11 @@ impl Inner {
     /// L2 write-back.
     fn free_later(&mut self, old: Mapping) {
         if let Mapping::Compressed { offset, sectors } = old {
-            if self.zcache.as_ref().is_some_and(|(k, _)| *k == (offset, sectors)) {
+            if self
+                .zcache
+                .as_ref()
+                .is_some_and(|(k, _)| *k == (offset, sectors))
+            {
                 self.zcache = None;
             }
         }
@@ -274,16 +278,20 @@ impl Inner {
         let gc = guest_offset >> self.bits;
         let last = (gc + 1) << self.bits >= self.h.size;
         if guest_offset & (cs - 1) != 0 || (data.len() as u64 != cs && !last) {
-            return Err(DiskError::Unsupported("compressed writes of partial clusters"));
+            return Err(DiskError::Unsupported(
+                "compressed writes of partial clusters",
+            ));
         }
         crate::disk::check_range(guest_offset, data.len() as u64, self.h.size)?;
         if self.lookup(gc)? != Mapping::Unallocated {
-            return Err(DiskError::Unsupported("compressed writes over allocated clusters"));
+            return Err(DiskError::Unsupported(
+                "compressed writes over allocated clusters",
+            ));
         }
         let mut full = data.to_vec();
         full.resize(cs as usize, 0);
-        let packed = super::compressed::compress(&full, self.h.compression)
-            .map_err(|m| self.invalid(m))?;
+        let packed =
+            super::compressed::compress(&full, self.h.compression).map_err(|m| self.invalid(m))?;
         if packed.len() as u64 >= cs - 512 {
             return self.write(data, guest_offset);
         }

@@ -51,10 +51,19 @@ use crate::storage::Storage;
 use cache::TableCache;
 use std::sync::{Mutex, MutexGuard};
 
-/// L2 tables kept in memory by default (each maps `cluster_size^2 / 8` bytes of disk:
-/// 512 MiB with 64 KiB clusters).
-pub const DEFAULT_L2_CACHE_TABLES: usize = 64;
+/// Memory for cached L2 tables by default: 8 MiB, which maps 64 GiB of disk with
+/// 64 KiB clusters (one table maps `cluster_size^2 / 8` bytes).
+pub const DEFAULT_L2_CACHE_BYTES: u64 = 8 << 20;
+/// Fewest L2 tables cached, whatever the cluster size.
+const MIN_L2_CACHE_TABLES: usize = 16;
 const REFBLOCK_CACHE: usize = 16;
+
+/// How big the L2 cache is.
+#[derive(Debug, Clone, Copy)]
+enum L2CacheSize {
+    Bytes(u64),
+    Tables(usize),
+}
 
 /// The mutable state of an open image, behind one lock.
 pub(crate) struct Inner {
@@ -150,17 +159,38 @@ impl Qcow2Disk {
     /// here: attach it with [`with_backing`](Self::with_backing); until then reads of
     /// clusters the image does not hold fail.
     pub fn open(storage: Box<dyn Storage>, path: &str, read_only: bool) -> Result<Self> {
-        Self::open_with_cache(storage, path, read_only, DEFAULT_L2_CACHE_TABLES)
+        Self::open_with_cache(storage, path, read_only, DEFAULT_L2_CACHE_BYTES)
     }
 
-    /// Like [`open`](Self::open) with an L2 cache of `l2_tables` tables.
+    /// Like [`open`](Self::open) with `l2_cache_bytes` of memory for L2 tables (at
+    /// least 16 tables).
     pub fn open_with_cache(
         storage: Box<dyn Storage>,
         path: &str,
         read_only: bool,
-        l2_tables: usize,
+        l2_cache_bytes: u64,
     ) -> Result<Self> {
-        let inner = Inner::open(storage, path, read_only, l2_tables)?;
+        Self::open_sized(storage, path, read_only, L2CacheSize::Bytes(l2_cache_bytes))
+    }
+
+    /// Like [`open`](Self::open) with an L2 cache of exactly `tables` tables (tests use
+    /// tiny caches to force evictions).
+    pub fn open_with_l2_tables(
+        storage: Box<dyn Storage>,
+        path: &str,
+        read_only: bool,
+        tables: usize,
+    ) -> Result<Self> {
+        Self::open_sized(storage, path, read_only, L2CacheSize::Tables(tables))
+    }
+
+    fn open_sized(
+        storage: Box<dyn Storage>,
+        path: &str,
+        read_only: bool,
+        l2_cache: L2CacheSize,
+    ) -> Result<Self> {
+        let inner = Inner::open(storage, path, read_only, l2_cache)?;
         Ok(Qcow2Disk {
             inner: Mutex::new(inner),
             read_only,

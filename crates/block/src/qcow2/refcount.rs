@@ -208,7 +208,8 @@ impl Inner {
         let per_table_cluster = cs / 8;
         let old_len = self.rc_table.len() as u64;
         let start = self.file_len.div_ceil(cs);
-        let mut entries = (need + 1).max(old_len * 2).div_ceil(per_table_cluster) * per_table_cluster;
+        let mut entries =
+            (need + 1).max(old_len * 2).div_ceil(per_table_cluster) * per_table_cluster;
         let (nt, missing) = loop {
             let nt = entries / per_table_cluster;
             let mut missing: Vec<u64> = Vec::new();
@@ -288,13 +289,17 @@ mod tests {
     fn refcount_entries_of_every_width() {
         for order in 0..=6u32 {
             let mut block = vec![0u8; 512];
-            let n = 512 * 8 >> order;
+            let n = (512 * 8) >> order;
             let max = rc_max(order);
             for i in 0..n {
                 rc_set(&mut block, i, order, (i as u64 * 7) & max);
             }
             for i in 0..n {
-                assert_eq!(rc_get(&block, i, order), (i as u64 * 7) & max, "order {order}");
+                assert_eq!(
+                    rc_get(&block, i, order),
+                    (i as u64 * 7) & max,
+                    "order {order}"
+                );
             }
         }
         // 16-bit entries are big-endian.

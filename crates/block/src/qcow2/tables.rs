@@ -3,7 +3,7 @@
 use super::cache::TableCache;
 use super::entry::{decode_l1, decode_l2, Mapping, COPIED};
 use super::header::{check_region, incompat, Header, HeaderError, MAX_L1_BYTES};
-use super::{Inner, REFBLOCK_CACHE};
+use super::{Inner, L2CacheSize, REFBLOCK_CACHE};
 use crate::disk::{BlockStatus, DiskError, Result};
 use crate::storage::Storage;
 
@@ -14,12 +14,20 @@ fn read_be64_table(bytes: &[u8]) -> Vec<u64> {
         .collect()
 }
 
+/// Tables the L2 cache holds.
+fn l2_tables(size: L2CacheSize, cs: u64) -> usize {
+    match size {
+        L2CacheSize::Tables(n) => n.max(1),
+        L2CacheSize::Bytes(b) => ((b / cs) as usize).max(super::MIN_L2_CACHE_TABLES),
+    }
+}
+
 impl Inner {
     pub(super) fn open(
         storage: Box<dyn Storage>,
         path: &str,
         read_only: bool,
-        l2_tables: usize,
+        l2_cache: L2CacheSize,
     ) -> Result<Inner> {
         let io = |source| DiskError::Io {
             path: path.to_string(),
@@ -71,7 +79,9 @@ impl Inner {
         }
         let cs = h.cluster_size();
         let mut l1_bytes = vec![0u8; h.l1_size as usize * 8];
-        storage.read_at(&mut l1_bytes, h.l1_table_offset).map_err(io)?;
+        storage
+            .read_at(&mut l1_bytes, h.l1_table_offset)
+            .map_err(io)?;
         let mut rt_bytes = vec![0u8; (h.refcount_table_clusters as u64 * cs) as usize];
         storage
             .read_at(&mut rt_bytes, h.refcount_table_offset)
@@ -83,7 +93,7 @@ impl Inner {
             cs,
             read_only,
             l1: read_be64_table(&l1_bytes),
-            l2: TableCache::new(l2_tables),
+            l2: TableCache::new(l2_tables(l2_cache, cs)),
             rc_table: read_be64_table(&rt_bytes),
             rc_blocks: TableCache::new(REFBLOCK_CACHE),
             pending_frees: Vec::new(),
@@ -171,9 +181,8 @@ impl Inner {
         };
         let idx = (gc % (self.cs / 8)) as usize;
         let entry = self.l2_table(off)?[idx];
-        decode_l2(entry, self.bits, self.h.version >= 3).map_err(|m| {
-            self.invalid(format!("L2 table {off:#x} entry {idx}: {m}"))
-        })
+        decode_l2(entry, self.bits, self.h.version >= 3)
+            .map_err(|m| self.invalid(format!("L2 table {off:#x} entry {idx}: {m}")))
     }
 
     /// Sets the L2 entry of guest cluster `gc`, allocating the L2 table if needed.
@@ -206,13 +215,16 @@ impl Inner {
             // Make room through the normal path (handles dirty victims).
             let _ = self.l2_table(off)?;
         } else {
-            self.l2.insert(off, vec![0u64; (self.cs / 8) as usize], false);
+            self.l2
+                .insert(off, vec![0u64; (self.cs / 8) as usize], false);
         }
         Ok(off)
     }
 
     /// Grows the virtual size (shrinking is not supported for qcow2).
     pub(super) fn resize(&mut self, new_size: u64) -> Result<()> {
+        // Whole 512-byte sectors, as at creation.
+        let new_size = new_size.div_ceil(512).saturating_mul(512);
         if new_size < self.h.size {
             return Err(DiskError::Unsupported("shrinking a qcow2 image"));
         }

@@ -97,7 +97,10 @@ impl Storage for Recorder {
         self.inner.read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.log.lock().unwrap().push(Op::Write(offset, buf.to_vec()));
+        self.log
+            .lock()
+            .unwrap()
+            .push(Op::Write(offset, buf.to_vec()));
         self.inner.write_at(buf, offset)
     }
     fn len(&self) -> io::Result<u64> {

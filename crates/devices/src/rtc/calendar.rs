@@ -65,7 +65,15 @@ impl DateTime {
         let (year, month, day) = civil_from_days(days);
         // 1970-01-01 was a Thursday (5 in 1 = Sunday numbering).
         let weekday = ((days + 4).rem_euclid(7) + 1) as u32;
-        DateTime { year, month, day, hour: sod / 3600, minute: sod / 60 % 60, second: sod % 60, weekday }
+        DateTime {
+            year,
+            month,
+            day,
+            hour: sod / 3600,
+            minute: sod / 60 % 60,
+            second: sod % 60,
+            weekday,
+        }
     }
 
     /// Seconds since the Unix epoch, or `None` if a field is out of range.
@@ -122,7 +130,10 @@ mod tests {
         }
         let t = 4_102_444_799; // 2099-12-31 23:59:59
         let dt = DateTime::from_unix(t);
-        assert_eq!((dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second), (2099, 12, 31, 23, 59, 59));
+        assert_eq!(
+            (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second),
+            (2099, 12, 31, 23, 59, 59)
+        );
         assert_eq!(dt.to_unix(), Some(t));
     }
 

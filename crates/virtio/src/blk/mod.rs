@@ -66,7 +66,12 @@ impl Blk {
         let n = b.len().min(ID_BYTES);
         id[..n].copy_from_slice(&b[..n]);
         let read_only = disk.read_only();
-        Self { disk, id, read_only, acked_features: 0 }
+        Self {
+            disk,
+            id,
+            read_only,
+            acked_features: 0,
+        }
     }
 
     /// Capacity in 512-byte sectors.
@@ -120,13 +125,17 @@ impl VirtioDevice for Blk {
     }
     fn process_queue(&mut self, index: u16, ctx: &mut QueueCtx<'_>) -> Result<(), DeviceError> {
         let this = &*self;
-        queue::drain_queue(ctx, index, |chain, mem| request::execute(this, chain, mem).map(Some))
+        queue::drain_queue(ctx, index, |chain, mem| {
+            request::execute(this, chain, mem).map(Some)
+        })
     }
     fn reset(&mut self) {
         self.acked_features = 0;
     }
     fn state(&self) -> BlkState {
-        BlkState { acked_features: self.acked_features }
+        BlkState {
+            acked_features: self.acked_features,
+        }
     }
     fn restore(&mut self, s: &BlkState) -> Result<(), DeviceError> {
         self.acked_features = s.acked_features;

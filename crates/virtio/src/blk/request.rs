@@ -26,7 +26,10 @@ const HEADER: u64 = 16;
 const CHUNK: usize = 128 * 1024;
 
 fn chain_err(chain: &Chain, reason: &'static str) -> DeviceError {
-    DeviceError::Chain { head: chain.head, reason }
+    DeviceError::Chain {
+        head: chain.head,
+        reason,
+    }
 }
 
 /// Executes the request in `chain`; returns the used length (bytes written
@@ -42,18 +45,26 @@ pub(super) fn execute(blk: &Blk, chain: &Chain, mem: &GuestMemory) -> Result<u32
     let mut hdr = [0u8; HEADER as usize];
     chain.read_at(mem, 0, &mut hdr)?;
     let ty = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-    let sector = u64::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11], hdr[12], hdr[13], hdr[14], hdr[15]]);
+    let sector = u64::from_le_bytes([
+        hdr[8], hdr[9], hdr[10], hdr[11], hdr[12], hdr[13], hdr[14], hdr[15],
+    ]);
     let status_off = wlen - 1;
     let (status, written) = match ty {
         T_IN => {
             if chain.readable_len() != HEADER {
-                return Err(chain_err(chain, "read request with device-readable data buffers"));
+                return Err(chain_err(
+                    chain,
+                    "read request with device-readable data buffers",
+                ));
             }
             read(blk, chain, mem, sector, status_off)?
         }
         T_OUT => {
             if wlen != 1 {
-                return Err(chain_err(chain, "write request with device-writable data buffers"));
+                return Err(chain_err(
+                    chain,
+                    "write request with device-writable data buffers",
+                ));
             }
             (write(blk, chain, mem, sector)?, 0)
         }
@@ -88,7 +99,13 @@ fn in_range(blk: &Blk, sector: u64, len: u64) -> Option<u64> {
     (end <= blk.capacity() * SECTOR_SIZE).then_some(off)
 }
 
-fn read(blk: &Blk, chain: &Chain, mem: &GuestMemory, sector: u64, len: u64) -> Result<(u8, u64), DeviceError> {
+fn read(
+    blk: &Blk,
+    chain: &Chain,
+    mem: &GuestMemory,
+    sector: u64,
+    len: u64,
+) -> Result<(u8, u64), DeviceError> {
     let Some(off) = in_range(blk, sector, len).filter(|_| len % SECTOR_SIZE == 0) else {
         return Ok((S_IOERR, 0));
     };
@@ -156,7 +173,11 @@ fn ranges(blk: &Blk, chain: &Chain, mem: &GuestMemory, ty: u32) -> Result<u8, De
         segs.push((off, bytes));
     }
     for (off, bytes) in segs {
-        let r = if ty == T_DISCARD { blk.disk.discard(off, bytes) } else { blk.disk.write_zeroes(off, bytes) };
+        let r = if ty == T_DISCARD {
+            blk.disk.discard(off, bytes)
+        } else {
+            blk.disk.write_zeroes(off, bytes)
+        };
         let s = disk_status(r);
         if s != S_OK {
             return Ok(s);

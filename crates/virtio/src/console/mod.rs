@@ -51,6 +51,43 @@ impl ConsoleInput {
     }
 }
 
+/// Spawns a thread that copies `reader` (e.g. the host's stdin) into `input`
+/// and calls `kick` after each chunk; `kick` should lock the transport and call
+/// its `process_event()`. While the guest is not reading, input waits (up to
+/// [`INPUT_LIMIT`] bytes) and the thread retries every 10 ms. Ends at EOF or on
+/// a read error.
+pub fn spawn_input_thread<R, K>(
+    mut reader: R,
+    input: ConsoleInput,
+    kick: K,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    R: std::io::Read + Send + 'static,
+    K: Fn() + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name("virtio-console-in".into())
+        .spawn(move || {
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let mut rest = &buf[..n];
+                loop {
+                    let taken = input.push(rest);
+                    rest = &rest[taken..];
+                    kick();
+                    if rest.is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        })
+}
+
 /// The console device.
 pub struct Console {
     output: Box<dyn Write + Send>,
@@ -63,7 +100,14 @@ impl Console {
     /// handle that feeds it input.
     pub fn new(output: Box<dyn Write + Send>) -> (Self, ConsoleInput) {
         let input = ConsoleInput::default();
-        (Self { output, input: input.clone(), acked_features: 0 }, input)
+        (
+            Self {
+                output,
+                input: input.clone(),
+                acked_features: 0,
+            },
+            input,
+        )
     }
 
     fn deliver_input(&mut self, ctx: &mut QueueCtx<'_>) -> Result<(), DeviceError> {
@@ -138,7 +182,10 @@ impl VirtioDevice for Console {
         self.acked_features = 0;
     }
     fn state(&self) -> ConsoleState {
-        ConsoleState { acked_features: self.acked_features, pending_input: lock(&self.input.0).iter().copied().collect() }
+        ConsoleState {
+            acked_features: self.acked_features,
+            pending_input: lock(&self.input.0).iter().copied().collect(),
+        }
     }
     fn restore(&mut self, s: &ConsoleState) -> Result<(), DeviceError> {
         self.acked_features = s.acked_features;

@@ -61,7 +61,10 @@ impl Rng {
 
     /// A device fed by `source` (tests).
     pub fn with_source(source: EntropySource) -> Self {
-        Self { source, acked_features: 0 }
+        Self {
+            source,
+            acked_features: 0,
+        }
     }
 }
 
@@ -105,7 +108,9 @@ impl VirtioDevice for Rng {
         self.acked_features = 0;
     }
     fn state(&self) -> RngState {
-        RngState { acked_features: self.acked_features }
+        RngState {
+            acked_features: self.acked_features,
+        }
     }
     fn restore(&mut self, s: &RngState) -> Result<(), DeviceError> {
         self.acked_features = s.acked_features;

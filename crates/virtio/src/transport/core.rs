@@ -59,13 +59,21 @@ pub struct VirtioCore<D: VirtioDevice> {
 
 fn fresh_queues(max: &[u16]) -> Vec<Queue> {
     // A max size of 0 is a device-model bug; fall back to a 1-entry queue.
-    max.iter().map(|&m| Queue::new(m).or_else(|_| Queue::new(1)).unwrap_or_default()).collect()
+    max.iter()
+        .map(|&m| Queue::new(m).or_else(|_| Queue::new(1)).unwrap_or_default())
+        .collect()
 }
 
 impl<D: VirtioDevice> VirtioCore<D> {
     pub(crate) fn new(device: D, mem: GuestMemory) -> Self {
         let max = device.queue_max_sizes();
-        let regs = max.iter().map(|&m| QueueRegs { size: m, ..Default::default() }).collect();
+        let regs = max
+            .iter()
+            .map(|&m| QueueRegs {
+                size: m,
+                ..Default::default()
+            })
+            .collect();
         Self {
             queues: fresh_queues(&max),
             regs,
@@ -108,14 +116,21 @@ impl<D: VirtioDevice> VirtioCore<D> {
         }
         match self.driver_features_sel {
             0 => self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(val),
-            1 => self.driver_features = (self.driver_features & 0xffff_ffff) | (u64::from(val) << 32),
+            1 => {
+                self.driver_features = (self.driver_features & 0xffff_ffff) | (u64::from(val) << 32)
+            }
             _ => {}
         }
     }
 
     /// The status register as the driver reads it.
     pub(crate) fn status(&self) -> u8 {
-        self.status | if self.broken { status::DEVICE_NEEDS_RESET } else { 0 }
+        self.status
+            | if self.broken {
+                status::DEVICE_NEEDS_RESET
+            } else {
+                0
+            }
     }
 
     pub(crate) fn active(&self) -> bool {
@@ -140,7 +155,10 @@ impl<D: VirtioDevice> VirtioCore<D> {
         if self.broken {
             return;
         }
-        tracing::error!(device_type = self.device.device_type(), "virtio device needs reset: {err}");
+        tracing::error!(
+            device_type = self.device.device_type(),
+            "virtio device needs reset: {err}"
+        );
         self.broken = true;
         if self.status & status::DRIVER_OK != 0 {
             self.config_generation = self.config_generation.wrapping_add(1);
@@ -152,13 +170,18 @@ impl<D: VirtioDevice> VirtioCore<D> {
     pub(crate) fn write_queue_size(&mut self, size: u16, irq: &mut dyn VirtioInterrupt) {
         let q = self.queue_sel;
         let max = self.max_size(q);
-        let Some(r) = self.regs.get_mut(usize::from(q)) else { return };
+        let Some(r) = self.regs.get_mut(usize::from(q)) else {
+            return;
+        };
         if r.enabled {
             return;
         }
         if size == 0 || !size.is_power_of_two() || size > max {
             r.size = size;
-            self.fail(DeviceError::Transport(format!("queue {q} size {size} (max {max}, power of two)")), irq);
+            self.fail(
+                DeviceError::Transport(format!("queue {q} size {size} (max {max}, power of two)")),
+                irq,
+            );
             return;
         }
         r.size = size;
@@ -166,7 +189,9 @@ impl<D: VirtioDevice> VirtioCore<D> {
 
     /// Writes half (or all) of a ring address of the selected queue.
     pub(crate) fn write_queue_addr(&mut self, part: RingPart, lo: Option<u32>, hi: Option<u32>) {
-        let Some(r) = self.regs.get_mut(usize::from(self.queue_sel)) else { return };
+        let Some(r) = self.regs.get_mut(usize::from(self.queue_sel)) else {
+            return;
+        };
         if r.enabled {
             return;
         }
@@ -187,7 +212,9 @@ impl<D: VirtioDevice> VirtioCore<D> {
     pub(crate) fn enable_queue(&mut self, irq: &mut dyn VirtioInterrupt) {
         let q = self.queue_sel;
         let i = usize::from(q);
-        let Some(r) = self.regs.get(i).copied() else { return };
+        let Some(r) = self.regs.get(i).copied() else {
+            return;
+        };
         if r.enabled {
             return;
         }
@@ -205,7 +232,10 @@ impl<D: VirtioDevice> VirtioCore<D> {
                 self.queues[i] = queue;
                 self.regs[i].enabled = true;
             }
-            Err(e) => self.fail(DeviceError::Transport(format!("queue {q} cannot be enabled: {e}")), irq),
+            Err(e) => self.fail(
+                DeviceError::Transport(format!("queue {q} cannot be enabled: {e}")),
+                irq,
+            ),
         }
     }
 
@@ -219,8 +249,13 @@ impl<D: VirtioDevice> VirtioCore<D> {
         let newly = val & !self.status;
         if newly & status::FEATURES_OK != 0 {
             let offered = self.device_features();
-            if self.driver_features & !offered != 0 || self.driver_features & features::VERSION_1 == 0 {
-                tracing::warn!("virtio driver accepted unsupported features {:#x}", self.driver_features);
+            if self.driver_features & !offered != 0
+                || self.driver_features & features::VERSION_1 == 0
+            {
+                tracing::warn!(
+                    "virtio driver accepted unsupported features {:#x}",
+                    self.driver_features
+                );
                 val &= !status::FEATURES_OK;
             }
         }
@@ -234,7 +269,9 @@ impl<D: VirtioDevice> VirtioCore<D> {
 
     fn activate(&mut self) -> Result<(), DeviceError> {
         if self.status & status::FEATURES_OK == 0 {
-            return Err(DeviceError::Transport("DRIVER_OK without FEATURES_OK".into()));
+            return Err(DeviceError::Transport(
+                "DRIVER_OK without FEATURES_OK".into(),
+            ));
         }
         let event_idx = self.driver_features & features::EVENT_IDX != 0;
         for (i, q) in self.queues.iter_mut().enumerate() {
@@ -243,7 +280,9 @@ impl<D: VirtioDevice> VirtioCore<D> {
             }
             q.set_event_idx(event_idx);
             if !q.is_valid(&self.mem) {
-                return Err(DeviceError::Transport(format!("queue {i} rings are not in guest memory")));
+                return Err(DeviceError::Transport(format!(
+                    "queue {i} rings are not in guest memory"
+                )));
             }
         }
         self.device.activate(self.driver_features, &self.queues)
@@ -262,7 +301,11 @@ impl<D: VirtioDevice> VirtioCore<D> {
             self.fail(DeviceError::QueueNotReady(q), irq);
             return;
         }
-        let mut ctx = QueueCtx { mem: &self.mem, queues: &mut self.queues, interrupt: &mut *irq };
+        let mut ctx = QueueCtx {
+            mem: &self.mem,
+            queues: &mut self.queues,
+            interrupt: &mut *irq,
+        };
         if let Err(e) = self.device.process_queue(q, &mut ctx) {
             self.fail(e, irq);
         }
@@ -273,7 +316,11 @@ impl<D: VirtioDevice> VirtioCore<D> {
         if self.broken || !self.active() {
             return;
         }
-        let mut ctx = QueueCtx { mem: &self.mem, queues: &mut self.queues, interrupt: &mut *irq };
+        let mut ctx = QueueCtx {
+            mem: &self.mem,
+            queues: &mut self.queues,
+            interrupt: &mut *irq,
+        };
         if let Err(e) = self.device.process_event(&mut ctx) {
             self.fail(e, irq);
         }
@@ -284,7 +331,13 @@ impl<D: VirtioDevice> VirtioCore<D> {
         self.device.reset();
         let max = self.device.queue_max_sizes();
         self.queues = fresh_queues(&max);
-        self.regs = max.iter().map(|&m| QueueRegs { size: m, ..Default::default() }).collect();
+        self.regs = max
+            .iter()
+            .map(|&m| QueueRegs {
+                size: m,
+                ..Default::default()
+            })
+            .collect();
         self.status = 0;
         self.device_features_sel = 0;
         self.driver_features_sel = 0;
@@ -301,7 +354,11 @@ impl<D: VirtioDevice> VirtioCore<D> {
             driver_features: self.driver_features,
             queue_sel: self.queue_sel,
             queues: self.regs.clone(),
-            positions: self.queues.iter().map(|q| (q.next_avail(), q.next_used())).collect(),
+            positions: self
+                .queues
+                .iter()
+                .map(|q| (q.next_avail(), q.next_used()))
+                .collect(),
             config_generation: self.config_generation,
             broken: self.broken,
             device: self.device.state(),
@@ -313,7 +370,8 @@ impl<D: VirtioDevice> VirtioCore<D> {
             return Err(DeviceError::BadState("queue count differs"));
         }
         self.device.restore(&s.device)?;
-        let event_idx = s.status & status::DRIVER_OK != 0 && s.driver_features & features::EVENT_IDX != 0;
+        let event_idx =
+            s.status & status::DRIVER_OK != 0 && s.driver_features & features::EVENT_IDX != 0;
         let max = self.device.queue_max_sizes();
         let mut queues = fresh_queues(&max);
         for (i, r) in s.queues.iter().enumerate() {
@@ -331,7 +389,8 @@ impl<D: VirtioDevice> VirtioCore<D> {
                 avail_ring: r.driver,
                 used_ring: r.device,
             };
-            queues[i] = Queue::try_from(state).map_err(|_| DeviceError::BadState("invalid queue"))?;
+            queues[i] =
+                Queue::try_from(state).map_err(|_| DeviceError::BadState("invalid queue"))?;
         }
         self.queues = queues;
         self.regs.clone_from(&s.queues);
@@ -343,7 +402,12 @@ impl<D: VirtioDevice> VirtioCore<D> {
         self.config_generation = s.config_generation;
         self.broken = s.broken;
         // Rings outside the restored memory would break the device at its first doorbell.
-        if self.active() && self.queues.iter().any(|q| q.ready() && !q.is_valid(&self.mem)) {
+        if self.active()
+            && self
+                .queues
+                .iter()
+                .any(|q| q.ready() && !q.is_valid(&self.mem))
+        {
             return Err(DeviceError::BadState("queue rings outside guest memory"));
         }
         Ok(())

@@ -53,7 +53,11 @@ pub struct VirtioMmioDevice<D: VirtioDevice> {
 impl<D: VirtioDevice> VirtioMmioDevice<D> {
     /// Wraps `device`, interrupting through `line`.
     pub fn new(device: D, mem: GuestMemory, line: Arc<dyn IrqLine>) -> Self {
-        Self { core: VirtioCore::new(device, mem), line, interrupt_status: 0 }
+        Self {
+            core: VirtioCore::new(device, mem),
+            line,
+            interrupt_status: 0,
+        }
     }
 
     /// The device model.
@@ -72,7 +76,13 @@ impl<D: VirtioDevice> VirtioMmioDevice<D> {
     }
 
     fn split(&mut self) -> (&mut VirtioCore<D>, MmioIrq<'_>) {
-        (&mut self.core, MmioIrq { status: &mut self.interrupt_status, line: &*self.line })
+        (
+            &mut self.core,
+            MmioIrq {
+                status: &mut self.interrupt_status,
+                line: &*self.line,
+            },
+        )
     }
 
     /// Lets the device do host-side work (e.g. deliver console input).
@@ -143,7 +153,10 @@ impl<D: VirtioDevice> VirtioMmioDevice<D> {
 
     /// Serializable state.
     pub fn state(&self) -> VirtioMmioState<D::State> {
-        VirtioMmioState { interrupt_status: self.interrupt_status, core: self.core.state() }
+        VirtioMmioState {
+            interrupt_status: self.interrupt_status,
+            core: self.core.state(),
+        }
     }
 
     /// Restores a state saved from a device built the same way.
@@ -173,7 +186,10 @@ impl<D: VirtioDevice> BusDevice for VirtioMmioDevice<D> {
         if offset >= CONFIG {
             self.core.device.write_config(offset - CONFIG, data);
         } else if data.len() == 4 && offset % 4 == 0 {
-            self.write_reg(offset, u32::from_le_bytes([data[0], data[1], data[2], data[3]]));
+            self.write_reg(
+                offset,
+                u32::from_le_bytes([data[0], data[1], data[2], data[3]]),
+            );
         }
     }
 }

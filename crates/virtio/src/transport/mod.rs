@@ -7,3 +7,8 @@ pub mod pci;
 pub use self::core::{CoreState, QueueRegs};
 pub use self::mmio::{VirtioMmioDevice, VirtioMmioState, MMIO_SIZE};
 pub use self::pci::{VirtioPciDevice, VirtioPciState};
+
+#[cfg(test)]
+mod tests_mmio;
+#[cfg(test)]
+mod tests_pci;

@@ -18,7 +18,10 @@
 use std::sync::Arc;
 
 use pci::config::ConfigError;
-use pci::{BarDef, BarKind, BarRange, ConfigSpace, ConfigSpaceState, MsixConfig, MsixState, PciDevice, PciIds};
+use pci::{
+    BarDef, BarKind, BarRange, ConfigSpace, ConfigSpaceState, MsixConfig, MsixState, PciDevice,
+    PciIds,
+};
 use serde::{Deserialize, Serialize};
 use vm_device::{IrqLine, MsiSink};
 
@@ -94,7 +97,11 @@ impl PciIrq<'_> {
 
 impl VirtioInterrupt for PciIrq<'_> {
     fn signal_queue(&mut self, queue: u16) {
-        let v = self.queue_vectors.get(usize::from(queue)).copied().unwrap_or(NO_VECTOR);
+        let v = self
+            .queue_vectors
+            .get(usize::from(queue))
+            .copied()
+            .unwrap_or(NO_VECTOR);
         self.raise(v, 1);
     }
     fn signal_config(&mut self) {
@@ -116,7 +123,16 @@ pub struct VirtioPciDevice<D: VirtioDevice> {
 }
 
 fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
-    let mut c = vec![CAP_VENDOR, 0, (16 + extra.len()) as u8, cfg_type, 0, 0, 0, 0];
+    let mut c = vec![
+        CAP_VENDOR,
+        0,
+        (16 + extra.len()) as u8,
+        cfg_type,
+        0,
+        0,
+        0,
+        0,
+    ];
     c.extend_from_slice(&(offset as u32).to_le_bytes());
     c.extend_from_slice(&(length as u32).to_le_bytes());
     c.extend_from_slice(extra);
@@ -150,26 +166,48 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
         });
         config.set_interrupt(1, intx_gsi.min(0xff) as u8);
         config
-            .add_bar(0, BarDef { kind: BarKind::Mem64, size: BAR_SIZE, prefetchable: false })
+            .add_bar(
+                0,
+                BarDef {
+                    kind: BarKind::Mem64,
+                    size: BAR_SIZE,
+                    prefetchable: false,
+                },
+            )
             .map_err(PciTransportError::Config)?;
         let nq = device.queue_max_sizes().len() as u64;
         let caps = [
             vendor_cap(CFG_COMMON, COMMON, 0x40, &[]),
-            vendor_cap(CFG_NOTIFY, NOTIFY, (nq * u64::from(NOTIFY_MULTIPLIER)).max(4), &NOTIFY_MULTIPLIER.to_le_bytes()),
+            vendor_cap(
+                CFG_NOTIFY,
+                NOTIFY,
+                (nq * u64::from(NOTIFY_MULTIPLIER)).max(4),
+                &NOTIFY_MULTIPLIER.to_le_bytes(),
+            ),
             vendor_cap(CFG_ISR, ISR, 4, &[]),
             vendor_cap(CFG_DEVICE, DEVICE_CFG, REGION, &[]),
         ];
         for c in &caps {
-            config.add_capability(c, &[]).map_err(PciTransportError::Config)?;
+            config
+                .add_capability(c, &[])
+                .map_err(PciTransportError::Config)?;
         }
         // VIRTIO_PCI_CAP_PCI_CFG: bar, offset, length and data are driver-writable.
         let pci_cfg = vendor_cap(CFG_PCI, 0, 0, &[0; 4]);
         let mut wmask = vec![0u8; 20];
         wmask[4] = 0xff;
         wmask[8..20].fill(0xff);
-        let pci_cfg_cap = config.add_capability(&pci_cfg, &wmask).map_err(PciTransportError::Config)?;
-        let msix = MsixConfig::new(&mut config, nq as u16 + 1, 0, MSIX_TABLE as u32, MSIX_PBA as u32)
+        let pci_cfg_cap = config
+            .add_capability(&pci_cfg, &wmask)
             .map_err(PciTransportError::Config)?;
+        let msix = MsixConfig::new(
+            &mut config,
+            nq as u16 + 1,
+            0,
+            MSIX_TABLE as u32,
+            MSIX_PBA as u32,
+        )
+        .map_err(PciTransportError::Config)?;
         Ok(Self {
             core: VirtioCore::new(device, mem),
             config,
@@ -334,7 +372,9 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
             return Err(DeviceError::BadState("queue count differs"));
         }
         if !self.config.restore(&s.config) || !self.msix.restore(&s.msix) {
-            return Err(DeviceError::BadState("PCI configuration or MSI-X layout differs"));
+            return Err(DeviceError::BadState(
+                "PCI configuration or MSI-X layout differs",
+            ));
         }
         self.core.restore(&s.core)?;
         self.isr = s.isr;
@@ -397,14 +437,12 @@ impl<D: VirtioDevice> PciDevice for VirtioPciDevice<D> {
         let (region, off) = (offset & !(REGION - 1), offset & (REGION - 1));
         match region {
             COMMON => self.common_read(off, data),
-            ISR => {
-                if off == 0 {
-                    if let Some(d) = data.first_mut() {
-                        *d = self.isr;
-                    }
-                    self.isr = 0;
-                    self.intx.set_level(false);
+            ISR if off == 0 => {
+                if let Some(d) = data.first_mut() {
+                    *d = self.isr;
                 }
+                self.isr = 0;
+                self.intx.set_level(false);
             }
             DEVICE_CFG => self.core.device.read_config(off, data),
             MSIX_TABLE => self.msix.table_read(off, data),

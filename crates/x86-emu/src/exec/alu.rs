@@ -220,7 +220,7 @@ impl Cpu {
             // Concatenate dst:src and shift left.
             let wide = ((dst as u128) << bits) | src as u128;
             let r = ((wide << cnt) >> bits) as u64 & m;
-            let cf = ((wide << cnt) >> (2 * bits)) & 1 != 0;
+            let cf = (dst >> (bits - cnt.min(bits))) & 1 != 0;
             (r, cf)
         } else {
             let wide = ((src as u128) << bits) | dst as u128;

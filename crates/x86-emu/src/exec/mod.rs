@@ -37,7 +37,10 @@ impl Cpu {
                 }
             };
             self.break_block = false;
-            for ins in block.insns.iter() {
+            let len = self.blocks.block(block).insns.len();
+            for k in 0..len {
+                let insn = self.blocks.block(block).insns[k];
+                let ins = &insn;
                 if self.trace.is_some() {
                     self.trace_insn();
                 }

@@ -175,7 +175,9 @@ impl Cpu {
             msr::IA32_TSC_AUX => m.tsc_aux,
             msr::IA32_TSC => bus.tsc().wrapping_add(m.tsc_offset),
             msr::IA32_MISC_ENABLE => m.misc_enable,
-            msr::IA32_BIOS_SIGN_ID | msr::IA32_FEATURE_CONTROL | msr::IA32_MTRRCAP => 0,
+            msr::IA32_BIOS_SIGN_ID | msr::IA32_MTRRCAP => 0,
+            // Locked, VMX off: the OS must not try to configure it.
+            msr::IA32_FEATURE_CONTROL => 1,
             msr::IA32_MTRR_DEF_TYPE => self.other_msr(idx).unwrap_or(0),
             // MCG_CAP / MCG_STATUS: no machine-check banks.
             0x179 | 0x17a => 0,
@@ -218,7 +220,7 @@ impl Cpu {
             msr::IA32_TSC_AUX => self.msrs.tsc_aux = v & 0xffff_ffff,
             msr::IA32_MISC_ENABLE => self.msrs.misc_enable = v,
             crate::cpu::TSC_OFFSET_PSEUDO_MSR => self.msrs.tsc_offset = v,
-            msr::IA32_BIOS_SIGN_ID => {}
+            msr::IA32_BIOS_SIGN_ID | msr::IA32_FEATURE_CONTROL => {}
             // MTRR default type, fixed and variable ranges; MCG status.
             0x2ff | 0x250 | 0x258 | 0x259 | 0x268..=0x26f | 0x200..=0x20f | 0x17a => {
                 if let Some(e) = self.msrs.other.iter_mut().find(|(k, _)| *k == idx) {

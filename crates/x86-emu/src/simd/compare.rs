@@ -121,9 +121,21 @@ pub fn ucomiss(a: u128, b: u128, mxcsr: u32) -> FpOut<u64> {
 }
 /// COMISD.
 pub fn comisd(a: u128, b: u128, mxcsr: u32) -> FpOut<u64> {
-    comi(F64, a & u128::from(u64::MAX), b & u128::from(u64::MAX), true, mxcsr)
+    comi(
+        F64,
+        a & u128::from(u64::MAX),
+        b & u128::from(u64::MAX),
+        true,
+        mxcsr,
+    )
 }
 /// UCOMISD.
 pub fn ucomisd(a: u128, b: u128, mxcsr: u32) -> FpOut<u64> {
-    comi(F64, a & u128::from(u64::MAX), b & u128::from(u64::MAX), false, mxcsr)
+    comi(
+        F64,
+        a & u128::from(u64::MAX),
+        b & u128::from(u64::MAX),
+        false,
+        mxcsr,
+    )
 }

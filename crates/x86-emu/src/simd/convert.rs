@@ -38,7 +38,11 @@ pub fn float_to_int(f: Format, bits: u128, width: u32, truncate: bool, env: FpEn
     } else {
         mag as u64
     };
-    let mask = if width == 64 { u64::MAX } else { (1 << width) - 1 };
+    let mask = if width == 64 {
+        u64::MAX
+    } else {
+        (1 << width) - 1
+    };
     (v & mask, if inexact { PE } else { 0 })
 }
 

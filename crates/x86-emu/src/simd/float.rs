@@ -44,9 +44,9 @@ fn finite(u: &Unpacked) -> (i32, u64) {
     }
 }
 
-fn repack(f: Format, u: &Unpacked, sign: bool, env: FpEnv) -> (u128, u32) {
+fn repack(f: Format, p: u32, u: &Unpacked, sign: bool, env: FpEnv) -> (u128, u32) {
     let (e, m) = finite(u);
-    sf::round_pack(f, f.precision(), sign, e, u128::from(m), env)
+    sf::round_pack(f, p, sign, e, u128::from(m), env)
 }
 
 /// Orders two non-NaN operands by value (±0 equal).
@@ -150,8 +150,8 @@ pub fn arith_non_nan(
                     };
                     (f.zero(s), 0)
                 }
-                (Zero, _) => repack(f, ub, sb, env),
-                (_, Zero) => repack(f, ua, ua.sign, env),
+                (Zero, _) => repack(f, p, ub, sb, env),
+                (_, Zero) => repack(f, p, ua, ua.sign, env),
                 _ => {
                     let (ea, ma) = finite(ua);
                     let (eb, mb) = finite(ub);

@@ -214,7 +214,10 @@ mod tests {
         assert_eq!(pshufd(v, 0x1b), 0x0000_0000_1111_1111_2222_2222_3333_3333);
         assert_eq!(punpcklqdq(1, 2), 1 | (2 << 64));
         assert_eq!(punpcklbw(0x0201, 0x0403) & 0xffff_ffff, 0x0402_0301);
-        assert_eq!(mmx_punpckh(0x0403_0000_0000, 0x0807_0000_0000, 8), 0x0804_0703);
+        assert_eq!(
+            mmx_punpckh(0x0403_0000_0000, 0x0807_0000_0000, 8),
+            0x0804_0703
+        );
         assert_eq!(packsswb(0x7fff_8000, 0) & 0xffff, 0x7f80);
         assert_eq!(packuswb(0x0100_ffff, 0) & 0xffff, 0xff00);
         assert_eq!(movmskps(1 << 127), 8);

@@ -264,7 +264,9 @@ pub fn round_pack(f: Format, p: u32, sign: bool, exp: i32, sig: u128, env: FpEnv
     if tiny && env.ftz && env.underflow_masked {
         return (f.zero(sign), UE | PE);
     }
-    let lsb = (top - (p - 1)).max(emin - f.frac_bits as i32);
+    // Subnormal results keep the rounding position of the smallest normal at precision
+    // `p` (x87 precision control rounds denormals at that fixed bit too).
+    let lsb = (top - (p - 1)).max(emin - (p - 1));
     let (mut m, inexact) = round_shift(sig, lsb - exp, sign, rc);
     let mut lsb = lsb;
     if bit_len(m) > p {
@@ -354,12 +356,26 @@ pub fn add_finite(
 }
 
 /// Exact product of two finite nonzero values, rounded.
-pub fn mul_finite(f: Format, p: u32, sign: bool, (ea, ma): (i32, u64), (eb, mb): (i32, u64), env: FpEnv) -> (u128, u32) {
+pub fn mul_finite(
+    f: Format,
+    p: u32,
+    sign: bool,
+    (ea, ma): (i32, u64),
+    (eb, mb): (i32, u64),
+    env: FpEnv,
+) -> (u128, u32) {
     round_pack(f, p, sign, ea + eb, u128::from(ma) * u128::from(mb), env)
 }
 
 /// Quotient of two finite nonzero values, rounded (126+ quotient bits plus sticky).
-pub fn div_finite(f: Format, p: u32, sign: bool, (ea, ma): (i32, u64), (eb, mb): (i32, u64), env: FpEnv) -> (u128, u32) {
+pub fn div_finite(
+    f: Format,
+    p: u32,
+    sign: bool,
+    (ea, ma): (i32, u64),
+    (eb, mb): (i32, u64),
+    env: FpEnv,
+) -> (u128, u32) {
     let sa = 126 - (bit_len(u128::from(ma)) - 1);
     let sb = 63 - (bit_len(u128::from(mb)) - 1);
     let a = u128::from(ma) << sa;

@@ -81,3 +81,6 @@ impl Rng {
         u128::from(self.float_bits(64)) | (u128::from(self.float_bits(64)) << 64)
     }
 }
+
+/// A generator of 128-bit operands.
+pub type Gen = fn(&mut Rng) -> u128;

@@ -9,6 +9,7 @@
 //! fault, and must fall through at their end.
 #![allow(dead_code)]
 
+pub mod emu;
 pub mod gen;
 
 use iced_x86::code_asm::*;
@@ -103,7 +104,9 @@ pub struct Snippet {
 }
 
 fn gpr64(i: usize) -> AsmRegister64 {
-    [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15][i]
+    [
+        rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
+    ][i]
 }
 
 impl Snippet {
@@ -153,7 +156,10 @@ impl Snippet {
             a.pop(r)?;
         }
         a.ret()?;
-        let res = a.assemble_options(0, iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+        let res = a.assemble_options(
+            0,
+            iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+        )?;
         let s = res.label_ip(&start)? as usize + 1;
         let e = res.label_ip(&end)? as usize;
         let code = res.inner.code_buffer;
@@ -221,7 +227,10 @@ impl Mismatches {
     /// Records a mismatch described by `msg`.
     pub fn add(&mut self, msg: String) {
         self.count += 1;
-        if self.shown.len() < 12 {
+        // Show the first two of each kind (the text before the first ':').
+        let key = msg.split(':').next().unwrap_or("").to_string();
+        let same = self.shown.iter().filter(|m| m.starts_with(&format!("{key}:"))).count();
+        if self.shown.len() < 40 && same < 2 {
             self.shown.push(msg);
         }
     }
@@ -248,5 +257,53 @@ impl Machine {
     pub fn set_mm(&mut self, i: usize, v: u64) {
         let o = 32 + 16 * i;
         self.fx[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Runs `snip` in the emulator and natively from `m`'s state (leaving the native result in
+/// `m`) and describes any difference: GPRs (RSP excepted), RFLAGS under `flag_mask`, the
+/// scratch memory, and when `check_fx` the x87/SSE state (FXSAVE image without
+/// FOP/FIP/FDP). `None` when they agree.
+pub fn native_vs_emu(snip: &Snippet, m: &mut Machine, flag_mask: u64, check_fx: bool) -> Option<String> {
+    let before = format!("gpr={:x?} rflags={:#x}", m.gpr, m.rflags);
+    let emu = match emu::run_emulated(&snip.body, m) {
+        Ok(e) => e,
+        Err(e) => return Some(format!("{e}; input {before}")),
+    };
+    snip.run(m);
+    let mut d = Vec::new();
+    for i in (0..16).filter(|&i| i != RSP) {
+        if m.gpr[i] != emu.gpr[i] {
+            d.push(format!("gpr{i}: cpu={:#x} emu={:#x}", m.gpr[i], emu.gpr[i]));
+        }
+    }
+    if (m.rflags ^ emu.rflags) & flag_mask != 0 {
+        d.push(format!(
+            "rflags&{flag_mask:#x}: cpu={:#x} emu={:#x}",
+            m.rflags & flag_mask,
+            emu.rflags & flag_mask
+        ));
+    }
+    if m.mem != emu.mem {
+        let at = (0..1024).find(|&k| m.mem[k] != emu.mem[k]).unwrap_or(0);
+        d.push(format!("memory differs from byte {at}"));
+    }
+    if check_fx {
+        let ranges = [(0usize, 6usize), (24, 28)];
+        let regs = (0..8).map(|k| (32 + 16 * k, 42 + 16 * k));
+        for (a, b) in ranges.into_iter().chain(regs).chain([(160, 416)]) {
+            if m.fx[a..b] != emu.fx[a..b] {
+                d.push(format!(
+                    "fxsave[{a}..{b}]: cpu={:02x?} emu={:02x?}",
+                    &m.fx[a..b],
+                    &emu.fx[a..b]
+                ));
+            }
+        }
+    }
+    if d.is_empty() {
+        None
+    } else {
+        Some(format!("input {before}: {}", d.join("; ")))
     }
 }

@@ -321,6 +321,7 @@ impl Lapic {
             ldr: self.s.ldr,
             dfr: self.s.dfr,
             enabled: self.hw_enabled(),
+            tpr: self.s.tpr,
         }
     }
 

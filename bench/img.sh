@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Benchmarks `hako img` and the block layer against qemu-img, in the same run on the
+# same files, and prints ratios (hako / qemu; above 1 means hako is faster).
+#
+#  1. convert throughput, qcow2 -> raw and raw -> qcow2, on SIZE_MIB of data
+#     (default 384 MiB: 3/4 random data, 1/4 zeroes);
+#  2. 4 KiB strided random reads and writes on a qcow2 image with 4 KiB clusters (so the
+#     L2 tables do not fit one cache line of metadata), cold L2 cache (first COUNT
+#     requests after open) and warm (the next COUNT), against `qemu-img bench` with the
+#     same pattern (-s 4k -S STEP, depth 1, -t writeback).
+#
+# usage: bench/img.sh [SIZE_MIB]      (needs qemu-img and bc; builds hako in release
+#        mode unless HAKO=/path/to/hako is set; COUNT=requests per I/O phase)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${1:-384}
+COUNT=${COUNT:-20000}
+STEP=$((4096 * 7919))          # odd multiple of 4 KiB: visits every 4 KiB block
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+command -v qemu-img >/dev/null || { echo "bench/img.sh: qemu-img not found (install qemu-utils)"; exit 1; }
+
+if [ -z "${HAKO:-}" ]; then
+  cargo build -q --release -p hako
+  HAKO=$CARGO_TARGET_DIR/release/hako
+fi
+cargo build -q --release -p block --example randio
+RANDIO=$CARGO_TARGET_DIR/release/examples/randio
+W=$(mktemp -d "${TMPDIR:-/tmp}/hako-bench.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+
+now() { date +%s.%N; }
+# secs CMD...: wall time of a command, stdout discarded.
+secs() { local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now); echo "$t1 - $t0" | bc -l; }
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+mibs() { echo "scale=1; $SIZE_MIB / $1" | bc -l; }
+
+echo "== setup: $SIZE_MIB MiB raw image (random data, last quarter zero)"
+head -c $((SIZE_MIB * 3 / 4))M /dev/urandom > "$W/in.raw"
+truncate -s ${SIZE_MIB}M "$W/in.raw"
+qemu-img convert -O qcow2 "$W/in.raw" "$W/in.qcow2"
+sync
+
+echo "== convert throughput (MiB/s of virtual disk; best of 3)"
+best() { local b=999999 t; for _ in 1 2 3; do rm -f "$W/out"; sync; t=$("$@"); b=$(echo "if ($t < $b) $t else $b" | bc -l); done; echo "$b"; }
+run_conv() { secs "$@"; }
+for dir in "qcow2 raw" "raw qcow2"; do
+  set -- $dir
+  src="$W/in.$1"
+  th=$(best run_conv "$HAKO" img convert -q -f "$1" -O "$2" "$src" "$W/out")
+  tq=$(best run_conv qemu-img convert -f "$1" -O "$2" "$src" "$W/out")
+  printf '%-13s hako %7.1f MiB/s   qemu-img %7.1f MiB/s   ratio %s\n' \
+    "$1->$2" "$(mibs "$th")" "$(mibs "$tq")" "$(ratio "$tq" "$th")"
+done
+
+echo "== 4 KiB strided random I/O on qcow2 (4 KiB clusters), $COUNT requests per phase"
+qemu-img convert -O qcow2 -o cluster_size=4k "$W/in.raw" "$W/r.qcow2"
+# qemu: cold = one run of COUNT requests; warm = the extra COUNT of a 2*COUNT run.
+qbench() { # mode count -> seconds
+  local w=""; [ "$1" = write ] && w="-w"
+  secs qemu-img bench -q -f qcow2 -t writeback -d 1 -s 4k -S $STEP -c "$2" $w "$3"
+}
+for mode in read write; do
+  img="$W/r.qcow2"
+  if [ $mode = write ]; then
+    img="$W/w.qcow2"
+  fi
+  fresh() { rm -f "$W/w.qcow2"; qemu-img create -q -f qcow2 -o cluster_size=4k "$W/w.qcow2" ${SIZE_MIB}M; }
+  [ $mode = write ] && fresh
+  read -r _ hc < <("$RANDIO" "$img" $mode $COUNT $STEP | sed -n 1p)
+  [ $mode = write ] && fresh
+  hw=$("$RANDIO" "$img" $mode $COUNT $STEP | sed -n 2p | cut -d' ' -f2)
+  [ $mode = write ] && fresh
+  t1=$(qbench $mode $COUNT "$img")
+  [ $mode = write ] && fresh
+  t2=$(qbench $mode $((2 * COUNT)) "$img")
+  qc=$(echo "$COUNT / $t1" | bc -l)
+  qw=$(echo "$COUNT / ($t2 - $t1)" | bc -l)
+  printf '%-5s cold: hako %8.0f IOPS  qemu %8.0f IOPS  ratio %s\n' $mode "$hc" "$qc" "$(ratio "$hc" "$qc")"
+  printf '%-5s warm: hako %8.0f IOPS  qemu %8.0f IOPS  ratio %s\n' $mode "$hw" "$qw" "$(ratio "$hw" "$qw")"
+done

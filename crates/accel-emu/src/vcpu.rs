@@ -1,0 +1,228 @@
+//! `accel::Vcpu` over the x86-emu interpreter: the run loop that interleaves
+//! guest code with timers, interrupt acceptance and sleeping in HLT.
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use accel::{IoHandler, VcpuExit, VcpuKick};
+use vmm_types::{CpuState, Segment};
+use x86_emu::{Cpu, StopReason};
+
+use crate::bus::EmuBus;
+use crate::vm::{lock, Kicker, Shared};
+
+/// Instructions per slice between timer and interrupt checks.
+const SLICE: u64 = 20_000;
+
+/// One emulated vCPU.
+pub struct EmuVcpu {
+    shared: Arc<Shared>,
+    id: u32,
+    cpu: Cpu,
+    /// Application processor waiting for INIT/SIPI.
+    wait_for_sipi: bool,
+}
+
+impl EmuVcpu {
+    pub(crate) fn new(shared: Arc<Shared>, id: u32, trace: Option<Box<dyn Write + Send>>) -> Self {
+        let mut cpu = Cpu::new(id);
+        cpu.cpuid.tsc_deadline = true;
+        cpu.set_trace(trace);
+        EmuVcpu { shared, id, cpu, wait_for_sipi: id != 0 }
+    }
+
+    fn idx(&self) -> usize {
+        self.id as usize
+    }
+
+    /// Handles INIT/SIPI latched at the local APIC.
+    fn check_init_sipi(&mut self) {
+        let slot = &self.shared.cpus[self.idx()];
+        let mut l = lock(&slot.lapic);
+        if l.take_init() {
+            l.init_reset();
+            drop(l);
+            let apic_id = self.id;
+            self.cpu = {
+                let mut c = Cpu::new(apic_id);
+                c.cpuid.tsc_deadline = true;
+                c
+            };
+            self.wait_for_sipi = true;
+            l = lock(&slot.lapic);
+        }
+        if let Some(v) = l.take_sipi() {
+            if self.wait_for_sipi {
+                drop(l);
+                // Real mode at vector * 0x1000.
+                let mut cs = Segment::data((v as u16) << 8);
+                cs.base = (v as u64) << 12;
+                cs.limit = 0xffff;
+                cs.type_ = 0xb;
+                cs.db = false;
+                cs.g = false;
+                self.cpu.seg[x86_emu::cpu::CS] = cs;
+                self.cpu.rip = 0;
+                self.cpu.halted = false;
+                self.wait_for_sipi = false;
+                let s = self.cpu.state();
+                self.cpu.set_state(&s);
+            }
+        }
+    }
+
+    /// Takes a pending NMI or maskable interrupt if the CPU can accept it.
+    /// Returns `Some(exit)` on triple fault during delivery.
+    fn take_interrupt(&mut self, bus: &mut EmuBus) -> Option<VcpuExit> {
+        let slot = &self.shared.cpus[self.idx()];
+        let mut l = lock(&slot.lapic);
+        if l.take_nmi() {
+            drop(l);
+            return self.cpu.inject_nmi(bus).map(|_| VcpuExit::Shutdown);
+        }
+        if !self.cpu.interrupts_enabled() {
+            return None;
+        }
+        if let Some(v) = l.acknowledge() {
+            drop(l);
+            return self.cpu.inject_interrupt(bus, v).map(|_| VcpuExit::Shutdown);
+        }
+        let ext = l.ext_int_enabled();
+        drop(l);
+        if ext {
+            let v = {
+                let mut p = lock(&self.shared.platform);
+                if p.pic.has_interrupt() {
+                    Some(p.pic.acknowledge())
+                } else {
+                    None
+                }
+            };
+            if let Some(v) = v {
+                return self.cpu.inject_interrupt(bus, v).map(|_| VcpuExit::Shutdown);
+            }
+        }
+        None
+    }
+
+    /// Whether something could wake a halted CPU now.
+    fn wake_pending(&self) -> bool {
+        let l = lock(&self.shared.cpus[self.idx()].lapic);
+        if l.pending_vector().is_some() {
+            return true;
+        }
+        let ext = l.ext_int_enabled();
+        drop(l);
+        ext && self.id == 0 && lock(&self.shared.platform).pic.has_interrupt()
+    }
+
+    /// Advances the timers; returns the earliest future deadline.
+    fn advance_timers(&self, now: u64) -> Option<u64> {
+        if self.id == 0 {
+            self.shared.advance_pit(now);
+        }
+        let mut l = lock(&self.shared.cpus[self.idx()].lapic);
+        l.advance(now);
+        let mut next = l.next_timer_deadline();
+        drop(l);
+        if self.id == 0 {
+            if let Some(p) = lock(&self.shared.platform).pit.next_deadline() {
+                next = Some(next.map_or(p, |n| n.min(p)));
+            }
+        }
+        next
+    }
+
+    /// Sleeps until an interrupt, a kick or the next timer deadline.
+    fn sleep(&self, deadline: Option<u64>) {
+        let slot = &self.shared.cpus[self.idx()];
+        let g = lock(&slot.lapic);
+        if slot.kicked.load(Ordering::SeqCst) || g.pending_vector().is_some() {
+            return;
+        }
+        let now = self.shared.now_ns();
+        let wait = match deadline {
+            Some(d) if d <= now => return,
+            Some(d) => Duration::from_nanos(d - now),
+            None => Duration::from_millis(100),
+        };
+        let _ = slot.wake.wait_timeout(g, wait.min(Duration::from_millis(100)));
+    }
+}
+
+impl accel::Vcpu for EmuVcpu {
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn set_state(&mut self, state: &CpuState) -> accel::Result<()> {
+        self.cpu.set_state(state);
+        if state.sregs.apic_base != 0 {
+            let _ = lock(&self.shared.cpus[self.idx()].lapic).set_apic_base(state.sregs.apic_base);
+        }
+        self.wait_for_sipi = false;
+        Ok(())
+    }
+
+    fn state(&mut self) -> accel::Result<CpuState> {
+        let mut s = self.cpu.state();
+        let l = lock(&self.shared.cpus[self.idx()].lapic);
+        s.sregs.apic_base = l.apic_base();
+        s.sregs.cr8 = l.cr8();
+        Ok(s)
+    }
+
+    fn run(&mut self, io: &dyn IoHandler) -> accel::Result<VcpuExit> {
+        let shared = self.shared.clone();
+        let slot = &shared.cpus[self.idx()];
+        let base = lock(&slot.lapic).base_address();
+        let mut bus = EmuBus::new(&shared, io, self.idx(), base);
+        let mut last_report = (shared.now_ns(), self.cpu.icount);
+        loop {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let now = shared.now_ns();
+                if now - last_report.0 > 2_000_000_000 {
+                    let mips = (self.cpu.icount - last_report.1) as f64 / ((now - last_report.0) as f64 / 1e3);
+                    tracing::debug!(vcpu = self.id, rip = format_args!("{:#x}", self.cpu.rip), "{mips:.1} MIPS");
+                    last_report = (now, self.cpu.icount);
+                }
+            }
+            if slot.kicked.swap(false, Ordering::SeqCst) {
+                return Ok(VcpuExit::Interrupted);
+            }
+            self.check_init_sipi();
+            let now = shared.now_ns();
+            let next = self.advance_timers(now);
+            if self.wait_for_sipi {
+                self.sleep(None);
+                continue;
+            }
+            if let Some(e) = self.take_interrupt(&mut bus) {
+                return Ok(e);
+            }
+            if self.cpu.halted {
+                if !self.cpu.interrupts_enabled() && !self.wake_pending() {
+                    // HLT with IF=0: only NMI/INIT could wake it.
+                    let l = lock(&slot.lapic);
+                    let nmi_or_init = l.pending_vector().is_none() && false;
+                    drop(l);
+                    if !nmi_or_init {
+                        return Ok(VcpuExit::HaltedForever);
+                    }
+                }
+                self.sleep(next);
+                continue;
+            }
+            match self.cpu.run(&mut bus, SLICE) {
+                StopReason::Shutdown => return Ok(VcpuExit::Shutdown),
+                StopReason::Halted | StopReason::Yield => {}
+            }
+        }
+    }
+
+    fn kicker(&self) -> Arc<dyn VcpuKick> {
+        Arc::new(Kicker { shared: self.shared.clone(), idx: self.idx() })
+    }
+}

@@ -1,0 +1,109 @@
+//! Stable-toolchain fuzzing: replays the cargo-fuzz corpus and regressions in `fuzz/`,
+//! then mutates the seeds deterministically and feeds every mutant to the same entry
+//! point the fuzz target uses. `HAKO_FUZZ_ITERS` sets the number of mutants, `HAKO_FUZZ_SEED` the generator seed.
+
+mod common;
+
+use block::fuzz::fuzz_image;
+use common::Rng;
+use std::path::PathBuf;
+
+fn inputs(sub: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz")
+        .join(sub);
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "README"))
+        .map(|p| {
+            let d = std::fs::read(&p).unwrap();
+            (p, d)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn corpus_and_regressions_do_not_crash() {
+    let seeds = inputs("corpus/qcow2_image");
+    assert!(seeds.len() >= 5, "seed corpus missing");
+    for (p, d) in seeds.iter().chain(inputs("regressions").iter()) {
+        eprintln!("{}", p.display());
+        fuzz_image(d);
+    }
+}
+
+const INTERESTING: [u64; 10] = [
+    0,
+    1,
+    0x200,
+    0x10000,
+    0x8000_0000_0000_0000,
+    0x4000_0000_0000_0000,
+    0x00ff_ffff_ffff_fe00,
+    u64::MAX,
+    0x7fff_ffff,
+    0x8000_0000_0000_0200,
+];
+
+fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut d = seed.to_vec();
+    for _ in 0..1 + rng.below(6) {
+        if d.is_empty() {
+            break;
+        }
+        match rng.below(5) {
+            0 => {
+                let i = rng.below(d.len() as u64) as usize;
+                d[i] ^= 1 << rng.below(8);
+            }
+            1 => {
+                let i = rng.below(d.len() as u64) as usize;
+                d[i] = rng.next() as u8;
+            }
+            2 | 3 => {
+                // A 64-bit value at an 8-aligned place: table entries and header fields.
+                let i = (rng.below(d.len() as u64 / 8) * 8) as usize;
+                let v = INTERESTING[rng.below(INTERESTING.len() as u64) as usize];
+                let v = if rng.below(2) == 0 {
+                    v
+                } else {
+                    v ^ (rng.next() & 0xffff_fe00)
+                };
+                let end = (i + 8).min(d.len());
+                d[i..end].copy_from_slice(&v.to_be_bytes()[..end - i]);
+            }
+            _ => {
+                let n = rng.below(d.len() as u64 + 1) as usize;
+                d.truncate(n);
+            }
+        }
+    }
+    d
+}
+
+#[test]
+fn mutated_seeds_do_not_crash() {
+    let iters: u64 = std::env::var("HAKO_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500);
+    let seeds = inputs("corpus/qcow2_image");
+    let seed = std::env::var("HAKO_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_1234u64);
+    let mut rng = Rng(seed | 1);
+    for i in 0..iters {
+        let (_, seed) = &seeds[rng.below(seeds.len() as u64) as usize];
+        let m = mutate(seed, &mut rng);
+        let r = std::panic::catch_unwind(|| fuzz_image(&m));
+        if r.is_err() {
+            let out = std::env::temp_dir().join(format!("hako-fuzz-crash-{i}"));
+            std::fs::write(&out, &m).unwrap();
+            panic!("mutant {i} crashed; input saved to {}", out.display());
+        }
+    }
+}
