@@ -36,10 +36,20 @@ impl<'a> EmuBus<'a> {
             .iter()
             .filter_map(|r| {
                 let slice = r.as_volatile_slice().ok()?;
-                Some(Ram { start: r.start_addr().0, len: r.len(), slice })
+                Some(Ram {
+                    start: r.start_addr().0,
+                    len: r.len(),
+                    slice,
+                })
             })
             .collect();
-        EmuBus { shared, io, idx, lapic_base, ram }
+        EmuBus {
+            shared,
+            io,
+            idx,
+            lapic_base,
+            ram,
+        }
     }
 
     /// The RAM slice and offset holding `[addr, addr + size)`, if it is RAM.
@@ -70,7 +80,9 @@ impl<'a> EmuBus<'a> {
             return (v >> ((addr & 3) * 8)) & size_mask(size);
         }
         if (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&addr) {
-            let v = lock(&self.shared.platform).ioapic.mmio_read(addr - IOAPIC_BASE) as u64;
+            let v = lock(&self.shared.platform)
+                .ioapic
+                .mmio_read(addr - IOAPIC_BASE) as u64;
             return v & size_mask(size);
         }
         let mut buf = [0xffu8; 8];
@@ -81,12 +93,18 @@ impl<'a> EmuBus<'a> {
     fn mmio_write(&mut self, addr: u64, size: usize, val: u64) {
         if addr & !0xfff == self.lapic_base {
             let now = self.shared.now_ns();
-            let action = lock(&self.shared.cpus[self.idx].lapic).write((addr & 0xff0) as u32, val as u32, now);
+            let action = lock(&self.shared.cpus[self.idx].lapic).write(
+                (addr & 0xff0) as u32,
+                val as u32,
+                now,
+            );
             self.lapic_action(action);
             return;
         }
         if (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE).contains(&addr) {
-            let ds = lock(&self.shared.platform).ioapic.mmio_write(addr - IOAPIC_BASE, val as u32);
+            let ds = lock(&self.shared.platform)
+                .ioapic
+                .mmio_write(addr - IOAPIC_BASE, val as u32);
             for d in ds {
                 self.shared.deliver(&d);
             }
@@ -104,14 +122,19 @@ fn size_mask(size: usize) -> u64 {
     }
 }
 
-fn cas_loop<A, T>(a: &A, f: &mut dyn FnMut(u64) -> u64, load: impl Fn(&A) -> T, cas: impl Fn(&A, T, T) -> Result<T, T>) -> u64
+fn cas_loop<A, T>(
+    a: &A,
+    f: &mut dyn FnMut(u64) -> u64,
+    load: impl Fn(&A) -> T,
+    cas: impl Fn(&A, T, T) -> Result<T, T>,
+) -> u64
 where
     T: Copy + Into<u64> + TryFrom<u64>,
 {
     let mut cur = load(a);
     loop {
         let new_u = f(cur.into());
-        let new = match T::try_from(new_u & u64::MAX) {
+        let new = match T::try_from(new_u) {
             Ok(v) => v,
             Err(_) => return cur.into(),
         };
@@ -168,27 +191,42 @@ impl Bus for EmuBus<'_> {
 
     fn atomic_rmw(&mut self, addr: u64, size: usize, f: &mut dyn FnMut(u64) -> u64) -> u64 {
         if addr % size as u64 == 0 {
-            if let Some(slice) = self.ram(addr, size).and_then(|(s, off)| s.subslice(off, size).ok()) {
+            if let Some(slice) = self
+                .ram(addr, size)
+                .and_then(|(s, off)| s.subslice(off, size).ok())
+            {
                 let done = match size {
                     1 => slice.get_atomic_ref::<AtomicU8>(0).ok().map(|a| {
-                        cas_loop(a, f, |a| a.load(Ordering::SeqCst), |a, c, n| {
-                            a.compare_exchange(c, n, Ordering::SeqCst, Ordering::SeqCst)
-                        })
+                        cas_loop(
+                            a,
+                            f,
+                            |a| a.load(Ordering::SeqCst),
+                            |a, c, n| a.compare_exchange(c, n, Ordering::SeqCst, Ordering::SeqCst),
+                        )
                     }),
                     2 => slice.get_atomic_ref::<AtomicU16>(0).ok().map(|a| {
-                        cas_loop(a, f, |a| a.load(Ordering::SeqCst), |a, c, n| {
-                            a.compare_exchange(c, n, Ordering::SeqCst, Ordering::SeqCst)
-                        })
+                        cas_loop(
+                            a,
+                            f,
+                            |a| a.load(Ordering::SeqCst),
+                            |a, c, n| a.compare_exchange(c, n, Ordering::SeqCst, Ordering::SeqCst),
+                        )
                     }),
                     4 => slice.get_atomic_ref::<AtomicU32>(0).ok().map(|a| {
-                        cas_loop(a, f, |a| a.load(Ordering::SeqCst), |a, c, n| {
-                            a.compare_exchange(c, n, Ordering::SeqCst, Ordering::SeqCst)
-                        })
+                        cas_loop(
+                            a,
+                            f,
+                            |a| a.load(Ordering::SeqCst),
+                            |a, c, n| a.compare_exchange(c, n, Ordering::SeqCst, Ordering::SeqCst),
+                        )
                     }),
                     _ => slice.get_atomic_ref::<AtomicU64>(0).ok().map(|a| {
-                        cas_loop(a, f, |a| a.load(Ordering::SeqCst), |a, c, n| {
-                            a.compare_exchange(c, n, Ordering::SeqCst, Ordering::SeqCst)
-                        })
+                        cas_loop(
+                            a,
+                            f,
+                            |a| a.load(Ordering::SeqCst),
+                            |a, c, n| a.compare_exchange(c, n, Ordering::SeqCst, Ordering::SeqCst),
+                        )
                     }),
                 };
                 if let Some(old) = done {
@@ -221,7 +259,11 @@ impl Bus for EmuBus<'_> {
             0x40..=0x43 | 0x61 => {
                 let now = self.shared.now_ns();
                 lock(&self.shared.platform).pit.io_read(port, now) as u32
-                    | if size > 1 { 0xffff_ff00 & size_mask(size) as u32 } else { 0 }
+                    | if size > 1 {
+                        0xffff_ff00 & size_mask(size) as u32
+                    } else {
+                        0
+                    }
             }
             _ => {
                 let mut buf = [0xffu8; 4];
@@ -241,7 +283,9 @@ impl Bus for EmuBus<'_> {
             }
             0x40..=0x43 | 0x61 => {
                 let now = self.shared.now_ns();
-                lock(&self.shared.platform).pit.io_write(port, val as u8, now);
+                lock(&self.shared.platform)
+                    .pit
+                    .io_write(port, val as u8, now);
             }
             _ => self.io.pio_write(port, &val.to_le_bytes()[..size]),
         }

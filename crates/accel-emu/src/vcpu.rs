@@ -30,7 +30,12 @@ impl EmuVcpu {
         let mut cpu = Cpu::new(id);
         cpu.cpuid.tsc_deadline = true;
         cpu.set_trace(trace);
-        EmuVcpu { shared, id, cpu, wait_for_sipi: id != 0 }
+        EmuVcpu {
+            shared,
+            id,
+            cpu,
+            wait_for_sipi: id != 0,
+        }
     }
 
     fn idx(&self) -> usize {
@@ -87,7 +92,10 @@ impl EmuVcpu {
         }
         if let Some(v) = l.acknowledge() {
             drop(l);
-            return self.cpu.inject_interrupt(bus, v).map(|_| VcpuExit::Shutdown);
+            return self
+                .cpu
+                .inject_interrupt(bus, v)
+                .map(|_| VcpuExit::Shutdown);
         }
         let ext = l.ext_int_enabled();
         drop(l);
@@ -101,21 +109,13 @@ impl EmuVcpu {
                 }
             };
             if let Some(v) = v {
-                return self.cpu.inject_interrupt(bus, v).map(|_| VcpuExit::Shutdown);
+                return self
+                    .cpu
+                    .inject_interrupt(bus, v)
+                    .map(|_| VcpuExit::Shutdown);
             }
         }
         None
-    }
-
-    /// Whether something could wake a halted CPU now.
-    fn wake_pending(&self) -> bool {
-        let l = lock(&self.shared.cpus[self.idx()].lapic);
-        if l.pending_vector().is_some() {
-            return true;
-        }
-        let ext = l.ext_int_enabled();
-        drop(l);
-        ext && self.id == 0 && lock(&self.shared.platform).pic.has_interrupt()
     }
 
     /// Advances the timers; returns the earliest future deadline.
@@ -142,13 +142,19 @@ impl EmuVcpu {
         if slot.kicked.load(Ordering::SeqCst) || g.pending_vector().is_some() {
             return;
         }
+        // Lock order: a LAPIC before the platform (nobody takes them the other way round).
+        if self.id == 0 && g.ext_int_enabled() && lock(&self.shared.platform).pic.has_interrupt() {
+            return;
+        }
         let now = self.shared.now_ns();
         let wait = match deadline {
             Some(d) if d <= now => return,
             Some(d) => Duration::from_nanos(d - now),
             None => Duration::from_millis(100),
         };
-        let _ = slot.wake.wait_timeout(g, wait.min(Duration::from_millis(100)));
+        let _ = slot
+            .wake
+            .wait_timeout(g, wait.min(Duration::from_millis(100)));
     }
 }
 
@@ -184,8 +190,13 @@ impl accel::Vcpu for EmuVcpu {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let now = shared.now_ns();
                 if now - last_report.0 > 2_000_000_000 {
-                    let mips = (self.cpu.icount - last_report.1) as f64 / ((now - last_report.0) as f64 / 1e3);
-                    tracing::debug!(vcpu = self.id, rip = format_args!("{:#x}", self.cpu.rip), "{mips:.1} MIPS");
+                    let mips = (self.cpu.icount - last_report.1) as f64
+                        / ((now - last_report.0) as f64 / 1e3);
+                    tracing::debug!(
+                        vcpu = self.id,
+                        rip = format_args!("{:#x}", self.cpu.rip),
+                        "{mips:.1} MIPS"
+                    );
                     last_report = (now, self.cpu.icount);
                 }
             }
@@ -203,14 +214,9 @@ impl accel::Vcpu for EmuVcpu {
                 return Ok(e);
             }
             if self.cpu.halted {
-                if !self.cpu.interrupts_enabled() && !self.wake_pending() {
-                    // HLT with IF=0: only NMI/INIT could wake it.
-                    let l = lock(&slot.lapic);
-                    let nmi_or_init = l.pending_vector().is_none() && false;
-                    drop(l);
-                    if !nmi_or_init {
-                        return Ok(VcpuExit::HaltedForever);
-                    }
+                if !self.cpu.interrupts_enabled() {
+                    // HLT with IF=0 (a pending NMI/INIT was handled above).
+                    return Ok(VcpuExit::HaltedForever);
                 }
                 self.sleep(next);
                 continue;
@@ -223,6 +229,9 @@ impl accel::Vcpu for EmuVcpu {
     }
 
     fn kicker(&self) -> Arc<dyn VcpuKick> {
-        Arc::new(Kicker { shared: self.shared.clone(), idx: self.idx() })
+        Arc::new(Kicker {
+            shared: self.shared.clone(),
+            idx: self.idx(),
+        })
     }
 }

@@ -149,20 +149,33 @@ impl EmuVm {
     /// Creates an emulated VM over `mem` with `num_cpus` vCPUs (1..=255).
     pub fn new(mem: GuestMemory, num_cpus: u32) -> accel::Result<EmuVm> {
         if num_cpus == 0 || num_cpus > 255 {
-            return Err(accel::Error::InvalidState(format!("unsupported vCPU count {num_cpus}")));
+            return Err(accel::Error::InvalidState(format!(
+                "unsupported vCPU count {num_cpus}"
+            )));
         }
         let cpus = (0..num_cpus)
-            .map(|id| CpuSlot { lapic: Mutex::new(Lapic::new(id)), wake: Condvar::new(), kicked: AtomicBool::new(false) })
+            .map(|id| CpuSlot {
+                lapic: Mutex::new(Lapic::new(id)),
+                wake: Condvar::new(),
+                kicked: AtomicBool::new(false),
+            })
             .collect();
         let shared = Shared {
             mem,
-            platform: Mutex::new(Platform { pic: PicPair::new(), ioapic: IoApic::new(num_cpus as u8), pit: Pit::new() }),
+            platform: Mutex::new(Platform {
+                pic: PicPair::new(),
+                ioapic: IoApic::new(num_cpus as u8),
+                pit: Pit::new(),
+            }),
             cpus,
             start: Instant::now(),
             trace: Mutex::new(None),
             split_lock: Mutex::new(()),
         };
-        Ok(EmuVm { shared: Arc::new(shared), created: Mutex::new(vec![false; num_cpus as usize]) })
+        Ok(EmuVm {
+            shared: Arc::new(shared),
+            created: Mutex::new(vec![false; num_cpus as usize]),
+        })
     }
 
     /// Writes a per-instruction trace of vCPU 0 (RIP, RFLAGS and the GPRs before
@@ -182,10 +195,18 @@ impl accel::Vm for EmuVm {
         let mut created = lock(&self.created);
         match created.get_mut(id as usize) {
             Some(c) if !*c => *c = true,
-            Some(_) => return Err(accel::Error::InvalidState(format!("vCPU {id} already exists"))),
+            Some(_) => {
+                return Err(accel::Error::InvalidState(format!(
+                    "vCPU {id} already exists"
+                )))
+            }
             None => return Err(accel::Error::InvalidState(format!("no vCPU {id}"))),
         }
-        let trace = if id == 0 { lock(&self.shared.trace).take() } else { None };
+        let trace = if id == 0 {
+            lock(&self.shared.trace).take()
+        } else {
+            None
+        };
         Ok(Box::new(EmuVcpu::new(self.shared.clone(), id, trace)))
     }
 

@@ -99,7 +99,21 @@ fn mutated_seeds_do_not_crash() {
     for i in 0..iters {
         let (_, seed) = &seeds[rng.below(seeds.len() as u64) as usize];
         let m = mutate(seed, &mut rng);
+        if let Ok(p) = std::env::var("HAKO_FUZZ_CURRENT") {
+            // Long runs: keep the input in flight, to catch hangs.
+            std::fs::write(p, &m).unwrap();
+        }
+        let t = std::time::Instant::now();
         let r = std::panic::catch_unwind(|| fuzz_image(&m));
+        if t.elapsed().as_secs() >= 5 {
+            // Not a failure (machines are shared), but worth a look when fuzzing long.
+            let out = std::env::temp_dir().join(format!("hako-fuzz-slow-{i}"));
+            std::fs::write(&out, &m).unwrap();
+            eprintln!("mutant {i} took {:?}; saved to {}", t.elapsed(), out.display());
+        }
+        if i % 20000 == 0 {
+            eprintln!("{i} mutants");
+        }
         if r.is_err() {
             let out = std::env::temp_dir().join(format!("hako-fuzz-crash-{i}"));
             std::fs::write(&out, &m).unwrap();

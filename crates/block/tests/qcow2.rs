@@ -243,3 +243,29 @@ fn version2_images_work_without_zero_flags() {
     assert_clean(&d);
     assert_eq!(d.header().version, 2);
 }
+
+#[test]
+fn compressed_packing_respects_narrow_refcounts() {
+    let (_s, d) = mem_qcow2(CreateOptions {
+        refcount_order: 0,
+        ..opts(1 << 20, 12)
+    });
+    let mut model = vec![0u8; 1 << 20];
+    for c in 0..256u64 {
+        let data: Vec<u8> = (0..4096u64).map(|i| ((i / 16 + c) % 5) as u8).collect();
+        d.write_compressed(c * 4096, &data).unwrap();
+        model[(c * 4096) as usize..((c + 1) * 4096) as usize].copy_from_slice(&data);
+    }
+    assert_same(&d, &model);
+    assert_clean(&d);
+}
+
+#[test]
+fn empty_image_grows_cleanly() {
+    let (_s, d) = mem_qcow2(opts(0, 16));
+    assert_eq!(d.size(), 0);
+    assert_clean(&d);
+    d.resize(3 << 20).unwrap();
+    d.write_at(&[1u8; 70000], 1 << 20).unwrap();
+    assert_clean(&d);
+}

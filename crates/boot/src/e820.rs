@@ -16,14 +16,30 @@ pub struct E820Entry {
 /// The map for a guest with this RAM layout.
 pub fn e820_map(l: &MemoryLayout) -> Vec<E820Entry> {
     let mut v = vec![
-        E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM },
-        E820Entry { addr: EBDA_START, size: HIGH_MEMORY_START - EBDA_START, kind: E820_RESERVED },
+        E820Entry {
+            addr: 0,
+            size: EBDA_START,
+            kind: E820_RAM,
+        },
+        E820Entry {
+            addr: EBDA_START,
+            size: HIGH_MEMORY_START - EBDA_START,
+            kind: E820_RESERVED,
+        },
     ];
     if l.low > HIGH_MEMORY_START {
-        v.push(E820Entry { addr: HIGH_MEMORY_START, size: l.low - HIGH_MEMORY_START, kind: E820_RAM });
+        v.push(E820Entry {
+            addr: HIGH_MEMORY_START,
+            size: l.low - HIGH_MEMORY_START,
+            kind: E820_RAM,
+        });
     }
     if l.high > 0 {
-        v.push(E820Entry { addr: FOUR_GIB, size: l.high, kind: E820_RAM });
+        v.push(E820Entry {
+            addr: FOUR_GIB,
+            size: l.high,
+            kind: E820_RAM,
+        });
     }
     v
 }

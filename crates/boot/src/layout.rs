@@ -46,7 +46,10 @@ pub struct MemoryLayout {
 impl MemoryLayout {
     pub fn new(total: u64) -> Self {
         let low = total.min(MMIO_HOLE_START);
-        MemoryLayout { low, high: total - low }
+        MemoryLayout {
+            low,
+            high: total - low,
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -70,9 +73,18 @@ mod tests {
 
     #[test]
     fn ram_splits_around_the_hole() {
-        assert_eq!(guest_ram_ranges(512 << 20), vec![(GuestAddress(0), 512 << 20)]);
+        assert_eq!(
+            guest_ram_ranges(512 << 20),
+            vec![(GuestAddress(0), 512 << 20)]
+        );
         let r = guest_ram_ranges(4 << 30);
         assert_eq!(r[0], (GuestAddress(0), MMIO_HOLE_START as usize));
-        assert_eq!(r[1], (GuestAddress(FOUR_GIB), ((4u64 << 30) - MMIO_HOLE_START) as usize));
+        assert_eq!(
+            r[1],
+            (
+                GuestAddress(FOUR_GIB),
+                ((4u64 << 30) - MMIO_HOLE_START) as usize
+            )
+        );
     }
 }

@@ -56,7 +56,11 @@ pub enum BootError {
     #[error("{}: unsupported kernel format (expected a bzImage or an ELF vmlinux)", path.display())]
     UnknownFormat { path: PathBuf },
     #[error("{}: this bzImage has no 64-bit entry point (boot protocol {version:#x}, xloadflags {xloadflags:#x})", path.display())]
-    No64BitEntry { path: PathBuf, version: u16, xloadflags: u16 },
+    No64BitEntry {
+        path: PathBuf,
+        version: u16,
+        xloadflags: u16,
+    },
     #[error("{}: malformed kernel: {source}", path.display())]
     Malformed {
         path: PathBuf,
@@ -68,7 +72,12 @@ pub enum BootError {
     #[error("the kernel command line contains a NUL byte")]
     CmdlineNul,
     #[error("{}: initrd of {size} bytes does not fit in guest memory below {limit:#x} after the kernel (ends at {kernel_end:#x}); give the guest more memory", path.display())]
-    InitrdTooLarge { path: PathBuf, size: u64, limit: u64, kernel_end: u64 },
+    InitrdTooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+        kernel_end: u64,
+    },
     #[error("guest memory of {0} bytes is too small to boot (need at least 2 MiB)")]
     MemoryTooSmall(u64),
     #[error("writing the boot data into guest memory failed: {0}")]
@@ -90,7 +99,10 @@ const KERNEL_LOADER_OTHER: u8 = 0xff;
 const DEFAULT_INITRD_ADDR_MAX: u64 = 0x37ff_ffff;
 
 fn sniff(path: &Path) -> Result<KernelFormat, BootError> {
-    let rd = |source| BootError::Read { path: path.to_owned(), source };
+    let rd = |source| BootError::Read {
+        path: path.to_owned(),
+        source,
+    };
     let mut f = File::open(path).map_err(rd)?;
     let mut head = [0u8; 0x210];
     let n = f.read(&mut head).map_err(rd)?;
@@ -100,7 +112,9 @@ fn sniff(path: &Path) -> Result<KernelFormat, BootError> {
     if n >= 0x206 && u32::from_le_bytes(head[0x202..0x206].try_into().unwrap()) == HDRS_MAGIC {
         return Ok(KernelFormat::BzImage);
     }
-    Err(BootError::UnknownFormat { path: path.to_owned() })
+    Err(BootError::UnknownFormat {
+        path: path.to_owned(),
+    })
 }
 
 /// Loads kernel, initrd and command line into `mem`, writes boot_params, page
@@ -109,7 +123,9 @@ pub fn load_linux(mem: &GuestMemory, cfg: &LinuxBootConfig) -> Result<BootInfo, 
     let mem_end = mem.last_addr().0 + 1;
     let low_end = mem
         .iter()
-        .map(|r| vm_memory::GuestMemoryRegion::start_addr(r).0 + vm_memory::GuestMemoryRegion::len(r))
+        .map(|r| {
+            vm_memory::GuestMemoryRegion::start_addr(r).0 + vm_memory::GuestMemoryRegion::len(r)
+        })
         .filter(|&e| e <= FOUR_GIB)
         .max()
         .unwrap_or(0);
@@ -118,25 +134,39 @@ pub fn load_linux(mem: &GuestMemory, cfg: &LinuxBootConfig) -> Result<BootInfo, 
     }
     let kpath = &cfg.kernel;
     let format = sniff(kpath)?;
-    let rd = |source| BootError::Read { path: kpath.clone(), source };
+    let rd = |source| BootError::Read {
+        path: kpath.clone(),
+        source,
+    };
     let mut kfile = File::open(kpath).map_err(rd)?;
     kfile.seek(SeekFrom::Start(0)).map_err(rd)?;
-    let malformed = |source| BootError::Malformed { path: kpath.clone(), source };
+    let malformed = |source| BootError::Malformed {
+        path: kpath.clone(),
+        source,
+    };
 
     let mut params = BootParams::default();
     let (entry, kernel_end) = match format {
         KernelFormat::BzImage => {
-            let r = BzImage::load(mem, None, &mut kfile, Some(GuestAddress(HIGH_MEMORY_START))).map_err(malformed)?;
-            let hdr = r.setup_header.expect("bzImage loader returns the setup header");
+            let r = BzImage::load(mem, None, &mut kfile, Some(GuestAddress(HIGH_MEMORY_START)))
+                .map_err(malformed)?;
+            let hdr = r
+                .setup_header
+                .expect("bzImage loader returns the setup header");
             if hdr.version < 0x20c || hdr.xloadflags & XLF_KERNEL_64 == 0 {
-                return Err(BootError::No64BitEntry { path: kpath.clone(), version: hdr.version, xloadflags: hdr.xloadflags });
+                return Err(BootError::No64BitEntry {
+                    path: kpath.clone(),
+                    version: hdr.version,
+                    xloadflags: hdr.xloadflags,
+                });
             }
             params.0.hdr = hdr;
             // The 64-bit entry point is 0x200 past the protected-mode kernel's start.
             (r.kernel_load.0 + 0x200, r.kernel_end)
         }
         KernelFormat::Elf => {
-            let r = Elf::load(mem, None, &mut kfile, Some(GuestAddress(HIGH_MEMORY_START))).map_err(malformed)?;
+            let r = Elf::load(mem, None, &mut kfile, Some(GuestAddress(HIGH_MEMORY_START)))
+                .map_err(malformed)?;
             params.0.hdr.boot_flag = 0xaa55;
             params.0.hdr.header = HDRS_MAGIC;
             params.0.hdr.version = 0x20f;
@@ -149,9 +179,16 @@ pub fn load_linux(mem: &GuestMemory, cfg: &LinuxBootConfig) -> Result<BootInfo, 
     hdr.type_of_loader = KERNEL_LOADER_OTHER;
 
     // Command line.
-    let max = if hdr.cmdline_size == 0 { 255 } else { hdr.cmdline_size as usize };
+    let max = if hdr.cmdline_size == 0 {
+        255
+    } else {
+        hdr.cmdline_size as usize
+    };
     if cfg.cmdline.len() > max.min(CMDLINE_MAX - 1) {
-        return Err(BootError::CmdlineTooLong { len: cfg.cmdline.len(), max: max.min(CMDLINE_MAX - 1) });
+        return Err(BootError::CmdlineTooLong {
+            len: cfg.cmdline.len(),
+            max: max.min(CMDLINE_MAX - 1),
+        });
     }
     if cfg.cmdline.contains('\0') {
         return Err(BootError::CmdlineNul);
@@ -164,11 +201,23 @@ pub fn load_linux(mem: &GuestMemory, cfg: &LinuxBootConfig) -> Result<BootInfo, 
     // Initrd: as high as allowed, page aligned, above the kernel.
     let mut initrd = None;
     if let Some(ipath) = &cfg.initrd {
-        let data = std::fs::read(ipath).map_err(|source| BootError::Read { path: ipath.clone(), source })?;
+        let data = std::fs::read(ipath).map_err(|source| BootError::Read {
+            path: ipath.clone(),
+            source,
+        })?;
         let size = data.len() as u64;
-        let addr_max = if hdr.initrd_addr_max == 0 { DEFAULT_INITRD_ADDR_MAX } else { hdr.initrd_addr_max as u64 };
+        let addr_max = if hdr.initrd_addr_max == 0 {
+            DEFAULT_INITRD_ADDR_MAX
+        } else {
+            hdr.initrd_addr_max as u64
+        };
         let limit = low_end.min(addr_max + 1).min(MMIO_HOLE_START);
-        let too_large = || BootError::InitrdTooLarge { path: ipath.clone(), size, limit, kernel_end };
+        let too_large = || BootError::InitrdTooLarge {
+            path: ipath.clone(),
+            size,
+            limit,
+            kernel_end,
+        };
         let addr = limit.checked_sub(size).ok_or_else(too_large)? & !0xfff;
         if addr < kernel_end.max(HIGH_MEMORY_START) {
             return Err(too_large());
@@ -180,14 +229,25 @@ pub fn load_linux(mem: &GuestMemory, cfg: &LinuxBootConfig) -> Result<BootInfo, 
     }
 
     // Memory map.
-    let layout = MemoryLayout { low: low_end, high: mem_end.saturating_sub(FOUR_GIB) };
+    let layout = MemoryLayout {
+        low: low_end,
+        high: mem_end.saturating_sub(FOUR_GIB),
+    };
     let mut map = e820_map(&layout);
     for &(addr, size) in &cfg.reserved {
-        map.push(crate::e820::E820Entry { addr, size, kind: crate::e820::E820_RESERVED });
+        map.push(crate::e820::E820Entry {
+            addr,
+            size,
+            kind: crate::e820::E820_RESERVED,
+        });
     }
     map.sort_by_key(|e| e.addr);
     for (i, e) in map.iter().enumerate() {
-        params.0.e820_table[i] = boot_e820_entry { addr: e.addr, size: e.size, r#type: e.kind };
+        params.0.e820_table[i] = boot_e820_entry {
+            addr: e.addr,
+            size: e.size,
+            r#type: e.kind,
+        };
     }
     params.0.e820_entries = map.len() as u8;
     if let Some(rsdp) = cfg.acpi_rsdp {
@@ -196,5 +256,11 @@ pub fn load_linux(mem: &GuestMemory, cfg: &LinuxBootConfig) -> Result<BootInfo, 
     mem.write_obj(params, GuestAddress(ZERO_PAGE_ADDR))?;
 
     long_mode::write_tables(mem)?;
-    Ok(BootInfo { cpu: long_mode::entry_state(entry, ZERO_PAGE_ADDR), format, entry, kernel_end, initrd })
+    Ok(BootInfo {
+        cpu: long_mode::entry_state(entry, ZERO_PAGE_ADDR),
+        format,
+        entry,
+        kernel_end,
+        initrd,
+    })
 }

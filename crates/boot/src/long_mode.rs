@@ -32,7 +32,10 @@ pub fn write_tables(mem: &GuestMemory) -> Result<(), vm_memory::GuestMemoryError
         mem.write_obj(pd | PTE_PRESENT | PTE_RW, GuestAddress(PDPT_ADDR + i * 8))?;
         for j in 0..512u64 {
             let phys = (i << 30) | (j << 21);
-            mem.write_obj(phys | PTE_PRESENT | PTE_RW | PTE_PS, GuestAddress(pd + j * 8))?;
+            mem.write_obj(
+                phys | PTE_PRESENT | PTE_RW | PTE_PS,
+                GuestAddress(pd + j * 8),
+            )?;
         }
     }
     Ok(())
@@ -65,9 +68,19 @@ pub fn entry_state(entry: u64, boot_params: u64) -> CpuState {
         gs: data,
         ss: data,
         tr: tss(),
-        ldt: Segment { unusable: true, type_: 2, ..Default::default() },
-        gdt: DescriptorTable { base: GDT_ADDR, limit: (gdt_entries().len() * 8 - 1) as u16 },
-        idt: DescriptorTable { base: IDT_ADDR, limit: 0 },
+        ldt: Segment {
+            unusable: true,
+            type_: 2,
+            ..Default::default()
+        },
+        gdt: DescriptorTable {
+            base: GDT_ADDR,
+            limit: (gdt_entries().len() * 8 - 1) as u16,
+        },
+        idt: DescriptorTable {
+            base: IDT_ADDR,
+            limit: 0,
+        },
         cr0: CR0_PE | CR0_PG | CR0_ET | CR0_NE,
         cr2: 0,
         cr3: PML4_ADDR,
@@ -76,7 +89,13 @@ pub fn entry_state(entry: u64, boot_params: u64) -> CpuState {
         efer: EFER_LME | EFER_LMA,
         apic_base: 0xfee0_0000 | (1 << 11) | (1 << 8),
     };
-    let regs = Regs { rip: entry, rsi: boot_params, rsp: BOOT_STACK_TOP, rflags: RFLAGS_FIXED, ..Default::default() };
+    let regs = Regs {
+        rip: entry,
+        rsi: boot_params,
+        rsp: BOOT_STACK_TOP,
+        rflags: RFLAGS_FIXED,
+        ..Default::default()
+    };
     CpuState {
         regs,
         sregs,

@@ -47,7 +47,13 @@ fn file(bytes: &[u8]) -> tempfile::NamedTempFile {
 }
 
 fn cfg(kernel: PathBuf, initrd: Option<PathBuf>, cmdline: &str) -> LinuxBootConfig {
-    LinuxBootConfig { kernel, initrd, cmdline: cmdline.into(), acpi_rsdp: None, reserved: vec![] }
+    LinuxBootConfig {
+        kernel,
+        initrd,
+        cmdline: cmdline.into(),
+        acpi_rsdp: None,
+        reserved: vec![],
+    }
 }
 
 #[test]
@@ -56,7 +62,11 @@ fn elf_kernel_is_loaded_by_program_headers_with_boot_params() {
     let k = file(&tiny_elf(0x20_0000, &code));
     let rd = file(&[0x5a; 5000]);
     let m = mem(64 << 20);
-    let info = load_linux(&m, &cfg(k.path().into(), Some(rd.path().into()), "console=ttyS0 x=1")).unwrap();
+    let info = load_linux(
+        &m,
+        &cfg(k.path().into(), Some(rd.path().into()), "console=ttyS0 x=1"),
+    )
+    .unwrap();
     assert_eq!(info.format, KernelFormat::Elf);
     assert_eq!(info.entry, 0x20_0000);
     assert_eq!(info.cpu.regs.rip, 0x20_0000);
@@ -73,8 +83,14 @@ fn elf_kernel_is_loaded_by_program_headers_with_boot_params() {
     assert_eq!(&cl, b"console=ttyS0 x=1\0");
     assert_eq!(m.read_obj::<u8>(GuestAddress(zp + 0x210)).unwrap(), 0xff);
     let (ia, is) = info.initrd.unwrap();
-    assert_eq!(m.read_obj::<u32>(GuestAddress(zp + 0x218)).unwrap() as u64, ia);
-    assert_eq!(m.read_obj::<u32>(GuestAddress(zp + 0x21c)).unwrap() as u64, is);
+    assert_eq!(
+        m.read_obj::<u32>(GuestAddress(zp + 0x218)).unwrap() as u64,
+        ia
+    );
+    assert_eq!(
+        m.read_obj::<u32>(GuestAddress(zp + 0x21c)).unwrap() as u64,
+        is
+    );
     assert_eq!(ia % 4096, 0);
     assert!(ia + is <= 64 << 20);
     assert_eq!(m.read_obj::<u8>(GuestAddress(ia + 4999)).unwrap(), 0x5a);
@@ -94,7 +110,10 @@ fn bad_kernels_get_clear_errors() {
     assert!(e.to_string().contains("unsupported kernel format"));
 
     let missing = load_linux(&m, &cfg("/nonexistent/vmlinuz".into(), None, "")).unwrap_err();
-    assert!(missing.to_string().contains("/nonexistent/vmlinuz"), "{missing}");
+    assert!(
+        missing.to_string().contains("/nonexistent/vmlinuz"),
+        "{missing}"
+    );
 
     // Truncated ELF: header promises a program header table that is not there.
     let mut elf = tiny_elf(0x20_0000, &[0x90; 16]);
@@ -117,7 +136,9 @@ fn bad_kernels_get_clear_errors() {
 fn debian_kernel() -> Option<PathBuf> {
     let dir = std::env::var_os("HAKO_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hako"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hako")
+        })
         .join("debian");
     let entries = std::fs::read_dir(dir).ok()?;
     for e in entries.flatten() {
@@ -144,7 +165,11 @@ fn debian_bzimage_gets_its_64bit_entry_and_setup_header() {
     assert_eq!(info.format, KernelFormat::BzImage);
     assert_eq!(info.entry, HIGH_MEMORY_START + 0x200);
     let zp = ZERO_PAGE_ADDR;
-    assert_eq!(m.read_obj::<u32>(GuestAddress(zp + 0x202)).unwrap(), 0x5372_6448, "HdrS copied");
+    assert_eq!(
+        m.read_obj::<u32>(GuestAddress(zp + 0x202)).unwrap(),
+        0x5372_6448,
+        "HdrS copied"
+    );
     assert_eq!(m.read_obj::<u8>(GuestAddress(zp + 0x210)).unwrap(), 0xff);
     // The protected-mode kernel starts where its setup header says it was linked to run.
     let startup: [u8; 2] = m.read_obj(GuestAddress(info.entry)).unwrap();

@@ -31,7 +31,13 @@ pub struct I8042 {
 
 impl I8042 {
     pub fn new(events: EventSink) -> Self {
-        I8042 { state: I8042State { command_byte: 0x30, ..Default::default() }, events }
+        I8042 {
+            state: I8042State {
+                command_byte: 0x30,
+                ..Default::default()
+            },
+            events,
+        }
     }
 
     pub fn state(&self) -> I8042State {
@@ -117,7 +123,10 @@ mod tests {
     fn dev() -> (I8042, Arc<Mutex<Vec<PlatformEvent>>>) {
         let ev = Arc::new(Mutex::new(Vec::new()));
         let e2 = ev.clone();
-        (I8042::new(Arc::new(move |e| e2.lock().unwrap().push(e))), ev)
+        (
+            I8042::new(Arc::new(move |e| e2.lock().unwrap().push(e))),
+            ev,
+        )
     }
 
     #[test]

@@ -77,10 +77,16 @@ pub struct Serial {
 
 impl Serial {
     pub fn new(irq: Arc<dyn IrqLine>, out: Box<dyn Write + Send>) -> Self {
-        Serial { uart: Uart::new(IrqTrigger(irq), out) }
+        Serial {
+            uart: Uart::new(IrqTrigger(irq), out),
+        }
     }
 
-    pub fn from_state(state: &SerialState, irq: Arc<dyn IrqLine>, out: Box<dyn Write + Send>) -> Self {
+    pub fn from_state(
+        state: &SerialState,
+        irq: Arc<dyn IrqLine>,
+        out: Box<dyn Write + Send>,
+    ) -> Self {
         // from_state only fails for an oversized input buffer; fall back to a fresh UART then.
         match Uart::from_state(&state.into(), IrqTrigger(irq.clone()), NoEvents, out) {
             Ok(uart) => Serial { uart },

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "hako", version, about = "Hakobune: a VMM with a KVM and an emulator accelerator")]
+#[command(
+    name = "hako",
+    version,
+    about = "Hakobune: a VMM with a KVM and an emulator accelerator"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Command,
@@ -29,7 +33,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HAKO_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("HAKO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use vmm::config::parse_size;
-use vmm::{AccelKind, ConsoleKind, DiskSpec, ExitReason, Machine, OnReboot, VirtioTransport, VmConfig};
+use vmm::{
+    AccelKind, ConsoleKind, DiskSpec, ExitReason, Machine, OnReboot, VirtioTransport, VmConfig,
+};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum AccelArg {
@@ -18,10 +20,12 @@ pub enum AccelArg {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Console: the guest's first serial port (COM1) is this terminal. \
+#[command(
+    after_help = "Console: the guest's first serial port (COM1) is this terminal. \
 When stdin is a terminal it is in raw mode; type Ctrl-A x to quit, Ctrl-A Ctrl-A to send Ctrl-A.\n\
 Exit status: 0 when the guest ends itself (reset, power-off, triple fault, or halts for good) \
-or is quit from the console; 1 with a one-line message when the VMM fails.")]
+or is quit from the console; 1 with a one-line message when the VMM fails."
+)]
 pub struct RunArgs {
     /// Kernel to boot: a bzImage or an ELF vmlinux, entered in 64-bit mode.
     #[arg(long, value_name = "PATH")]

@@ -8,18 +8,34 @@ use std::time::Duration;
 const ACCELS: &[&str] = &["kvm", "emu"];
 
 fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
 }
 
 /// Accelerators to run here (KVM only where /dev/kvm opens).
 fn accels() -> Vec<&'static str> {
-    ACCELS.iter().copied().filter(|a| *a != "kvm" || kvm_usable()).collect()
+    ACCELS
+        .iter()
+        .copied()
+        .filter(|a| *a != "kvm" || kvm_usable())
+        .collect()
 }
 
 /// Runs `hako run` with a watchdog so a hung guest fails the test instead of CI.
 fn hako_run(kernel: &Path, accel: &str, extra: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hako"))
-        .args(["run", "--kernel", kernel.to_str().unwrap(), "--accel", accel, "--memory", "128M"])
+        .args([
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--accel",
+            accel,
+            "--memory",
+            "128M",
+        ])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -70,11 +86,22 @@ fn hello_prints_cmdline_and_checksum_then_resets() {
     for accel in accels() {
         let o = hako_run(&elf, accel, &["--cmdline", "console=ttyS0 answer=42"]);
         let out = stdout(&o);
-        assert!(o.status.success(), "{accel}: status {:?}\nstdout:{out}\nstderr:{}", o.status, String::from_utf8_lossy(&o.stderr));
-        assert!(out.contains("hello: cmdline=\"console=ttyS0 answer=42\""), "{accel}: {out}");
+        assert!(
+            o.status.success(),
+            "{accel}: status {:?}\nstdout:{out}\nstderr:{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out.contains("hello: cmdline=\"console=ttyS0 answer=42\""),
+            "{accel}: {out}"
+        );
         let want = format!("hello: checksum=0x{:016x}", hello_checksum());
         let want_short = format!("hello: checksum=0x{:x}\n", hello_checksum());
-        assert!(out.contains(&want) || out.contains(&want_short), "{accel}: want {want}\n{out}");
+        assert!(
+            out.contains(&want) || out.contains(&want_short),
+            "{accel}: want {want}\n{out}"
+        );
         outputs.push((accel, out));
     }
     for w in outputs.windows(2) {
@@ -89,7 +116,12 @@ fn triple_fault_ends_the_vm_cleanly() {
     for accel in accels() {
         let o = hako_run(&elf, accel, &[]);
         let out = stdout(&o);
-        assert!(o.status.success(), "{accel}: {:?} {}", o.status, String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{accel}: {:?} {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(out.contains("triple: faulting"), "{accel}: {out}");
         assert!(!out.contains("still alive"), "{accel}: {out}");
         outputs.push(out);
@@ -103,11 +135,23 @@ fn smp_guest_starts_every_cpu() {
     let elf = test_guests::build("smp").expect("build guests/smp.c");
     let mut outputs = Vec::new();
     for accel in accels() {
-        let o = hako_run(&elf, accel, &["--cpus", "3", "--cmdline", "console=ttyS0 cpus=3"]);
+        let o = hako_run(
+            &elf,
+            accel,
+            &["--cpus", "3", "--cmdline", "console=ttyS0 cpus=3"],
+        );
         let out = stdout(&o);
-        assert!(o.status.success(), "{accel}: {:?} {}", o.status, String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{accel}: {:?} {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(out.contains("smp: total=3 CPUs"), "{accel}: {out}");
-        assert!(out.contains("smp: AP 1 up, ticket 0") && out.contains("smp: AP 2 up, ticket 1"), "{accel}: {out}");
+        assert!(
+            out.contains("smp: AP 1 up, ticket 0") && out.contains("smp: AP 2 up, ticket 1"),
+            "{accel}: {out}"
+        );
         outputs.push(out);
     }
     outputs.dedup();

@@ -25,10 +25,18 @@ fn malformed_kernel_is_rejected_before_boot() {
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), b"MZ not really a kernel").unwrap();
     for accel in ["kvm", "emu"] {
-        let (code, err) = run_fails(&["run", "--kernel", f.path().to_str().unwrap(), "--accel", accel]);
+        let (code, err) = run_fails(&[
+            "run",
+            "--kernel",
+            f.path().to_str().unwrap(),
+            "--accel",
+            accel,
+        ]);
         assert_eq!(code, 1, "{accel}: {err}");
         assert!(
-            err.contains("unsupported kernel format") || err.contains("not available") || err.contains("/dev/kvm"),
+            err.contains("unsupported kernel format")
+                || err.contains("not available")
+                || err.contains("/dev/kvm"),
             "{accel}: {err}"
         );
     }
@@ -42,7 +50,15 @@ fn bad_flags_are_usage_errors() {
     let (code, err) = run_fails(&["run", "--kernel", "x", "--accel", "tcg"]);
     assert_eq!(code, 2);
     assert!(err.contains("tcg"), "{err}");
-    let (code, err) = run_fails(&["run", "--kernel", "/dev/null", "--cpus", "0", "--accel", "emu"]);
+    let (code, err) = run_fails(&[
+        "run",
+        "--kernel",
+        "/dev/null",
+        "--cpus",
+        "0",
+        "--accel",
+        "emu",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("--cpus"), "{err}");
 }
@@ -50,7 +66,15 @@ fn bad_flags_are_usage_errors() {
 #[test]
 fn absurd_memory_is_a_clear_error() {
     let f = tempfile::NamedTempFile::new().unwrap();
-    let (code, err) = run_fails(&["run", "--kernel", f.path().to_str().unwrap(), "--memory", "64T", "--accel", "emu"]);
+    let (code, err) = run_fails(&[
+        "run",
+        "--kernel",
+        f.path().to_str().unwrap(),
+        "--memory",
+        "64T",
+        "--accel",
+        "emu",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("memory") || err.contains("kernel"), "{err}");
 }

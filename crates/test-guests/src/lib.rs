@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 /// The guests this crate knows about (each has a `guests/<name>.c`).
-pub const GUESTS: &[&str] = &["hello", "triple", "smp", "outloop"];
+pub const GUESTS: &[&str] = &["hello", "triple", "smp", "outloop", "virtio_hostile"];
 
 /// The repository's `guests/` folder.
 pub fn guests_dir() -> PathBuf {
@@ -33,6 +33,8 @@ const COMMON: &[&str] = &[
     "common/lib.c",
     "common/guest.h",
     "common/guest.ld",
+    "common/pci.h",
+    "common/virtio.h",
 ];
 
 /// Compiler and linker flags: freestanding, no SSE (the guests never enable it),

@@ -31,8 +31,16 @@ impl Bus {
         Self::default()
     }
 
-    pub fn insert(&mut self, base: u64, len: u64, dev: Arc<Mutex<dyn BusDevice>>) -> Result<(), BusError> {
-        let end = base.checked_add(len).filter(|_| len > 0).ok_or(BusError::BadRange { base, len })?;
+    pub fn insert(
+        &mut self,
+        base: u64,
+        len: u64,
+        dev: Arc<Mutex<dyn BusDevice>>,
+    ) -> Result<(), BusError> {
+        let end = base
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or(BusError::BadRange { base, len })?;
         if let Some((&b, &(l, _))) = self.ranges.range(..end).next_back() {
             if b + l > base {
                 return Err(BusError::Overlap { base, len });
@@ -101,13 +109,18 @@ mod tests {
     #[test]
     fn routes_by_range_and_rejects_overlap() {
         let mut bus = Bus::new();
-        bus.insert(0x3f8, 8, Arc::new(Mutex::new(Reg(0x10)))).unwrap();
+        bus.insert(0x3f8, 8, Arc::new(Mutex::new(Reg(0x10))))
+            .unwrap();
         assert_eq!(
             bus.insert(0x3f0, 9, Arc::new(Mutex::new(Reg(0)))),
-            Err(BusError::Overlap { base: 0x3f0, len: 9 })
+            Err(BusError::Overlap {
+                base: 0x3f0,
+                len: 9
+            })
         );
         assert!(bus.insert(0x3ff, 1, Arc::new(Mutex::new(Reg(0)))).is_err());
-        bus.insert(0x400, 1, Arc::new(Mutex::new(Reg(0x20)))).unwrap();
+        bus.insert(0x400, 1, Arc::new(Mutex::new(Reg(0x20))))
+            .unwrap();
         let mut b = [0u8; 1];
         assert!(bus.read(0x3fa, &mut b));
         assert_eq!(b[0], 0x12);
@@ -116,6 +129,12 @@ mod tests {
         assert!(bus.write(0x3f8, &[5]));
         bus.read(0x3f8, &mut b);
         assert_eq!(b[0], 5);
-        assert_eq!(bus.insert(u64::MAX, 2, Arc::new(Mutex::new(Reg(0)))), Err(BusError::BadRange { base: u64::MAX, len: 2 }));
+        assert_eq!(
+            bus.insert(u64::MAX, 2, Arc::new(Mutex::new(Reg(0)))),
+            Err(BusError::BadRange {
+                base: u64::MAX,
+                len: 2
+            })
+        );
     }
 }

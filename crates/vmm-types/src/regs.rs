@@ -128,7 +128,10 @@ impl Segment {
             | ((self.s as u64) << 4)
             | ((self.dpl as u64 & 3) << 5)
             | ((self.present as u64) << 7);
-        let flags = (self.avl as u64) | ((self.l as u64) << 1) | ((self.db as u64) << 2) | ((self.g as u64) << 3);
+        let flags = (self.avl as u64)
+            | ((self.l as u64) << 1)
+            | ((self.db as u64) << 2)
+            | ((self.g as u64) << 3);
         (limit & 0xffff)
             | ((base & 0xff_ffff) << 16)
             | (access << 40)

@@ -61,10 +61,20 @@ impl std::str::FromStr for DiskSpec {
     /// `PATH[,format=raw|qcow2][,readonly=on|off][,serial=ID]`
     fn from_str(s: &str) -> Result<Self, String> {
         let mut parts = s.split(',');
-        let path = parts.next().filter(|p| !p.is_empty()).ok_or("--disk needs a path")?;
-        let mut d = DiskSpec { path: path.into(), format: None, read_only: false, serial: None };
+        let path = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or("--disk needs a path")?;
+        let mut d = DiskSpec {
+            path: path.into(),
+            format: None,
+            read_only: false,
+            serial: None,
+        };
         for opt in parts {
-            let (k, v) = opt.split_once('=').ok_or_else(|| format!("--disk option '{opt}' is not key=value"))?;
+            let (k, v) = opt
+                .split_once('=')
+                .ok_or_else(|| format!("--disk option '{opt}' is not key=value"))?;
             match k {
                 "format" => d.format = Some(v.parse()?),
                 "readonly" | "ro" => {
@@ -80,7 +90,11 @@ impl std::str::FromStr for DiskSpec {
                     }
                     d.serial = Some(v.into())
                 }
-                _ => return Err(format!("unknown --disk option '{k}' (known: format, readonly, serial)")),
+                _ => {
+                    return Err(format!(
+                        "unknown --disk option '{k}' (known: format, readonly, serial)"
+                    ))
+                }
             }
         }
         Ok(d)
@@ -137,13 +151,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
                 "M" => 1 << 20,
                 "G" => 1 << 30,
                 "T" => 1 << 40,
-                _ => return Err(format!("invalid size '{s}': unknown unit (use K, M, G or T)")),
+                _ => {
+                    return Err(format!(
+                        "invalid size '{s}': unknown unit (use K, M, G or T)"
+                    ))
+                }
             };
             (&s[..i], m)
         }
     };
-    let n: u64 = num.parse().map_err(|_| format!("invalid size '{s}': expected a number with an optional K/M/G/T suffix"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("invalid size '{s}': too large"))
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid size '{s}': expected a number with an optional K/M/G/T suffix")
+    })?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("invalid size '{s}': too large"))
 }
 
 #[cfg(test)]
@@ -165,7 +186,9 @@ mod tests {
     #[test]
     fn disk_specs() {
         use super::DiskSpec;
-        let d: DiskSpec = "/x/a.img,format=qcow2,readonly=on,serial=abc".parse().unwrap();
+        let d: DiskSpec = "/x/a.img,format=qcow2,readonly=on,serial=abc"
+            .parse()
+            .unwrap();
         assert_eq!(d.path, std::path::PathBuf::from("/x/a.img"));
         assert_eq!(d.format, Some(block::ImageFormat::Qcow2));
         assert!(d.read_only);

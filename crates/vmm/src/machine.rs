@@ -85,21 +85,29 @@ fn host_memory() -> Option<u64> {
 
 fn check(config: &VmConfig) -> Result<()> {
     if config.cpus == 0 || config.cpus > MAX_CPUS {
-        bail!("--cpus must be between 1 and {MAX_CPUS}, not {}", config.cpus);
+        bail!(
+            "--cpus must be between 1 and {MAX_CPUS}, not {}",
+            config.cpus
+        );
     }
     if config.memory < 16 << 20 {
         bail!("--memory must be at least 16M");
     }
     if let Some(host) = host_memory() {
         if config.memory > host {
-            bail!("--memory {} MiB is more than this host has ({} MiB)", config.memory >> 20, host >> 20);
+            bail!(
+                "--memory {} MiB is more than this host has ({} MiB)",
+                config.memory >> 20,
+                host >> 20
+            );
         }
     }
     if config.trace.is_some() && config.accel != AccelKind::Emu {
         bail!("--trace needs --accel emu");
     }
     // Check the files before allocating anything, so a typo fails fast.
-    std::fs::metadata(&config.kernel).with_context(|| format!("cannot read kernel {}", config.kernel.display()))?;
+    std::fs::metadata(&config.kernel)
+        .with_context(|| format!("cannot read kernel {}", config.kernel.display()))?;
     if let Some(i) = &config.initrd {
         std::fs::metadata(i).with_context(|| format!("cannot read initrd {}", i.display()))?;
     }
@@ -111,15 +119,26 @@ impl Machine {
     pub fn new(config: VmConfig, out: Box<dyn Write + Send>) -> Result<Machine> {
         check(&config)?;
         let out = Arc::new(Mutex::new(ConsoleOut(out)));
-        let mem = GuestMemory::from_ranges(&guest_ram_ranges(config.memory))
-            .with_context(|| format!("cannot allocate {} MiB of guest memory", config.memory >> 20))?;
+        let mem =
+            GuestMemory::from_ranges(&guest_ram_ranges(config.memory)).with_context(|| {
+                format!(
+                    "cannot allocate {} MiB of guest memory",
+                    config.memory >> 20
+                )
+            })?;
         let vm = create_vm(&config, mem.clone())?;
         let exit = Arc::new(ExitState::default());
 
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
-        let com1_irq: Arc<dyn IrqLine> = Arc::new(GsiLine { vm: vm.clone(), gsi: COM1_GSI });
-        let serial = Arc::new(Mutex::new(Serial::new(com1_irq, Box::new(SharedOut(out.clone())))));
+        let com1_irq: Arc<dyn IrqLine> = Arc::new(GsiLine {
+            vm: vm.clone(),
+            gsi: COM1_GSI,
+        });
+        let serial = Arc::new(Mutex::new(Serial::new(
+            com1_irq,
+            Box::new(SharedOut(out.clone())),
+        )));
         pio.insert(COM1_BASE as u64, 8, serial.clone())?;
 
         let ex = exit.clone();
@@ -145,7 +164,15 @@ impl Machine {
                 })
             }),
         );
-        let plat = platform::build(&config, &vm, &mem, &mut pio, &mut mmio, pm, Box::new(SharedOut(out)))?;
+        let plat = platform::build(
+            &config,
+            &vm,
+            &mem,
+            &mut pio,
+            &mut mmio,
+            pm,
+            Box::new(SharedOut(out)),
+        )?;
 
         let info = boot::load_linux(
             &mem,
@@ -162,7 +189,14 @@ impl Machine {
             ConsoleKind::Serial => Arc::new(move |b: &[u8]| lock(&serial).enqueue_input(b)),
             ConsoleKind::Virtio => plat.virtio_console_input,
         };
-        Ok(Machine { config, vm, buses: Arc::new(Buses { pio, mmio }), input, exit, boot_cpu: info.cpu })
+        Ok(Machine {
+            config,
+            vm,
+            buses: Arc::new(Buses { pio, mmio }),
+            input,
+            exit,
+            boot_cpu: info.cpu,
+        })
     }
 
     /// The name of the accelerator this VM runs on.

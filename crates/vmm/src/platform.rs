@@ -9,12 +9,12 @@ use anyhow::{Context, Result};
 use boot::acpi::{self, AcpiConfig, PciHostConfig, VirtioMmioConfig};
 use pci::layout::*;
 use pci::{BarAllocator, PciBarWindow, PciConfigIo, PciEcam, PciRoot};
-use vm_device::bus::lock;
-use vm_device::{Bus, BusDevice, IrqLine, MsiSink};
-use vm_memory::{Bytes, GuestAddress};
 use virtio::transport::mmio::VirtioMmioDevice;
 use virtio::transport::pci::VirtioPciDevice;
 use virtio::VirtioDevice;
+use vm_device::bus::lock;
+use vm_device::{Bus, BusDevice, IrqLine, MsiSink};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::config::{DiskSpec, VirtioTransport, VmConfig};
 use crate::irq::{GsiLine, VmMsi};
@@ -37,7 +37,10 @@ pub struct Platform {
 }
 
 fn line(vm: &Arc<dyn Vm>, gsi: u32) -> Arc<dyn IrqLine> {
-    Arc::new(GsiLine { vm: vm.clone(), gsi })
+    Arc::new(GsiLine {
+        vm: vm.clone(),
+        gsi,
+    })
 }
 
 /// Opens a `--disk`, checking it before the guest starts.
@@ -50,7 +53,11 @@ fn open_disk(d: &DiskSpec) -> Result<Arc<dyn block::Disk>> {
              (a guest could write an image header into a raw disk, so probed images never open backing files)"
         );
     }
-    let opts = block::OpenOptions { format: d.format, read_only: d.read_only, ..Default::default() };
+    let opts = block::OpenOptions {
+        format: d.format,
+        read_only: d.read_only,
+        ..Default::default()
+    };
     let disk = block::open(&d.path, &opts).with_context(|| format!("cannot open disk {shown}"))?;
     Ok(Arc::from(disk))
 }
@@ -67,7 +74,10 @@ struct Attacher<'a> {
 
 impl Attacher<'_> {
     /// Plugs `dev` in; returns a closure that processes host-side events of it.
-    fn attach<D: VirtioDevice + Send + 'static>(&mut self, dev: D) -> Result<Arc<dyn Fn() + Send + Sync>> {
+    fn attach<D: VirtioDevice + Send + 'static>(
+        &mut self,
+        dev: D,
+    ) -> Result<Arc<dyn Fn() + Send + Sync>> {
         match self.transport {
             VirtioTransport::Pci => {
                 let slot = self.root.reserve_slot()?;
@@ -85,9 +95,17 @@ impl Attacher<'_> {
                 }
                 let gsi = PLATFORM_GSI_BASE + n;
                 let base = PLATFORM_MMIO_BASE + n as u64 * PLATFORM_MMIO_STRIDE;
-                let t = Arc::new(Mutex::new(VirtioMmioDevice::new(dev, self.mem.clone(), line(self.vm, gsi))));
+                let t = Arc::new(Mutex::new(VirtioMmioDevice::new(
+                    dev,
+                    self.mem.clone(),
+                    line(self.vm, gsi),
+                )));
                 self.mmio.insert(base, PLATFORM_MMIO_STRIDE, t.clone())?;
-                self.mmio_devices.push(VirtioMmioConfig { base, size: PLATFORM_MMIO_STRIDE, gsi });
+                self.mmio_devices.push(VirtioMmioConfig {
+                    base,
+                    size: PLATFORM_MMIO_STRIDE,
+                    gsi,
+                });
                 Ok(Arc::new(move || lock(&t).process_event()))
             }
         }
@@ -104,21 +122,59 @@ pub fn build(
     pm: Arc<Mutex<dyn BusDevice>>,
     console_out: Box<dyn Write + Send>,
 ) -> Result<Platform> {
-    let disks: Vec<_> = cfg.disks.iter().map(|d| open_disk(d).map(|x| (d, x))).collect::<Result<_>>()?;
+    let disks: Vec<_> = cfg
+        .disks
+        .iter()
+        .map(|d| open_disk(d).map(|x| (d, x)))
+        .collect::<Result<_>>()?;
 
     let ram_end = vm_memory::GuestMemoryBackend::last_addr(mem).0 + 1;
     let mmio64 = mmio64_base(ram_end);
     let root = PciRoot::new(BarAllocator::new(mmio64));
-    pio.insert(PCI_CONFIG_IO_BASE as u64, PCI_CONFIG_IO_LEN as u64, Arc::new(Mutex::new(PciConfigIo::new(root.clone()))))?;
-    pio.insert(IO_BASE, IO_SIZE, Arc::new(Mutex::new(PciBarWindow::new(root.clone(), IO_BASE, true))))?;
-    mmio.insert(ECAM_BASE, ECAM_SIZE, Arc::new(Mutex::new(PciEcam::new(root.clone()))))?;
-    mmio.insert(MMIO32_BASE, MMIO32_SIZE, Arc::new(Mutex::new(PciBarWindow::new(root.clone(), MMIO32_BASE, false))))?;
-    mmio.insert(mmio64, MMIO64_SIZE, Arc::new(Mutex::new(PciBarWindow::new(root.clone(), mmio64, false))))?;
+    pio.insert(
+        PCI_CONFIG_IO_BASE as u64,
+        PCI_CONFIG_IO_LEN as u64,
+        Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+    )?;
+    pio.insert(
+        IO_BASE,
+        IO_SIZE,
+        Arc::new(Mutex::new(PciBarWindow::new(root.clone(), IO_BASE, true))),
+    )?;
+    mmio.insert(
+        ECAM_BASE,
+        ECAM_SIZE,
+        Arc::new(Mutex::new(PciEcam::new(root.clone()))),
+    )?;
+    mmio.insert(
+        MMIO32_BASE,
+        MMIO32_SIZE,
+        Arc::new(Mutex::new(PciBarWindow::new(
+            root.clone(),
+            MMIO32_BASE,
+            false,
+        ))),
+    )?;
+    mmio.insert(
+        mmio64,
+        MMIO64_SIZE,
+        Arc::new(Mutex::new(PciBarWindow::new(root.clone(), mmio64, false))),
+    )?;
     pio.insert(PM_BASE, PM_LEN, pm)?;
 
-    let mut a = Attacher { vm, mem, root: &root, mmio, transport: cfg.virtio, mmio_devices: Vec::new() };
+    let mut a = Attacher {
+        vm,
+        mem,
+        root: &root,
+        mmio,
+        transport: cfg.virtio,
+        mmio_devices: Vec::new(),
+    };
     for (i, (spec, disk)) in disks.into_iter().enumerate() {
-        let serial = spec.serial.clone().unwrap_or_else(|| format!("hako-disk{i}"));
+        let serial = spec
+            .serial
+            .clone()
+            .unwrap_or_else(|| format!("hako-disk{i}"));
         a.attach(virtio::blk::Blk::new(disk, &serial))?;
     }
     let (console, input) = virtio::console::Console::new(console_out);
@@ -143,12 +199,22 @@ pub fn build(
     });
     let tables = acpi::build(&acpi_cfg).context("cannot build the ACPI tables")?;
     for (addr, bytes) in &tables.blobs {
-        mem.write_slice(bytes, GuestAddress(*addr)).context("cannot write the ACPI tables")?;
+        mem.write_slice(bytes, GuestAddress(*addr))
+            .context("cannot write the ACPI tables")?;
     }
-    Ok(Platform { rsdp: tables.rsdp_addr, virtio_console_input })
+    Ok(Platform {
+        rsdp: tables.rsdp_addr,
+        virtio_console_input,
+    })
 }
 
 /// The ACPI PM block (power button, S5 power-off, reset register) on the SCI.
-pub fn pm_device(vm: &Arc<dyn Vm>, on_event: Box<dyn Fn(acpi::pm::PowerEvent) + Send>) -> Arc<Mutex<dyn BusDevice>> {
-    Arc::new(Mutex::new(acpi::pm::PmDevice::new(line(vm, SCI_GSI), on_event)))
+pub fn pm_device(
+    vm: &Arc<dyn Vm>,
+    on_event: Box<dyn Fn(acpi::pm::PowerEvent) + Send>,
+) -> Arc<Mutex<dyn BusDevice>> {
+    Arc::new(Mutex::new(acpi::pm::PmDevice::new(
+        line(vm, SCI_GSI),
+        on_event,
+    )))
 }

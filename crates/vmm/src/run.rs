@@ -40,7 +40,9 @@ impl ExitReason {
             ExitReason::Reset => "the guest reset itself".into(),
             ExitReason::PowerOff => "the guest powered off".into(),
             ExitReason::TripleFault => "the guest triple-faulted (shutdown)".into(),
-            ExitReason::AllHalted => "every vCPU halted with interrupts disabled; the guest has finished".into(),
+            ExitReason::AllHalted => {
+                "every vCPU halted with interrupts disabled; the guest has finished".into()
+            }
             ExitReason::ConsoleQuit => "quit from the console".into(),
             ExitReason::Error(e) => e.clone(),
         }
@@ -117,9 +119,12 @@ impl Machine {
         let ncpus = m.config.cpus;
         let mut vcpus = Vec::new();
         for id in 0..ncpus {
-            let mut v = m.vm.create_vcpu(id).with_context(|| format!("cannot create vCPU {id}"))?;
+            let mut v =
+                m.vm.create_vcpu(id)
+                    .with_context(|| format!("cannot create vCPU {id}"))?;
             if id == 0 {
-                v.set_state(&m.boot_cpu).context("cannot set the boot CPU's state")?;
+                v.set_state(&m.boot_cpu)
+                    .context("cannot set the boot CPU's state")?;
             }
             lock(&m.exit.kickers).push(v.kicker());
             vcpus.push(v);
@@ -176,7 +181,9 @@ fn route_stdin(interactive: bool, input: InputSink, exit: Arc<ExitState>) -> Res
                     interactive,
                     |mut bytes| {
                         while !bytes.is_empty() {
-                            let Some((sink, exit)) = lock(&r.target).clone() else { return };
+                            let Some((sink, exit)) = lock(&r.target).clone() else {
+                                return;
+                            };
                             if exit.reason().is_some() {
                                 return;
                             }

@@ -141,7 +141,12 @@ impl BlockCache {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
-                self.arena.push(Block { insns: Vec::new(), vstart: 0, bitness: 0, phys: u64::MAX });
+                self.arena.push(Block {
+                    insns: Vec::new(),
+                    vstart: 0,
+                    bitness: 0,
+                    phys: u64::MAX,
+                });
                 (self.arena.len() - 1) as BlockId
             }
         };
@@ -228,7 +233,12 @@ impl Cpu {
             }
             break;
         }
-        let b = Block { insns: std::mem::take(&mut insns), vstart: self.rip, bitness: self.bitness, phys };
+        let b = Block {
+            insns: std::mem::take(&mut insns),
+            vstart: self.rip,
+            bitness: self.bitness,
+            phys,
+        };
         if !bus.is_ram(phys) {
             // Not cacheable (ROM/MMIO): keep it in a scratch slot that is never looked up.
             return Ok(self.blocks.insert_uncached(b));
@@ -245,7 +255,23 @@ fn ends_block(i: &Instruction) -> bool {
         M::Mov if i.op0_register().is_cr()
     ) || matches!(
         i.mnemonic(),
-        M::Wrmsr | M::Lgdt | M::Lidt | M::Ltr | M::Lldt | M::Sti | M::Popf | M::Popfq | M::Invlpg | M::Hlt | M::Out | M::Outsb | M::Outsw | M::Outsd | M::In | M::Lmsw | M::Clts
+        M::Wrmsr
+            | M::Lgdt
+            | M::Lidt
+            | M::Ltr
+            | M::Lldt
+            | M::Sti
+            | M::Popf
+            | M::Popfq
+            | M::Invlpg
+            | M::Hlt
+            | M::Out
+            | M::Outsb
+            | M::Outsw
+            | M::Outsd
+            | M::In
+            | M::Lmsw
+            | M::Clts
     )
 }
 

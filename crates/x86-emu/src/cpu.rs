@@ -145,16 +145,31 @@ impl Cpu {
             flags: Flags::default(),
             seg: [data, cs, data, data, data, data],
             tr: Segment::tss(0, 0, 0xffff),
-            ldt: Segment { type_: 2, present: true, limit: 0xffff, ..Default::default() },
-            gdt: DescriptorTable { base: 0, limit: 0xffff },
-            idt: DescriptorTable { base: 0, limit: 0xffff },
+            ldt: Segment {
+                type_: 2,
+                present: true,
+                limit: 0xffff,
+                ..Default::default()
+            },
+            gdt: DescriptorTable {
+                base: 0,
+                limit: 0xffff,
+            },
+            idt: DescriptorTable {
+                base: 0,
+                limit: 0xffff,
+            },
             cr0: bits::CR0_ET | bits::CR0_NW | bits::CR0_CD,
             cr2: 0,
             cr3: 0,
             cr4: 0,
             efer: 0,
             dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
-            msrs: Msrs { pat: msr::PAT_RESET, misc_enable: 1, ..Default::default() },
+            msrs: Msrs {
+                pat: msr::PAT_RESET,
+                misc_enable: 1,
+                ..Default::default()
+            },
             fpu: FpuRegs::default(),
             cpl: 0,
             bitness: 16,
@@ -268,7 +283,11 @@ impl Cpu {
         self.cr3 = sr.cr3;
         self.cr4 = sr.cr4;
         self.efer = sr.efer;
-        self.cpl = if sr.cr0 & bits::CR0_PE != 0 { sr.cs.selector as u8 & 3 } else { 0 };
+        self.cpl = if sr.cr0 & bits::CR0_PE != 0 {
+            sr.cs.selector as u8 & 3
+        } else {
+            0
+        };
         let f = &s.fpu;
         for (d, src) in self.fpu.fpr.iter_mut().zip(f.fpr.iter()) {
             d.copy_from_slice(&src[..10]);
@@ -295,7 +314,11 @@ impl Cpu {
 
     /// Exports the architectural state (`apic_base` and `cr8` are the platform's).
     pub fn state(&self) -> CpuState {
-        let mut regs = Regs { rip: self.rip, rflags: self.flags.get(), ..Default::default() };
+        let mut regs = Regs {
+            rip: self.rip,
+            rflags: self.flags.get(),
+            ..Default::default()
+        };
         regs.set_gprs(self.gpr);
         let sregs = SpecialRegs {
             es: self.seg[ES],
@@ -346,7 +369,12 @@ impl Cpu {
             (TSC_OFFSET_PSEUDO_MSR, m.tsc_offset),
         ];
         msrs.extend(m.other.iter().copied());
-        CpuState { regs, sregs, fpu, msrs }
+        CpuState {
+            regs,
+            sregs,
+            fpu,
+            msrs,
+        }
     }
 }
 

@@ -7,6 +7,24 @@ pub const TSC_HZ: u64 = 1_000_000_000;
 /// Core crystal (and local APIC timer) frequency reported in leaf 0x15.
 pub const CRYSTAL_HZ: u64 = 1_000_000_000;
 
+/// IA32_ARCH_CAPABILITIES: RDCL_NO, SKIP_L1DFL_VMENTRY, SSB_NO, MDS_NO,
+/// IF_PSCHANGE_MC_NO, TAA_NO, SBDR_SSDP_NO, FBSDP_NO, PSDP_NO, BHI_NO,
+/// PBRSB_NO, GDS_NO, RFDS_NO, ITS_NO.
+pub const ARCH_CAPABILITIES: u64 = 1
+    | 1 << 3
+    | 1 << 4
+    | 1 << 5
+    | 1 << 6
+    | 1 << 8
+    | 1 << 13
+    | 1 << 14
+    | 1 << 15
+    | 1 << 20
+    | 1 << 24
+    | 1 << 26
+    | 1 << 27
+    | 1 << 62;
+
 /// CPUID.1:EDX bits.
 pub mod edx1 {
     pub const FPU: u32 = 1 << 0;
@@ -50,7 +68,11 @@ fn regs_from_str(s: &[u8; 12]) -> (u32, u32, u32) {
 
 impl CpuidModel {
     pub fn new(apic_id: u32) -> Self {
-        CpuidModel { apic_id, overrides: Vec::new(), tsc_deadline: false }
+        CpuidModel {
+            apic_id,
+            overrides: Vec::new(),
+            tsc_deadline: false,
+        }
     }
 
     /// The values of leaf `func`, subleaf `index`: (EAX, EBX, ECX, EDX).
@@ -72,13 +94,35 @@ impl CpuidModel {
                 if self.tsc_deadline {
                     ecx |= ecx1::TSC_DEADLINE;
                 }
-                let edx = FPU | PSE | TSC | MSR | PAE | CX8 | APIC | PGE | CMOV | PAT | CLFSH | MMX | FXSR | SSE | SSE2;
+                let edx = FPU
+                    | PSE
+                    | TSC
+                    | MSR
+                    | PAE
+                    | CX8
+                    | APIC
+                    | PGE
+                    | CMOV
+                    | PAT
+                    | CLFSH
+                    | MMX
+                    | FXSR
+                    | SSE
+                    | SSE2;
                 (eax, ebx, ecx, edx)
             }
             // Thermal/power: ARAT (APIC timer keeps running in deep C-states).
             6 => (1 << 2, 0, 0, 0),
+            // Structured extended features: TSC_ADJUST (EBX bit 1, lets Linux trust the
+            // invariant TSC without a watchdog) and IA32_ARCH_CAPABILITIES (EDX bit 29).
+            7 if index == 0 => (0, 1 << 1, 0, 1 << 29),
             0x15 => (1, (TSC_HZ / CRYSTAL_HZ) as u32, CRYSTAL_HZ as u32, 0),
-            0x16 => ((TSC_HZ / 1_000_000) as u32, (TSC_HZ / 1_000_000) as u32, 100, 0),
+            0x16 => (
+                (TSC_HZ / 1_000_000) as u32,
+                (TSC_HZ / 1_000_000) as u32,
+                100,
+                0,
+            ),
             0x4000_0000 => {
                 let (b, c, d) = regs_from_str(b"HakobuneEmu\0");
                 (0x4000_0000, b, c, d)
@@ -86,12 +130,24 @@ impl CpuidModel {
             0x8000_0000 => (0x8000_0008, 0, 0, 0),
             0x8000_0001 => {
                 // ECX: LAHF/SAHF in 64-bit mode. EDX: SYSCALL, NX, 1G pages, RDTSCP, LM.
-                (0, 0, 1, (1 << 11) | (1 << 20) | (1 << 26) | (1 << 27) | (1 << 29))
+                (
+                    0,
+                    0,
+                    1,
+                    (1 << 11) | (1 << 20) | (1 << 26) | (1 << 27) | (1 << 29),
+                )
             }
             0x8000_0002..=0x8000_0004 => {
                 let brand = b"Hakobune emulated x86-64 CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
                 let k = ((func - 0x8000_0002) * 16) as usize;
-                let w = |o: usize| u32::from_le_bytes([brand[k + o], brand[k + o + 1], brand[k + o + 2], brand[k + o + 3]]);
+                let w = |o: usize| {
+                    u32::from_le_bytes([
+                        brand[k + o],
+                        brand[k + o + 1],
+                        brand[k + o + 2],
+                        brand[k + o + 3],
+                    ])
+                };
                 (w(0), w(4), w(8), w(12))
             }
             // Invariant TSC.

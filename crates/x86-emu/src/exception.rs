@@ -69,7 +69,11 @@ impl Cpu {
                 Err(next) => {
                     let prev = first.unwrap_or(cur.vector);
                     if prev == 8 || cur.vector == 8 {
-                        tracing::warn!(vector = cur.vector, rip = format_args!("{:#x}", self.rip), "triple fault");
+                        tracing::warn!(
+                            vector = cur.vector,
+                            rip = format_args!("{:#x}", self.rip),
+                            "triple fault"
+                        );
                         return Some(StopReason::Shutdown);
                     }
                     let df = (is_contributory(prev) && is_contributory(next.vector))

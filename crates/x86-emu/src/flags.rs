@@ -78,7 +78,15 @@ pub struct Flags {
 
 impl Default for Flags {
     fn default() -> Self {
-        Flags { rflags: 2, op: FlagOp::None, size: 8, res: 0, a: 0, b: 0, aux: false }
+        Flags {
+            rflags: 2,
+            op: FlagOp::None,
+            size: 8,
+            res: 0,
+            a: 0,
+            b: 0,
+            aux: false,
+        }
     }
 }
 

@@ -47,7 +47,9 @@ pub struct Tlb {
 
 impl Default for Tlb {
     fn default() -> Self {
-        Tlb { entries: vec![Entry::default(); TLB_SIZE] }
+        Tlb {
+            entries: vec![Entry::default(); TLB_SIZE],
+        }
     }
 }
 
@@ -101,9 +103,19 @@ impl Cpu {
     /// Translates a linear address. `user` is whether the access is made with
     /// user privilege (CPL 3 and not an implicit supervisor access).
     #[inline]
-    pub(crate) fn translate(&mut self, bus: &mut dyn Bus, lin: u64, acc: Access, user: bool) -> XResult<u64> {
+    pub(crate) fn translate(
+        &mut self,
+        bus: &mut dyn Bus,
+        lin: u64,
+        acc: Access,
+        user: bool,
+    ) -> XResult<u64> {
         if self.cr0 & bits::CR0_PG == 0 {
-            return Ok(if self.efer & bits::EFER_LMA != 0 { lin } else { lin & 0xffff_ffff });
+            return Ok(if self.efer & bits::EFER_LMA != 0 {
+                lin
+            } else {
+                lin & 0xffff_ffff
+            });
         }
         let vpn = lin >> 12;
         let e = self.tlb.entries[vpn as usize % TLB_SIZE];
@@ -202,13 +214,23 @@ impl Cpu {
             flags |= E_GLOBAL;
         }
         let vpn = lin >> 12;
-        self.tlb.entries[vpn as usize % TLB_SIZE] = Entry { tag: vpn + 1, ppage: phys & !0xfff, flags };
+        self.tlb.entries[vpn as usize % TLB_SIZE] = Entry {
+            tag: vpn + 1,
+            ppage: phys & !0xfff,
+            flags,
+        };
         Ok(phys)
     }
 
     /// 32-bit paging without PAE (and PAE outside long mode), used only by
     /// mode-switch trampolines; no TLB caching.
-    fn walk_legacy(&mut self, bus: &mut dyn Bus, lin: u64, acc: Access, user: bool) -> XResult<u64> {
+    fn walk_legacy(
+        &mut self,
+        bus: &mut dyn Bus,
+        lin: u64,
+        acc: Access,
+        user: bool,
+    ) -> XResult<u64> {
         let lin = lin & 0xffff_ffff;
         if self.cr4 & bits::CR4_PAE != 0 {
             let pdpte = bus.read((self.cr3 & 0xffff_ffe0) + ((lin >> 30) & 3) * 8, 8);
@@ -256,7 +278,13 @@ impl Cpu {
     }
 
     /// Reads with explicit privilege (`user = false` for implicit supervisor accesses).
-    pub(crate) fn read_lin_as(&mut self, bus: &mut dyn Bus, lin: u64, size: usize, user: bool) -> XResult<u64> {
+    pub(crate) fn read_lin_as(
+        &mut self,
+        bus: &mut dyn Bus,
+        lin: u64,
+        size: usize,
+        user: bool,
+    ) -> XResult<u64> {
         if (lin & 0xfff) + size as u64 <= 0x1000 {
             let p = self.translate(bus, lin, Access::Read, user)?;
             Ok(bus.read(p, size))
@@ -266,7 +294,11 @@ impl Cpu {
             let p2 = self.translate(bus, lin.wrapping_add(first as u64), Access::Read, user)?;
             let mut v = 0u64;
             for k in 0..size {
-                let b = if k < first { bus.read(p1 + k as u64, 1) } else { bus.read(p2 + (k - first) as u64, 1) };
+                let b = if k < first {
+                    bus.read(p1 + k as u64, 1)
+                } else {
+                    bus.read(p2 + (k - first) as u64, 1)
+                };
                 v |= b << (8 * k);
             }
             Ok(v)
@@ -275,13 +307,26 @@ impl Cpu {
 
     /// Writes `size` bytes at a linear address with the current privilege.
     #[inline]
-    pub(crate) fn write_lin(&mut self, bus: &mut dyn Bus, lin: u64, size: usize, val: u64) -> XResult<()> {
+    pub(crate) fn write_lin(
+        &mut self,
+        bus: &mut dyn Bus,
+        lin: u64,
+        size: usize,
+        val: u64,
+    ) -> XResult<()> {
         let user = self.is_user();
         self.write_lin_as(bus, lin, size, val, user)
     }
 
     /// Writes with explicit privilege.
-    pub(crate) fn write_lin_as(&mut self, bus: &mut dyn Bus, lin: u64, size: usize, val: u64, user: bool) -> XResult<()> {
+    pub(crate) fn write_lin_as(
+        &mut self,
+        bus: &mut dyn Bus,
+        lin: u64,
+        size: usize,
+        val: u64,
+        user: bool,
+    ) -> XResult<()> {
         if (lin & 0xfff) + size as u64 <= 0x1000 {
             let p = self.translate(bus, lin, Access::Write, user)?;
             self.code_write_check(p);

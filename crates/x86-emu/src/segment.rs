@@ -52,7 +52,11 @@ impl Cpu {
     }
 
     /// Reads a 16-byte system descriptor (TSS/LDT in long mode).
-    pub(crate) fn load_system_descriptor(&mut self, bus: &mut dyn Bus, sel: u16) -> XResult<(Segment, u64)> {
+    pub(crate) fn load_system_descriptor(
+        &mut self,
+        bus: &mut dyn Bus,
+        sel: u16,
+    ) -> XResult<(Segment, u64)> {
         let a = self.descriptor_addr(sel)?;
         let d = self.read_lin_as(bus, a, 8, false)?;
         let mut s = decode_descriptor(d);
@@ -101,7 +105,11 @@ impl Cpu {
             return Err(Exc::gp(sel as u32 & !3));
         }
         if !d.present {
-            return Err(if idx == SS { Exc::ss(sel as u32 & !3) } else { Exc::new(11, Some(sel as u32 & !3)) });
+            return Err(if idx == SS {
+                Exc::ss(sel as u32 & !3)
+            } else {
+                Exc::new(11, Some(sel as u32 & !3))
+            });
         }
         // Set the accessed bit in the descriptor.
         if d.type_ & 1 == 0 {

@@ -63,7 +63,8 @@ fn mul_div_and_divide_error() {
         a.hlt().unwrap();
     });
     // #DE handler at CODE+0x800: mov r11d, 0xde; hlt.
-    bus.ram[(CODE + 0x800) as usize..(CODE + 0x807) as usize].copy_from_slice(&[0x41, 0xbb, 0xde, 0, 0, 0, 0xf4]);
+    bus.ram[(CODE + 0x800) as usize..(CODE + 0x807) as usize]
+        .copy_from_slice(&[0x41, 0xbb, 0xde, 0, 0, 0, 0xf4]);
     set_gate(&mut bus, 0, CODE + 0x800);
     assert_eq!(run(&mut cpu, &mut bus), StopReason::Halted);
     assert_eq!(cpu.gpr[8], 0x10_0000_0000);
@@ -92,12 +93,18 @@ fn rep_movs_and_page_fault() {
     let _ = code_len;
     set_gate(&mut bus, 14, CODE + 0x800);
     assert_eq!(run(&mut cpu, &mut bus), StopReason::Halted);
-    assert_eq!(&bus.ram[0x30_1000..0x30_1000 + 100], &bus.ram[0x30_0000..0x30_0000 + 100].to_vec()[..]);
+    assert_eq!(
+        &bus.ram[0x30_1000..0x30_1000 + 100],
+        &bus.ram[0x30_0000..0x30_0000 + 100].to_vec()[..]
+    );
     assert_eq!(cpu.gpr[1], 0);
     assert_eq!(cpu.cr2, 0x7000_0000);
     // Error code 0 (not present, read, supervisor) on the stack, RIP at the faulting mov.
     let stk = cpu.gpr[4] as usize;
-    assert_eq!(u64::from_le_bytes(bus.ram[stk..stk + 8].try_into().unwrap()), 0);
+    assert_eq!(
+        u64::from_le_bytes(bus.ram[stk..stk + 8].try_into().unwrap()),
+        0
+    );
 }
 
 #[test]

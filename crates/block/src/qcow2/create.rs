@@ -75,7 +75,7 @@ pub(super) fn create(storage: &dyn Storage, o: &CreateOptions) -> Result<()> {
     if l1_entries * 8 > MAX_L1_BYTES {
         return Err(invalid(format!("size {size} needs too large an L1 table")));
     }
-    let l1_clusters = (l1_entries * 8).div_ceil(cs).max(1);
+    let l1_clusters = (l1_entries * 8).div_ceil(cs);
     let per_block = (cs * 8) >> o.refcount_order;
     // Fixed point: refcount blocks must cover every metadata cluster including
     // themselves and the table.

@@ -325,12 +325,20 @@ impl Inner {
                     false
                 }
             };
-            if ok {
-                let c = cur_cluster / cs;
-                let r = self.refcount(c)?;
+            let c = cur_cluster / cs;
+            let r = self.refcount(c)?;
+            if ok && r < super::refcount::rc_max(self.h.refcount_order) {
                 self.set_refcount(c, r + 1)?;
                 self.compress_cursor = Some(cur + len);
                 return Ok(cur);
+            }
+            if ok && extra > 0 {
+                // Narrow refcounts cannot count another sharer: undo, start afresh.
+                let got = cur_cluster + cs;
+                for i in 0..extra {
+                    self.set_refcount((got + i * cs) / cs, 0)?;
+                }
+                self.free_hint = self.free_hint.min(got / cs);
             }
         }
         let n = len.div_ceil(cs);

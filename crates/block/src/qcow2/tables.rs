@@ -292,10 +292,11 @@ impl Inner {
                         let n = chunk_end.min(b.size()) - pos;
                         let (s, m) = b.block_status(pos, n)?;
                         if m < n {
-                            // Mixed inside this cluster: report what we know precisely.
+                            // Mixed inside this cluster: stop where the status changes.
                             return Ok(match status {
                                 None => (s, m),
-                                Some(_) => (status.expect("set"), pos - offset),
+                                Some(prev) if prev == s => (prev, pos - offset + m),
+                                Some(prev) => (prev, pos - offset),
                             });
                         }
                         s

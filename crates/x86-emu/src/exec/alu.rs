@@ -40,7 +40,8 @@ impl Cpu {
             OpKind::Memory => {
                 let a = self.ea(i);
                 if i.has_lock_prefix() || force_lock {
-                    self.rmw_lin(bus, a, size as usize, f).map(|v| v & mask(size))
+                    self.rmw_lin(bus, a, size as usize, f)
+                        .map(|v| v & mask(size))
                 } else {
                     let old = self.read_lin(bus, a, size as usize)?;
                     let new = f(old);
@@ -61,7 +62,8 @@ impl Cpu {
         if matches!(mn, M::Cmp | M::Test) {
             let a = self.rd(bus, i, 0, size)?;
             if mn == M::Cmp {
-                self.flags.set(FlagOp::Sub, size, a.wrapping_sub(src), a, src);
+                self.flags
+                    .set(FlagOp::Sub, size, a.wrapping_sub(src), a, src);
             } else {
                 self.flags.set(FlagOp::Logic, size, a & src, 0, 0);
             }
@@ -83,8 +85,12 @@ impl Cpu {
         let res = op(old);
         match mn {
             M::Add => self.flags.set(FlagOp::Add, size, res, old, src),
-            M::Adc => self.flags.set_carry(FlagOp::Adc, size, res, old, src, cin != 0),
-            M::Sbb => self.flags.set_carry(FlagOp::Sbb, size, res, old, src, cin != 0),
+            M::Adc => self
+                .flags
+                .set_carry(FlagOp::Adc, size, res, old, src, cin != 0),
+            M::Sbb => self
+                .flags
+                .set_carry(FlagOp::Sbb, size, res, old, src, cin != 0),
             M::Sub => self.flags.set(FlagOp::Sub, size, res, old, src),
             _ => self.flags.set(FlagOp::Logic, size, res, 0, 0),
         }
@@ -132,7 +138,11 @@ impl Cpu {
         let size = self.op_size(i, 0);
         let bits = size as u32 * 8;
         let m = mask(size);
-        let cnt_raw = if i.op_count() > 1 { self.rd(bus, i, 1, 1)? } else { 1 };
+        let cnt_raw = if i.op_count() > 1 {
+            self.rd(bus, i, 1, 1)?
+        } else {
+            1
+        };
         let cnt = (cnt_raw & if size == 8 { 63 } else { 31 }) as u32;
         if cnt == 0 {
             // Still touch the operand for fault semantics.
@@ -146,12 +156,20 @@ impl Cpu {
         let (res, cf, of, szp) = match mn {
             M::Shl | M::Sal => {
                 let r = ((v as u128) << cnt) as u64 & m;
-                let cf = if cnt <= bits { (v >> (bits - cnt)) & 1 != 0 } else { false };
+                let cf = if cnt <= bits {
+                    (v >> (bits - cnt)) & 1 != 0
+                } else {
+                    false
+                };
                 (r, cf, (r & sb != 0) != cf, true)
             }
             M::Shr => {
                 let r = if cnt >= 64 { 0 } else { v >> cnt };
-                let cf = if cnt - 1 < 64 { (v >> (cnt - 1)) & 1 != 0 } else { false };
+                let cf = if cnt - 1 < 64 {
+                    (v >> (cnt - 1)) & 1 != 0
+                } else {
+                    false
+                };
                 (r, cf, v & sb != 0, true)
             }
             M::Sar => {
@@ -162,13 +180,21 @@ impl Cpu {
             }
             M::Rol => {
                 let c = cnt % bits;
-                let r = if c == 0 { v } else { ((v << c) | (v >> (bits - c))) & m };
+                let r = if c == 0 {
+                    v
+                } else {
+                    ((v << c) | (v >> (bits - c))) & m
+                };
                 let cf = r & 1 != 0;
                 (r, cf, (r & sb != 0) != cf, false)
             }
             M::Ror => {
                 let c = cnt % bits;
-                let r = if c == 0 { v } else { ((v >> c) | (v << (bits - c))) & m };
+                let r = if c == 0 {
+                    v
+                } else {
+                    ((v >> c) | (v << (bits - c))) & m
+                };
                 let cf = r & sb != 0;
                 (r, cf, (r & sb != 0) != (r & (sb >> 1) != 0), false)
             }
@@ -305,7 +331,8 @@ impl Cpu {
             }
             (q as u64, (n % d as u128) as u64)
         } else {
-            let n = ((((hi as u128) << bits) | lo as u128) << (128 - 2 * bits)) as i128 >> (128 - 2 * bits);
+            let n = ((((hi as u128) << bits) | lo as u128) << (128 - 2 * bits)) as i128
+                >> (128 - 2 * bits);
             let dv = sext(d, size) as i128;
             if n == i128::MIN && dv == -1 {
                 return Err(Exc::de());
@@ -340,7 +367,9 @@ impl Cpu {
         let off_raw = self.rd(bus, i, 1, size)?;
         let (bit, addr) = if i.op_kind(0) == OpKind::Memory && i.op_kind(1) == OpKind::Register {
             let so = sext(off_raw, size);
-            let a = self.ea(i).wrapping_add(((so >> (bits.trailing_zeros())) * size as i64) as u64);
+            let a = self
+                .ea(i)
+                .wrapping_add(((so >> (bits.trailing_zeros())) * size as i64) as u64);
             ((so as u64) & (bits - 1), Some(a))
         } else {
             (off_raw & (bits - 1), None)
@@ -431,7 +460,11 @@ impl Cpu {
             return Ok(());
         }
         // iced puts the memory operand first or second; normalise.
-        let (mem, reg) = if i.op_kind(0) == OpKind::Memory { (0, 1) } else { (1, 0) };
+        let (mem, reg) = if i.op_kind(0) == OpKind::Memory {
+            (0, 1)
+        } else {
+            (1, 0)
+        };
         let r = i.op_register(reg);
         let v = self.reg(r);
         let a = self.ea(i);
@@ -454,9 +487,16 @@ impl Cpu {
             }
             d
         } else {
-            self.rmw0(bus, i, size, false, &mut |d| if d & m == acc { src } else { d })? & m
+            self.rmw0(bus, i, size, false, &mut |d| {
+                if d & m == acc {
+                    src
+                } else {
+                    d
+                }
+            })? & m
         };
-        self.flags.set(FlagOp::Sub, size, acc.wrapping_sub(old), acc, old);
+        self.flags
+            .set(FlagOp::Sub, size, acc.wrapping_sub(old), acc, old);
         if old != acc {
             match size {
                 1 => self.gpr[RAX] = (self.gpr[RAX] & !0xff) | old,

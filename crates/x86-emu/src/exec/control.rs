@@ -12,10 +12,10 @@ use crate::flags::{self, mask};
 fn loop_counter_size(c: Code) -> u8 {
     use Code::*;
     match c {
-        Loop_rel8_16_CX | Loop_rel8_32_CX | Loope_rel8_16_CX | Loope_rel8_32_CX | Loopne_rel8_16_CX
-        | Loopne_rel8_32_CX => 2,
-        Loop_rel8_16_RCX | Loop_rel8_64_RCX | Loope_rel8_16_RCX | Loope_rel8_64_RCX | Loopne_rel8_16_RCX
-        | Loopne_rel8_64_RCX => 8,
+        Loop_rel8_16_CX | Loop_rel8_32_CX | Loope_rel8_16_CX | Loope_rel8_32_CX
+        | Loopne_rel8_16_CX | Loopne_rel8_32_CX => 2,
+        Loop_rel8_16_RCX | Loop_rel8_64_RCX | Loope_rel8_16_RCX | Loope_rel8_64_RCX
+        | Loopne_rel8_16_RCX | Loopne_rel8_64_RCX => 8,
         _ => 4,
     }
 }
@@ -28,7 +28,11 @@ impl Cpu {
     /// Masks a branch target to the operand size outside 64-bit mode.
     #[inline]
     fn branch_to(&mut self, target: u64, size: u8) -> XResult<()> {
-        let t = if self.bitness == 64 { target } else { target & mask(size.min(4)) };
+        let t = if self.bitness == 64 {
+            target
+        } else {
+            target & mask(size.min(4))
+        };
         if self.bitness == 64 && !canonical(t) {
             return Err(Exc::gp(0));
         }
@@ -69,7 +73,11 @@ impl Cpu {
                 Ok(())
             }
             M::Ret => {
-                let ss = if self.bitness == 64 { 8 } else { self.stack_op_size(i).min(4) };
+                let ss = if self.bitness == 64 {
+                    8
+                } else {
+                    self.stack_op_size(i).min(4)
+                };
                 let t = self.pop(bus, ss)?;
                 if i.op_count() > 0 {
                     let n = i.immediate(0);
@@ -147,7 +155,11 @@ impl Cpu {
             let fl = self.pop(bus, size)?;
             self.load_real_seg(CS, cs);
             self.rip = ip;
-            let keep = if size == 2 { !0xffffu64 } else { flags::VM | flags::VIF | flags::VIP };
+            let keep = if size == 2 {
+                !0xffffu64
+            } else {
+                flags::VM | flags::VIF | flags::VIP
+            };
             self.flags.load((self.flags.get() & keep) | (fl & !keep));
             return Ok(());
         }
@@ -160,9 +172,15 @@ impl Cpu {
         }
         let long = self.efer & bits::EFER_LMA != 0;
         let (sp, ss) = if long || new_cpl > self.cpl {
-            (self.peek(bus, 3 * size as u64, size)?, self.peek(bus, 4 * size as u64, size)? as u16)
+            (
+                self.peek(bus, 3 * size as u64, size)?,
+                self.peek(bus, 4 * size as u64, size)? as u16,
+            )
         } else {
-            (self.gpr[4].wrapping_add(3 * size as u64), self.seg[SS].selector)
+            (
+                self.gpr[4].wrapping_add(3 * size as u64),
+                self.seg[SS].selector,
+            )
         };
         let old_cpl = self.cpl;
         let iopl = ((self.flags.get() & flags::IOPL) >> 12) as u8;
@@ -183,7 +201,8 @@ impl Cpu {
             self.gpr[4] = sp;
         }
         // RFLAGS: IOPL changes only at CPL 0, IF only if CPL <= IOPL.
-        let mut changeable = flags::ARITH | flags::TF | flags::DF | flags::NT | flags::AC | flags::ID | flags::RF;
+        let mut changeable =
+            flags::ARITH | flags::TF | flags::DF | flags::NT | flags::AC | flags::ID | flags::RF;
         if old_cpl == 0 {
             changeable |= flags::IOPL | flags::IF;
         } else if old_cpl <= iopl {
@@ -197,9 +216,17 @@ impl Cpu {
         self.rip = ip;
         if new_cpl > old_cpl {
             // Null data segments the outer level may not use.
-            for s in [crate::cpu::DS, crate::cpu::ES, crate::cpu::FS, crate::cpu::GS] {
+            for s in [
+                crate::cpu::DS,
+                crate::cpu::ES,
+                crate::cpu::FS,
+                crate::cpu::GS,
+            ] {
                 let seg = &mut self.seg[s];
-                if seg.dpl < new_cpl && !(seg.type_ & 8 != 0 && seg.type_ & 4 != 0) && seg.selector & !3 != 0 {
+                if seg.dpl < new_cpl
+                    && !(seg.type_ & 8 != 0 && seg.type_ & 4 != 0)
+                    && seg.selector & !3 != 0
+                {
                     seg.selector = 0;
                     seg.unusable = true;
                 }
@@ -256,7 +283,11 @@ impl Cpu {
         ss.dpl = 3;
         self.seg[SS] = ss;
         self.cpl = 3;
-        self.rip = if to64 { self.gpr[RCX] } else { self.gpr[RCX] & 0xffff_ffff };
+        self.rip = if to64 {
+            self.gpr[RCX]
+        } else {
+            self.gpr[RCX] & 0xffff_ffff
+        };
         self.flags.load((self.gpr[11] & 0x3c_7fd7) | 2);
         self.update_mode();
         self.stop = true;
@@ -275,7 +306,11 @@ impl Cpu {
             let ip = self.peek(bus, 0, size)?;
             let cs = self.peek(bus, size as u64, size)? as u16;
             let imm = if i.op_count() > 0 { i.immediate(0) } else { 0 };
-            let new_cpl = if self.cr0 & bits::CR0_PE != 0 { (cs & 3) as u8 } else { 0 };
+            let new_cpl = if self.cr0 & bits::CR0_PE != 0 {
+                (cs & 3) as u8
+            } else {
+                0
+            };
             if new_cpl > self.cpl {
                 let sp = self.peek(bus, 2 * size as u64 + imm, size)?;
                 let ss = self.peek(bus, 3 * size as u64 + imm, size)? as u16;
@@ -322,7 +357,11 @@ impl Cpu {
         self.push(bus, size, rbp)?;
         let frame = self.gpr[4];
         for k in 1..level {
-            let v = self.read_lin(bus, self.lin(SS, rbp.wrapping_sub(k * size as u64)), size as usize)?;
+            let v = self.read_lin(
+                bus,
+                self.lin(SS, rbp.wrapping_sub(k * size as u64)),
+                size as usize,
+            )?;
             self.push(bus, size, v)?;
         }
         if level > 0 {

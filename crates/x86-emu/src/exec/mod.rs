@@ -102,7 +102,9 @@ impl Cpu {
     fn exec(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         match i.mnemonic() {
             M::Mov => self.mov(bus, i),
-            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => self.alu2(bus, i),
+            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => {
+                self.alu2(bus, i)
+            }
             M::Inc | M::Dec | M::Neg | M::Not => self.unary(bus, i),
             M::Lea => {
                 let v = self.ea_off(i);
@@ -138,26 +140,48 @@ impl Cpu {
                 let size = self.stack_op_size(i);
                 let save = self.gpr[4];
                 let v = self.pop(bus, size)?;
-                let r = if i.op_kind(0) == OpKind::Register && i.op_register(0).is_segment_register() {
-                    let idx = ops::seg_index(i.op_register(0));
-                    let r = self.load_seg(bus, idx, v as u16);
-                    if r.is_ok() && idx == SS {
-                        self.int_shadow = true;
-                    }
-                    r
-                } else {
-                    self.wr(bus, i, 0, size, v)
-                };
+                let r =
+                    if i.op_kind(0) == OpKind::Register && i.op_register(0).is_segment_register() {
+                        let idx = ops::seg_index(i.op_register(0));
+                        let r = self.load_seg(bus, idx, v as u16);
+                        if r.is_ok() && idx == SS {
+                            self.int_shadow = true;
+                        }
+                        r
+                    } else {
+                        self.wr(bus, i, 0, size, v)
+                    };
                 if r.is_err() {
                     self.gpr[4] = save;
                 }
                 r
             }
             M::Xchg => self.xchg(bus, i),
-            M::Nop | M::Pause | M::Lfence | M::Mfence | M::Sfence | M::Wbinvd | M::Invd | M::Prefetchnta
-            | M::Prefetcht0 | M::Prefetcht1 | M::Prefetcht2 | M::Prefetchw | M::Clflush | M::Clflushopt
-            | M::Endbr64 | M::Endbr32 => Ok(()),
-            M::Jmp | M::Call | M::Ret | M::Jrcxz | M::Jecxz | M::Jcxz | M::Loop | M::Loope | M::Loopne => {
+            M::Nop
+            | M::Pause
+            | M::Lfence
+            | M::Mfence
+            | M::Sfence
+            | M::Wbinvd
+            | M::Invd
+            | M::Prefetchnta
+            | M::Prefetcht0
+            | M::Prefetcht1
+            | M::Prefetcht2
+            | M::Prefetchw
+            | M::Clflush
+            | M::Clflushopt
+            | M::Endbr64
+            | M::Endbr32 => Ok(()),
+            M::Jmp
+            | M::Call
+            | M::Ret
+            | M::Jrcxz
+            | M::Jecxz
+            | M::Jcxz
+            | M::Loop
+            | M::Loope
+            | M::Loopne => {
                 if matches!(i.op_kind(0), OpKind::FarBranch16 | OpKind::FarBranch32)
                     || (i.op_kind(0) == OpKind::Memory && is_far_mem(i))
                 {
@@ -166,11 +190,39 @@ impl Cpu {
                     self.near_branch(bus, i)
                 }
             }
-            M::Ja | M::Jae | M::Jb | M::Jbe | M::Je | M::Jne | M::Jg | M::Jge | M::Jl | M::Jle | M::Jo | M::Jno
-            | M::Jp | M::Jnp | M::Js | M::Jns => self.near_branch(bus, i),
+            M::Ja
+            | M::Jae
+            | M::Jb
+            | M::Jbe
+            | M::Je
+            | M::Jne
+            | M::Jg
+            | M::Jge
+            | M::Jl
+            | M::Jle
+            | M::Jo
+            | M::Jno
+            | M::Jp
+            | M::Jnp
+            | M::Js
+            | M::Jns => self.near_branch(bus, i),
             M::Retf => self.far_branch(bus, i),
-            M::Cmova | M::Cmovae | M::Cmovb | M::Cmovbe | M::Cmove | M::Cmovne | M::Cmovg | M::Cmovge | M::Cmovl
-            | M::Cmovle | M::Cmovo | M::Cmovno | M::Cmovp | M::Cmovnp | M::Cmovs | M::Cmovns => {
+            M::Cmova
+            | M::Cmovae
+            | M::Cmovb
+            | M::Cmovbe
+            | M::Cmove
+            | M::Cmovne
+            | M::Cmovg
+            | M::Cmovge
+            | M::Cmovl
+            | M::Cmovle
+            | M::Cmovo
+            | M::Cmovno
+            | M::Cmovp
+            | M::Cmovnp
+            | M::Cmovs
+            | M::Cmovns => {
                 let size = self.op_size(i, 0);
                 let v = self.rd(bus, i, 1, size)?;
                 let take = self.flags.cond((i.condition_code() as u8).wrapping_sub(1));
@@ -183,12 +235,28 @@ impl Cpu {
                 }
                 Ok(())
             }
-            M::Seta | M::Setae | M::Setb | M::Setbe | M::Sete | M::Setne | M::Setg | M::Setge | M::Setl | M::Setle
-            | M::Seto | M::Setno | M::Setp | M::Setnp | M::Sets | M::Setns => {
+            M::Seta
+            | M::Setae
+            | M::Setb
+            | M::Setbe
+            | M::Sete
+            | M::Setne
+            | M::Setg
+            | M::Setge
+            | M::Setl
+            | M::Setle
+            | M::Seto
+            | M::Setno
+            | M::Setp
+            | M::Setnp
+            | M::Sets
+            | M::Setns => {
                 let v = self.flags.cond((i.condition_code() as u8).wrapping_sub(1)) as u64;
                 self.wr(bus, i, 0, 1, v)
             }
-            M::Shl | M::Sal | M::Shr | M::Sar | M::Rol | M::Ror | M::Rcl | M::Rcr => self.shift(bus, i),
+            M::Shl | M::Sal | M::Shr | M::Sar | M::Rol | M::Ror | M::Rcl | M::Rcr => {
+                self.shift(bus, i)
+            }
             M::Shld | M::Shrd => self.shift_double(bus, i),
             M::Mul | M::Imul => self.mul(bus, i),
             M::Div | M::Idiv => self.div(bus, i),
@@ -200,7 +268,11 @@ impl Cpu {
             M::Bswap => {
                 let r = i.op_register(0);
                 let v = self.reg(r);
-                let nv = if r.size() == 8 { v.swap_bytes() } else { (v as u32).swap_bytes() as u64 };
+                let nv = if r.size() == 8 {
+                    v.swap_bytes()
+                } else {
+                    (v as u32).swap_bytes() as u64
+                };
                 self.set_reg(r, nv);
                 Ok(())
             }
@@ -228,16 +300,28 @@ impl Cpu {
                 Ok(())
             }
             M::Cwd => {
-                let v = if self.gpr[RAX] & 0x8000 != 0 { 0xffff } else { 0 };
+                let v = if self.gpr[RAX] & 0x8000 != 0 {
+                    0xffff
+                } else {
+                    0
+                };
                 self.set_reg_sized(RDX, 2, v);
                 Ok(())
             }
             M::Cdq => {
-                self.gpr[RDX] = if self.gpr[RAX] & 0x8000_0000 != 0 { 0xffff_ffff } else { 0 };
+                self.gpr[RDX] = if self.gpr[RAX] & 0x8000_0000 != 0 {
+                    0xffff_ffff
+                } else {
+                    0
+                };
                 Ok(())
             }
             M::Cqo => {
-                self.gpr[RDX] = if (self.gpr[RAX] as i64) < 0 { u64::MAX } else { 0 };
+                self.gpr[RDX] = if (self.gpr[RAX] as i64) < 0 {
+                    u64::MAX
+                } else {
+                    0
+                };
                 Ok(())
             }
             M::Leave => self.leave(bus, i),
@@ -250,11 +334,34 @@ impl Cpu {
                 self.set_reg_sized(RAX, 1, v);
                 Ok(())
             }
-            M::Movsb | M::Movsw | M::Movsq | M::Stosb | M::Stosw | M::Stosd | M::Stosq | M::Lodsb | M::Lodsw
-            | M::Lodsd | M::Lodsq | M::Cmpsb | M::Cmpsw | M::Cmpsq | M::Scasb | M::Scasw | M::Scasd | M::Scasq
-            | M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd => {
-                if matches!(i.mnemonic(), M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd)
-                    && self.cr0 & vmm_types::bits::CR0_PE != 0
+            M::Movsb
+            | M::Movsw
+            | M::Movsq
+            | M::Stosb
+            | M::Stosw
+            | M::Stosd
+            | M::Stosq
+            | M::Lodsb
+            | M::Lodsw
+            | M::Lodsd
+            | M::Lodsq
+            | M::Cmpsb
+            | M::Cmpsw
+            | M::Cmpsq
+            | M::Scasb
+            | M::Scasw
+            | M::Scasd
+            | M::Scasq
+            | M::Insb
+            | M::Insw
+            | M::Insd
+            | M::Outsb
+            | M::Outsw
+            | M::Outsd => {
+                if matches!(
+                    i.mnemonic(),
+                    M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd
+                ) && self.cr0 & vmm_types::bits::CR0_PE != 0
                     && self.cpl > ((self.flags.rflags >> 12) & 3) as u8
                 {
                     return Err(Exc::gp(0));
@@ -268,8 +375,21 @@ impl Cpu {
             M::Sysret | M::Sysretq => self.sysret(i),
             M::Swapgs => self.swapgs(),
             M::Hlt => self.hlt(),
-            M::Cli | M::Sti | M::Pushf | M::Pushfd | M::Pushfq | M::Popf | M::Popfd | M::Popfq | M::Clc | M::Stc
-            | M::Cmc | M::Cld | M::Std | M::Lahf | M::Sahf => self.flag_ops(bus, i),
+            M::Cli
+            | M::Sti
+            | M::Pushf
+            | M::Pushfd
+            | M::Pushfq
+            | M::Popf
+            | M::Popfd
+            | M::Popfq
+            | M::Clc
+            | M::Stc
+            | M::Cmc
+            | M::Cld
+            | M::Std
+            | M::Lahf
+            | M::Sahf => self.flag_ops(bus, i),
             M::Cpuid => {
                 let (a, b, c, d) = self.cpuid.query(self.gpr[RAX] as u32, self.gpr[RCX] as u32);
                 self.gpr[RAX] = a as u64;
@@ -281,9 +401,19 @@ impl Cpu {
             M::Rdtsc | M::Rdtscp => self.rdtsc(bus, i),
             M::Rdmsr => self.rdmsr(bus),
             M::Wrmsr => self.wrmsr(bus),
-            M::Lgdt | M::Lidt | M::Sgdt | M::Sidt | M::Lldt | M::Sldt | M::Ltr | M::Str | M::Smsw | M::Lmsw
+            M::Lgdt
+            | M::Lidt
+            | M::Sgdt
+            | M::Sidt
+            | M::Lldt
+            | M::Sldt
+            | M::Ltr
+            | M::Str
+            | M::Smsw
+            | M::Lmsw
             | M::Invlpg => self.desc_tables(bus, i),
             M::Clts => self.clts(),
+            M::Verr | M::Verw => self.verrw(bus, i),
             M::In | M::Out => self.port_io(bus, i),
             M::Ud2 | M::Ud0 | M::Ud1 => Err(Exc::ud()),
             _ => self.sse_or_x87(bus, i),
@@ -314,7 +444,11 @@ impl Cpu {
             }
             if r1.is_segment_register() {
                 let v = self.seg[ops::seg_index(r1)].selector as u64;
-                let size = if i.op_kind(0) == OpKind::Register { self.op_size(i, 0) } else { 2 };
+                let size = if i.op_kind(0) == OpKind::Register {
+                    self.op_size(i, 0)
+                } else {
+                    2
+                };
                 return self.wr(bus, i, 0, size, v);
             }
         }
@@ -337,7 +471,12 @@ pub(crate) fn warn_unimplemented(i: &Instruction) {
     if let Ok(mut seen) = SEEN.lock() {
         if !seen.contains(&i.mnemonic()) {
             seen.push(i.mnemonic());
-            tracing::warn!("unimplemented instruction {:?} ({:?}) at {:#x}: #UD", i.mnemonic(), i.code(), i.ip());
+            tracing::warn!(
+                "unimplemented instruction {:?} ({:?}) at {:#x}: #UD",
+                i.mnemonic(),
+                i.code(),
+                i.ip()
+            );
         }
     }
 }

@@ -96,7 +96,13 @@ impl Cpu {
 
     /// Reads operand `n` as a `size`-byte value.
     #[inline]
-    pub(crate) fn rd(&mut self, bus: &mut dyn Bus, i: &Instruction, n: u32, size: u8) -> XResult<u64> {
+    pub(crate) fn rd(
+        &mut self,
+        bus: &mut dyn Bus,
+        i: &Instruction,
+        n: u32,
+        size: u8,
+    ) -> XResult<u64> {
         match i.op_kind(n) {
             OpKind::Register => Ok(self.reg(i.op_register(n))),
             OpKind::Memory => {
@@ -118,7 +124,14 @@ impl Cpu {
 
     /// Writes operand `n`.
     #[inline]
-    pub(crate) fn wr(&mut self, bus: &mut dyn Bus, i: &Instruction, n: u32, size: u8, v: u64) -> XResult<()> {
+    pub(crate) fn wr(
+        &mut self,
+        bus: &mut dyn Bus,
+        i: &Instruction,
+        n: u32,
+        size: u8,
+        v: u64,
+    ) -> XResult<()> {
         match i.op_kind(n) {
             OpKind::Register => {
                 self.set_reg(i.op_register(n), v);

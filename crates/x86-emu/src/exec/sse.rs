@@ -161,7 +161,8 @@ impl Cpu {
             _ => {}
         }
         // Only XMM forms from here on; MMX register forms are not implemented.
-        let uses_mmx = (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_mm());
+        let uses_mmx =
+            (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_mm());
         if uses_mmx || i.code().mnemonic() == M::INVALID {
             crate::exec::warn_unimplemented(i);
             return Err(Exc::ud());
@@ -180,7 +181,11 @@ impl Cpu {
             M::Movd | M::Movq => {
                 let v = self.xmm_op(bus, i, 1)?;
                 let v = if i.op_kind(1) == OpKind::Register && i.op_register(1).is_xmm() {
-                    let width = if mn == M::Movd { 0xffff_ffffu128 } else { u64::MAX as u128 };
+                    let width = if mn == M::Movd {
+                        0xffff_ffffu128
+                    } else {
+                        u64::MAX as u128
+                    };
                     v & width
                 } else {
                     v
@@ -194,7 +199,11 @@ impl Cpu {
                 let b = self.xmm_op(bus, i, 1)?;
                 if dst_reg && src_reg {
                     let a = self.fpu.xmm[i.op_register(0).number()];
-                    let r = if mn == M::Movss { simd::movss_merge(a, b) } else { simd::movsd_merge(a, b) };
+                    let r = if mn == M::Movss {
+                        simd::movss_merge(a, b)
+                    } else {
+                        simd::movsd_merge(a, b)
+                    };
                     self.fpu.xmm[i.op_register(0).number()] = r;
                     Ok(())
                 } else {
@@ -212,7 +221,11 @@ impl Cpu {
                     let a = self.ea(i);
                     let q = self.read_lin(bus, a, 8)? as u128;
                     let r = &mut self.fpu.xmm[i.op_register(0).number()];
-                    *r = if high { (*r & u64::MAX as u128) | (q << 64) } else { (*r & !(u64::MAX as u128)) | q };
+                    *r = if high {
+                        (*r & u64::MAX as u128) | (q << 64)
+                    } else {
+                        (*r & !(u64::MAX as u128)) | q
+                    };
                     Ok(())
                 }
             }
@@ -220,7 +233,11 @@ impl Cpu {
                 let d = i.op_register(0).number();
                 let b = self.fpu.xmm[i.op_register(1).number()];
                 let a = self.fpu.xmm[d];
-                self.fpu.xmm[d] = if mn == M::Movhlps { simd::movhlps(a, b) } else { simd::movlhps(a, b) };
+                self.fpu.xmm[d] = if mn == M::Movhlps {
+                    simd::movhlps(a, b)
+                } else {
+                    simd::movlhps(a, b)
+                };
                 Ok(())
             }
             M::Pmovmskb | M::Movmskps | M::Movmskpd => {
@@ -261,10 +278,22 @@ impl Cpu {
                 let b = self.xmm_op(bus, i, 1)?;
                 let imm = i.immediate(2) as u8;
                 let a = self.fpu.xmm[d];
-                self.fpu.xmm[d] = if mn == M::Shufps { simd::shufps(a, b, imm) } else { simd::shufpd(a, b, imm) };
+                self.fpu.xmm[d] = if mn == M::Shufps {
+                    simd::shufps(a, b, imm)
+                } else {
+                    simd::shufpd(a, b, imm)
+                };
                 Ok(())
             }
-            M::Psllw | M::Pslld | M::Psllq | M::Psrlw | M::Psrld | M::Psrlq | M::Psraw | M::Psrad | M::Pslldq
+            M::Psllw
+            | M::Pslld
+            | M::Psllq
+            | M::Psrlw
+            | M::Psrld
+            | M::Psrlq
+            | M::Psraw
+            | M::Psrad
+            | M::Pslldq
             | M::Psrldq => {
                 let d = i.op_register(0).number();
                 let a = self.fpu.xmm[d];

@@ -53,8 +53,15 @@ impl Cpu {
         let asz = addr_size(i);
         let am = mask(asz);
         let rep = i.has_rep_prefix() || i.has_repe_prefix() || i.has_repne_prefix();
-        let cmp_kind = matches!(mn, M::Cmpsb | M::Cmpsw | M::Cmpsd | M::Cmpsq | M::Scasb | M::Scasw | M::Scasd | M::Scasq);
-        let delta = if self.flags.rflags & DF != 0 { (es as u64).wrapping_neg() } else { es as u64 };
+        let cmp_kind = matches!(
+            mn,
+            M::Cmpsb | M::Cmpsw | M::Cmpsd | M::Cmpsq | M::Scasb | M::Scasw | M::Scasd | M::Scasq
+        );
+        let delta = if self.flags.rflags & DF != 0 {
+            (es as u64).wrapping_neg()
+        } else {
+            es as u64
+        };
         let src_seg = seg_index(i.memory_segment());
         let m = mask(es);
         loop {

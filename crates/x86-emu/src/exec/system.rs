@@ -146,6 +146,13 @@ impl Cpu {
             self.write_tsc(bus, v);
             return Ok(());
         }
+        if idx == IA32_TSC_ADJUST {
+            // Writing TSC_ADJUST moves the TSC by the difference.
+            let old = self.other_msr(idx).unwrap_or(0);
+            self.msrs.tsc_offset = self.msrs.tsc_offset.wrapping_add(v.wrapping_sub(old));
+            self.store_other_msr(idx, v);
+            return Ok(());
+        }
         if self.set_msr_local(idx, v) {
             return Ok(());
         }
@@ -178,7 +185,10 @@ impl Cpu {
             msr::IA32_BIOS_SIGN_ID | msr::IA32_MTRRCAP => 0,
             // Locked, VMX off: the OS must not try to configure it.
             msr::IA32_FEATURE_CONTROL => 1,
-            msr::IA32_MTRR_DEF_TYPE => self.other_msr(idx).unwrap_or(0),
+            msr::IA32_MTRR_DEF_TYPE | IA32_TSC_ADJUST => self.other_msr(idx).unwrap_or(0),
+            // IA32_ARCH_CAPABILITIES: not affected by the speculative-execution
+            // issues Linux would otherwise mitigate at a cost (an emulator has none).
+            0x10a => crate::cpuid::ARCH_CAPABILITIES,
             // MCG_CAP / MCG_STATUS: no machine-check banks.
             0x179 | 0x17a => 0,
             _ => {
@@ -191,7 +201,11 @@ impl Cpu {
     }
 
     fn other_msr(&self, idx: u32) -> Option<u64> {
-        self.msrs.other.iter().find(|(k, _)| *k == idx).map(|(_, v)| *v)
+        self.msrs
+            .other
+            .iter()
+            .find(|(k, _)| *k == idx)
+            .map(|(_, v)| *v)
     }
 
     /// Writes a CPU-local MSR; returns false if it is not one.
@@ -222,16 +236,27 @@ impl Cpu {
             crate::cpu::TSC_OFFSET_PSEUDO_MSR => self.msrs.tsc_offset = v,
             msr::IA32_BIOS_SIGN_ID | msr::IA32_FEATURE_CONTROL => {}
             // MTRR default type, fixed and variable ranges; MCG status.
-            0x2ff | 0x250 | 0x258 | 0x259 | 0x268..=0x26f | 0x200..=0x20f | 0x17a => {
-                if let Some(e) = self.msrs.other.iter_mut().find(|(k, _)| *k == idx) {
-                    e.1 = v;
-                } else {
-                    self.msrs.other.push((idx, v));
-                }
+            0x2ff
+            | 0x250
+            | 0x258
+            | 0x259
+            | 0x268..=0x26f
+            | 0x200..=0x20f
+            | 0x17a
+            | IA32_TSC_ADJUST => {
+                self.store_other_msr(idx, v);
             }
             _ => return false,
         }
         true
+    }
+
+    fn store_other_msr(&mut self, idx: u32, v: u64) {
+        if let Some(e) = self.msrs.other.iter_mut().find(|(k, _)| *k == idx) {
+            e.1 = v;
+        } else {
+            self.msrs.other.push((idx, v));
+        }
     }
 
     /// Writes IA32_TSC (sets the offset against the platform clock).
@@ -252,7 +277,11 @@ impl Cpu {
                 if bsize == 4 {
                     base &= 0xffff_ffff;
                 }
-                let t = if mn == M::Lgdt { &mut self.gdt } else { &mut self.idt };
+                let t = if mn == M::Lgdt {
+                    &mut self.gdt
+                } else {
+                    &mut self.idt
+                };
                 t.base = base;
                 t.limit = limit;
             }
@@ -266,7 +295,10 @@ impl Cpu {
                 self.require_cpl0()?;
                 let sel = self.rd(bus, i, 0, 2)? as u16;
                 if sel & !3 == 0 {
-                    self.ldt = vmm_types::Segment { unusable: true, ..Default::default() };
+                    self.ldt = vmm_types::Segment {
+                        unusable: true,
+                        ..Default::default()
+                    };
                 } else {
                     let (s, _) = self.load_system_descriptor(bus, sel)?;
                     if s.type_ != 2 {
@@ -289,12 +321,24 @@ impl Cpu {
                 self.tr = s;
             }
             M::Sldt | M::Str => {
-                let v = if mn == M::Sldt { self.ldt.selector } else { self.tr.selector } as u64;
-                let size = if i.op_kind(0) == OpKind::Register { self.op_size(i, 0) } else { 2 };
+                let v = if mn == M::Sldt {
+                    self.ldt.selector
+                } else {
+                    self.tr.selector
+                } as u64;
+                let size = if i.op_kind(0) == OpKind::Register {
+                    self.op_size(i, 0)
+                } else {
+                    2
+                };
                 self.wr(bus, i, 0, size, v)?;
             }
             M::Smsw => {
-                let size = if i.op_kind(0) == OpKind::Register { self.op_size(i, 0) } else { 2 };
+                let size = if i.op_kind(0) == OpKind::Register {
+                    self.op_size(i, 0)
+                } else {
+                    2
+                };
                 self.wr(bus, i, 0, size, self.cr0 & mask(size))?;
             }
             M::Lmsw => {
@@ -322,12 +366,20 @@ impl Cpu {
         self.stop = true;
         if i.mnemonic() == M::In {
             let size = i.op_register(0).size();
-            let port = if i.op_kind(1) == OpKind::Register { self.gpr[RDX] as u16 } else { i.immediate(1) as u16 };
+            let port = if i.op_kind(1) == OpKind::Register {
+                self.gpr[RDX] as u16
+            } else {
+                i.immediate(1) as u16
+            };
             let v = bus.io_in(port, size) as u64;
             self.set_reg_sized(RAX, size as u8, v);
         } else {
             let size = i.op_register(1).size();
-            let port = if i.op_kind(0) == OpKind::Register { self.gpr[RDX] as u16 } else { i.immediate(0) as u16 };
+            let port = if i.op_kind(0) == OpKind::Register {
+                self.gpr[RDX] as u16
+            } else {
+                i.immediate(0) as u16
+            };
             let v = self.gpr[RAX] & mask(size as u8);
             bus.io_out(port, size, v as u32);
         }
@@ -360,7 +412,8 @@ impl Cpu {
             M::Popf | M::Popfd | M::Popfq => {
                 let size = self.stack_op_size(i);
                 let v = self.pop(bus, size)?;
-                let mut changeable = flags::ARITH | flags::TF | flags::DF | flags::NT | flags::AC | flags::ID;
+                let mut changeable =
+                    flags::ARITH | flags::TF | flags::DF | flags::NT | flags::AC | flags::ID;
                 if self.cpl == 0 || self.cr0 & bits::CR0_PE == 0 {
                     changeable |= flags::IOPL | flags::IF;
                 } else if self.cpl <= self.iopl() {
@@ -393,6 +446,31 @@ impl Cpu {
             }
             _ => return Err(Exc::ud()),
         }
+        Ok(())
+    }
+
+    /// VERR/VERW: ZF=1 if the segment is readable/writable at the current privilege.
+    pub(crate) fn verrw(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
+        let sel = self.rd(bus, i, 0, 2)? as u16;
+        let ok = if sel & !3 == 0 {
+            false
+        } else {
+            match self.load_descriptor(bus, sel) {
+                Ok(d) => {
+                    let code = d.type_ & 8 != 0;
+                    let conforming = code && d.type_ & 4 != 0;
+                    let priv_ok = conforming || d.dpl >= self.cpl.max((sel & 3) as u8);
+                    let access = if i.mnemonic() == M::Verw {
+                        !code && d.type_ & 2 != 0
+                    } else {
+                        !code || d.type_ & 2 != 0
+                    };
+                    d.s && priv_ok && access
+                }
+                Err(_) => false,
+            }
+        };
+        self.flags.set_bits(flags::ZF, ok);
         Ok(())
     }
 
@@ -435,6 +513,9 @@ impl Cpu {
         Ok(())
     }
 }
+
+/// IA32_TSC_ADJUST.
+const IA32_TSC_ADJUST: u32 = 0x3b;
 
 fn warn_msr(what: &str, idx: u32) {
     tracing::debug!("{what} of unknown MSR {idx:#x}: #GP");

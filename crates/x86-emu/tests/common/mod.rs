@@ -66,7 +66,10 @@ pub fn machine(f: impl FnOnce(&mut CodeAssembler)) -> (Cpu, TestBus) {
     let mut a = CodeAssembler::new(64).unwrap();
     f(&mut a);
     let code = a.assemble(CODE).unwrap();
-    let mut bus = TestBus { ram: vec![0; RAM], io_log: Vec::new() };
+    let mut bus = TestBus {
+        ram: vec![0; RAM],
+        io_log: Vec::new(),
+    };
     bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
     // PML4 -> PDPT -> PD with 2 MiB pages covering RAM.
     bus.write(PML4, 8, 0x2000 | 7);
@@ -86,8 +89,14 @@ pub fn machine(f: impl FnOnce(&mut CodeAssembler)) -> (Cpu, TestBus) {
     s.sregs.fs = Segment::data(0x10);
     s.sregs.gs = Segment::data(0x10);
     s.sregs.tr = Segment::tss(0x18, 0, 0x67);
-    s.sregs.gdt = DescriptorTable { base: 0x5000, limit: 0x1f };
-    s.sregs.idt = DescriptorTable { base: 0x6000, limit: 0xfff };
+    s.sregs.gdt = DescriptorTable {
+        base: 0x5000,
+        limit: 0x1f,
+    };
+    s.sregs.idt = DescriptorTable {
+        base: 0x6000,
+        limit: 0xfff,
+    };
     s.sregs.cr0 = bits::CR0_PE | bits::CR0_PG | bits::CR0_ET | bits::CR0_WP;
     s.sregs.cr3 = PML4;
     s.sregs.cr4 = bits::CR4_PAE | bits::CR4_OSFXSR;
