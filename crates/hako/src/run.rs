@@ -120,7 +120,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
         }
         let interactive = matches!(term, Some(Some(_)));
         let reason = machine.run(interactive)?;
-        if reason == ExitReason::Reset && cfg.on_reboot == OnReboot::Restart {
+        if matches!(reason, ExitReason::Reset | ExitReason::TripleFault) && cfg.on_reboot == OnReboot::Restart {
             tracing::info!("the guest reset itself: booting it again");
             continue;
         }

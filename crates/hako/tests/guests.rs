@@ -157,3 +157,38 @@ fn smp_guest_starts_every_cpu() {
     outputs.dedup();
     assert_eq!(outputs.len(), 1, "accelerators disagree: {outputs:?}");
 }
+
+#[test]
+fn on_reboot_restart_boots_the_guest_again() {
+    use std::io::{BufRead, BufReader};
+    let elf = test_guests::build("hello").expect("build guests/hello.c");
+    for accel in accels() {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hako"))
+            .args(["run", "--kernel", elf.to_str().unwrap(), "--accel", accel, "--memory", "64M"])
+            .args(["--on-reboot", "restart"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut boots = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while boots < 3 && std::time::Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+                boots += line.starts_with("hello: cmdline=") as u32;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(boots, 3, "{accel}: the guest was not booted again after its reset");
+    }
+}

@@ -168,17 +168,41 @@ impl Inner {
         Ok(true)
     }
 
+    /// Whether cluster `c` holds the header, the refcount table or the L1 table. These
+    /// are never handed out, even if a corrupt image says their refcount is zero.
+    fn is_fixed_metadata(&self, c: u64) -> bool {
+        let cs = self.cs;
+        let inside = |off: u64, len: u64| c >= off / cs && c < (off + len).div_ceil(cs);
+        c == 0
+            || inside(
+                self.h.refcount_table_offset,
+                self.h.refcount_table_clusters as u64 * cs,
+            )
+            || inside(self.h.l1_table_offset, self.h.l1_size as u64 * 8)
+    }
+
     /// Allocates `n` contiguous free clusters with refcount 1; returns the host offset.
     pub(super) fn alloc_clusters(&mut self, n: u64) -> Result<u64> {
         let max_cluster = (1u64 << 56) / self.cs;
+        let mut restarts = 0;
         'search: loop {
+            restarts += 1;
+            if restarts > 64 {
+                // Each restart adds refcount metadata; a sane image needs a few.
+                return Err(self.invalid(
+                    "cannot allocate a cluster: refcount metadata is inconsistent",
+                ));
+            }
+            // Past the end of the file nothing is in use (everything allocated in this
+            // session counts in `file_len`), so the search never walks far.
+            let end = self.file_len.div_ceil(self.cs);
             let mut c = self.free_hint;
             let mut start = c;
             while c - start < n {
                 if c >= max_cluster {
                     return Err(self.invalid("image file would exceed the format's limit"));
                 }
-                if self.refcount(c)? != 0 {
+                if c < end && (self.is_fixed_metadata(c) || self.refcount(c)? != 0) {
                     start = c + 1;
                 }
                 c += 1;
