@@ -81,7 +81,16 @@ def build_blkbench():
         if r.returncode != 0:
             sys.exit(f"cannot build blkbench statically (is libc6-dev installed?):\n{r.stderr}")
         os.replace(out + ".tmp", out)
+        prune("blkbench-", out)
     return out
+
+
+def prune(prefix, keep):
+    """Removes the cache's older builds of the same kind."""
+    for name in os.listdir(CACHE):
+        path = os.path.join(CACHE, name)
+        if name.startswith(prefix) and path != keep and not name.endswith(".tmp"):
+            os.unlink(path)
 
 
 def build_initrd(base_initrd, blkbench):
@@ -109,6 +118,7 @@ def build_initrd(base_initrd, blkbench):
     with open(out + ".tmp", "wb") as f:
         f.write(base + tail)
     os.replace(out + ".tmp", out)
+    prune("initramfs-blk-", out)
     return out
 
 
@@ -123,7 +133,8 @@ def make_disk(path, mib):
 def run(cmd, timeout):
     """Runs cmd with a hard deadline. Returns (lines [(host_seconds, text)], stderr, rc, timed_out)."""
     start = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    env = dict(os.environ, HAKO_EMU_STATS="1")  # hako prints instructions/s where it supports it
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
     q = queue.Queue()
     err = []
 
@@ -178,9 +189,9 @@ def parse(lines, total):
             r["cpus_online"] = m.group(1)
         if m := re.search(r"blkbench: begin phase=(\w+)", s):
             begins[m.group(1)] = t
-        if m := re.search(r"blkbench: result phase=(\w+) bytes=(\d+) ops=(\d+) seconds=([0-9.]+)", s):
-            ph, nbytes, ops, secs = m.group(1), int(m.group(2)), int(m.group(3)), float(m.group(4))
-            secs = max(secs, 1e-9)
+        if m := re.search(r"blkbench: result phase=(\w+) bytes=(\d+) ops=(\d+) ns=(\d+)", s):
+            ph, nbytes, ops = m.group(1), int(m.group(2)), int(m.group(3))
+            secs = max(int(m.group(4)), 1) / 1e9
             r[ph] = nbytes / secs / 1e6 if ph.startswith("seq") else ops / secs
             if ph in begins:
                 hs = max(t - begins[ph], 1e-3)
@@ -236,6 +247,7 @@ ROWS = [  # key, label, format, rate (higher is better)
     ("host_rand_write", "  host-timed rand write", "{:.0f}", True),
     ("host_rand_read", "  host-timed rand read", "{:.0f}", True),
     ("total", "total wall (s)", "{:.2f}", False),
+    ("ips", "emulator instructions/s", "{:.3g}", True),
 ]
 
 
@@ -250,6 +262,8 @@ def table(title, hname, qname, res):
     print(f"{'metric':<28}{hname:>12}{qname:>12}{'ratio':>9}")
     for k, label, fmt, _ in ROWS:
         h, q = med("hako", k), med("qemu", k)
+        if h is None and q is None and k == "ips":
+            continue
         hs = fmt.format(h) if h is not None else "n/a"
         qs = fmt.format(q) if q is not None else "n/a"
         ratio = f"{h / q:.2f}" if h is not None and q else "n/a"
@@ -338,6 +352,8 @@ def main():
                     log(f"{label}: warning: guest saw {r.get('cpus')} cpus (online: {r.get('cpus_online')})")
                 if r.get("odirect") == 0:
                     log(f"{label}: warning: O_DIRECT refused in the guest; buffered I/O with fsync")
+                if m := re.search(r"instructions_per_second=([0-9.e+]+)", err):
+                    r["ips"] = float(m.group(1))
                 res[name].append(r)
                 print(f"{label}: init {r['t_init']:.2f}s (uptime {r.get('uptime_init', float('nan')):.2f}s, "
                       f"{r.get('cpus')} cpus), seq w/r {r['seq_write']:.1f}/{r['seq_read']:.1f} MB/s, "

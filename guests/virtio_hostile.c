@@ -1,20 +1,27 @@
 /* virtio_hostile: a driver that misbehaves on purpose. It finds the virtio-blk
- * PCI device, reads sector 0 properly, then breaks the device in every way a
- * guest can (bad descriptor chains, bad ring indices, a misprogrammed transport)
- * and after each case checks that the device reported the error (status byte,
- * DEVICE_NEEDS_RESET) instead of taking the VMM down, resets it and proves it
- * works again by reading sector 0 once more. Output is deterministic: requests
- * are processed synchronously when the doorbell is written. */
+ * device (PCI, or virtio-mmio with `mmio=1` on the command line), reads sector 0
+ * properly, then breaks the device in every way a guest can (bad descriptor
+ * chains, bad indirect tables, bad ring indices, a misprogrammed transport) and
+ * after each case prints what the device made of it (requests completed, status
+ * byte, device status with DEVICE_NEEDS_RESET, interrupt status), resets it and
+ * proves it works again by reading sector 0 once more. Then it checks that
+ * virtio-rng still works, and resets the machine.
+ *
+ * Command line: `ram_mib=N` (default 128) must match the VM's memory, `mmio=1`
+ * selects the virtio-mmio transport. Output is deterministic (the same on every
+ * accelerator): requests are processed synchronously when the doorbell is
+ * written. crates/hako/tests/virtio_hostile.rs holds what each case must do. */
 #include "common/guest.h"
 #include "common/virtio.h"
 
 #define QSIZE 8
 #define BLK_T_IN 0
-#define VIRTIO_F_VERSION_1 (1UL << 32)
 /* Far outside guest memory (and below the 48-bit canonical limit). */
 #define UNMAPPED 0x700000000000UL
-/* Polls of the used ring before deciding the device did not complete a request. */
-#define SPINS 1000
+/* TSC ticks (about a second) to wait for a request that neither completes nor
+ * breaks the device (this VMM completes requests during the doorbell write; QEMU
+ * does not). */
+#define WAIT (1UL << 31)
 
 static u8 ring_mem[4096] __attribute__((aligned(4096)));
 static u8 req_mem[4096] __attribute__((aligned(4096)));
@@ -25,11 +32,13 @@ static u8 rng_ring[4096] __attribute__((aligned(4096)));
 #define STATUS (req_mem + 0x400) /* status byte */
 #define EXTRA (req_mem + 0x600)  /* a spare device-readable buffer */
 #define RNG_BUF (req_mem + 0x800)
+#define INDIRECT (req_mem + 0xc00) /* an indirect descriptor table (64 entries) */
 
 static struct virtio_dev blk;
 static struct virtq q;
 static u8 sector0[16];
 static u32 failures;
+static u64 ram_end;
 
 static void say(const char *s)
 {
@@ -71,14 +80,20 @@ static u8 negotiate(void)
     return virtio_negotiate(&blk, VIRTIO_F_VERSION_1);
 }
 
-/* Full, correct bring-up with queue 0 of QSIZE entries. Returns the status. */
-static u8 bring_up(void)
+/* Full, correct bring-up with queue 0 of QSIZE entries, accepting `features`.
+ * Returns the status. */
+static u8 bring_up_with(u64 features)
 {
-    negotiate();
+    virtio_negotiate(&blk, features);
     virtq_layout(&blk, &q, 0, QSIZE, ring_mem);
     virtq_setup(&blk, &q);
     virtio_set_status(&blk, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER | VIRTIO_FEATURES_OK | VIRTIO_DRIVER_OK);
     return virtio_status(&blk);
+}
+
+static u8 bring_up(void)
+{
+    return bring_up_with(VIRTIO_F_VERSION_1);
 }
 
 /* A correct read of `sector` in descriptors 0 (header), 1 (data), 2 (status). */
@@ -98,7 +113,7 @@ static u16 submit(void)
 {
     u16 before = q.used->idx;
     virtq_submit(&q, 0);
-    return (u16)(virtq_wait_used(&q, (u16)(before + 1), SPINS) - before);
+    return (u16)(virtq_wait_used(&q, (u16)(before + 1), WAIT) - before);
 }
 
 /* Reads sector 0 through a freshly reset device; 0 on success, else a code. */
@@ -206,8 +221,8 @@ static u16 case_avail_jump(void)
     barrier();
     q.avail->idx = 1000;
     barrier();
-    *q.doorbell = 0;
-    return (u16)(virtq_wait_used(&q, 1, SPINS) - 0);
+    virtio_notify(&blk, 0);
+    return virtq_wait_used(&q, 1, WAIT);
 }
 
 /* (f) queue size 7 (not a power of two), then the queue is enabled and used. */
@@ -262,8 +277,10 @@ static u16 case_missing_queue(void)
 {
     bring_up();
     prepare_read(0);
-    *(volatile u16 *)(blk.notify + 7 * blk.notify_mul) = 7;
-    return (u16)(virtq_wait_used(&q, 1, SPINS) - 0);
+    /* PCI: queue N's notify offset would be N (the offsets of the existing queues
+     * are their indices on this VMM), so this is the doorbell a queue 7 would have. */
+    virtio_doorbell(&blk, 7, 7);
+    return virtq_wait_used(&q, 1, WAIT);
 }
 
 /* (k) a descriptor table at an address that is not 16-byte aligned. */
@@ -287,22 +304,189 @@ static u16 case_past_end(void)
     return submit();
 }
 
+/* An indirect read: descriptor 0 of the ring points at a table holding the
+ * header, data and status descriptors of prepare_read. */
+static void prepare_indirect_read(void)
+{
+    bring_up_with(VIRTIO_F_VERSION_1 | VIRTIO_F_INDIRECT_DESC);
+    prepare_read(0);
+    volatile struct vring_desc *t = (volatile struct vring_desc *)INDIRECT;
+    for (u32 i = 0; i < 3; i++) {
+        t[i].addr = q.desc[i].addr;
+        t[i].len = q.desc[i].len;
+        t[i].flags = q.desc[i].flags;
+        t[i].next = q.desc[i].next;
+    }
+    set_desc(0, (u64)INDIRECT, 3 * 16, VRING_DESC_F_INDIRECT, 0);
+    set_desc(1, 0, 0, 0, 0);
+    set_desc(2, 0, 0, 0, 0);
+}
+
+/* (m) a correct indirect read (the control for n-q). */
+static u16 case_indirect_ok(void)
+{
+    prepare_indirect_read();
+    return submit();
+}
+
+/* (n) an indirect table whose entries loop: 0 -> 1 -> 0. */
+static u16 case_indirect_loop(void)
+{
+    prepare_indirect_read();
+    volatile struct vring_desc *t = (volatile struct vring_desc *)INDIRECT;
+    t[1].flags = VRING_DESC_F_NEXT;
+    t[1].next = 0;
+    t[0].flags = VRING_DESC_F_NEXT;
+    t[0].next = 1;
+    return submit();
+}
+
+/* (o) an indirect descriptor inside an indirect table. */
+static u16 case_indirect_nested(void)
+{
+    prepare_indirect_read();
+    volatile struct vring_desc *t = (volatile struct vring_desc *)INDIRECT;
+    t[1].addr = (u64)INDIRECT;
+    t[1].len = 3 * 16;
+    t[1].flags = VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT;
+    return submit();
+}
+
+/* (p) an indirect table outside guest memory. */
+static u16 case_indirect_outside(void)
+{
+    prepare_indirect_read();
+    q.desc[0].addr = UNMAPPED;
+    return submit();
+}
+
+/* (q) an indirect table whose length is not a multiple of 16. */
+static u16 case_indirect_len(void)
+{
+    prepare_indirect_read();
+    q.desc[0].len = 40;
+    return submit();
+}
+
+/* (r) an available ring entry naming descriptor 200 of a queue of 8. */
+static u16 case_head_range(void)
+{
+    bring_up();
+    prepare_read(0);
+    q.avail->ring[0] = 200;
+    barrier();
+    q.next_avail = 1;
+    q.avail->idx = 1;
+    barrier();
+    virtio_notify(&blk, 0);
+    return virtq_wait_used(&q, 1, WAIT);
+}
+
+/* (s) the data buffer is the device's own BAR (MMIO, not RAM). */
+static u16 case_buffer_mmio(void)
+{
+    bring_up();
+    prepare_read(0);
+    q.desc[1].addr = (u64)blk.common;
+    return submit();
+}
+
+/* (t) a data buffer that wraps around the end of the address space. */
+static u16 case_buffer_wraps(void)
+{
+    bring_up();
+    prepare_read(0);
+    q.desc[1].addr = 0xffffffffffffff00UL;
+    return submit();
+}
+
+/* (u) a data buffer straddling the end of RAM. */
+static u16 case_buffer_ram_end(void)
+{
+    bring_up();
+    prepare_read(0);
+    q.desc[1].addr = ram_end - 256;
+    return submit();
+}
+
+/* (v) a queue size above the maximum (512 > 256). */
+static u16 case_queue_too_big(void)
+{
+    negotiate();
+    virtq_layout(&blk, &q, 0, QSIZE, ring_mem);
+    virtio_program_queue(&blk, 0, 512, (u64)q.desc, (u64)q.avail, (u64)q.used);
+    virtio_enable_queue(&blk, 0);
+    virtio_set_status(&blk, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER | VIRTIO_FEATURES_OK | VIRTIO_DRIVER_OK);
+    prepare_read(0);
+    return submit();
+}
+
+/* (w) the data buffer is the descriptor table itself: the device overwrites the
+ * chain it is executing (legal for the device, which copied it first). */
+static u16 case_data_over_ring(void)
+{
+    bring_up();
+    prepare_read(0);
+    q.desc[1].addr = (u64)q.desc;
+    return submit();
+}
+
+/* (x) MSI-X enabled with the configuration vector aimed at address 0, then a
+ * short header: the device's interrupt goes nowhere, the device still breaks. */
+static u16 case_msix_bogus(void)
+{
+    bring_up();
+    u32 cap;
+    for (cap = pci_first_cap(blk.pci_dev); cap; cap = pci_next_cap(blk.pci_dev, cap))
+        if (pci_read8(blk.pci_dev, 0, cap) == 0x11)
+            break;
+    if (!cap)
+        return 0xffff;
+    u32 table = pci_read32(blk.pci_dev, 0, cap + 4);
+    volatile u8 *t = (volatile u8 *)(pci_bar_addr(blk.pci_dev, table & 7) + (table & ~7u));
+    mmio_write32(t, 0, 0);  /* address low */
+    mmio_write32(t, 4, 0);  /* address high */
+    mmio_write32(t, 8, 0);  /* data: vector 0, fixed */
+    mmio_write32(t, 12, 0); /* unmasked */
+    u32 ctrl = pci_read32(blk.pci_dev, 0, cap);
+    pci_write32(blk.pci_dev, 0, cap, ctrl | (1u << 31)); /* MSI-X enable */
+    mmio_write16(blk.common, VC_MSIX_CONFIG, 0);
+    prepare_read(0);
+    q.desc[0].len = 8;
+    u16 used = submit();
+    pci_write32(blk.pci_dev, 0, cap, ctrl & ~(1u << 31));
+    return used;
+}
+
 static const struct {
     const char *name;
     u16 (*run)(void);
+    int pci_only;
 } cases[] = {
-    {"(a) descriptor loop", case_loop},
-    {"(b) buffer outside memory", case_outside},
-    {"(c) wrong direction", case_direction},
-    {"(d) short header", case_short_header},
-    {"(e) avail.idx=1000", case_avail_jump},
-    {"(f) queue size 7", case_queue_size},
-    {"(g) notify of disabled queue", case_notify_disabled},
-    {"(h) rings outside memory", case_rings_outside},
-    {"(i) DRIVER_OK without FEATURES_OK", case_no_features_ok},
-    {"(j) notify of queue 7", case_missing_queue},
-    {"(k) misaligned descriptor table", case_misaligned},
-    {"(l) sector past the end", case_past_end},
+    {"(a) descriptor loop", case_loop, 0},
+    {"(b) buffer outside memory", case_outside, 0},
+    {"(c) wrong direction", case_direction, 0},
+    {"(d) short header", case_short_header, 0},
+    {"(e) avail.idx=1000", case_avail_jump, 0},
+    {"(f) queue size 7", case_queue_size, 0},
+    {"(g) notify of disabled queue", case_notify_disabled, 0},
+    {"(h) rings outside memory", case_rings_outside, 0},
+    {"(i) DRIVER_OK without FEATURES_OK", case_no_features_ok, 0},
+    {"(j) notify of queue 7", case_missing_queue, 0},
+    {"(k) misaligned descriptor table", case_misaligned, 0},
+    {"(l) sector past the end", case_past_end, 0},
+    {"(m) indirect read", case_indirect_ok, 0},
+    {"(n) indirect loop", case_indirect_loop, 0},
+    {"(o) nested indirect table", case_indirect_nested, 0},
+    {"(p) indirect table outside memory", case_indirect_outside, 0},
+    {"(q) indirect table length 40", case_indirect_len, 0},
+    {"(r) head descriptor 200", case_head_range, 0},
+    {"(s) buffer in MMIO space", case_buffer_mmio, 0},
+    {"(t) buffer wrapping the address space", case_buffer_wraps, 0},
+    {"(u) buffer straddling the end of RAM", case_buffer_ram_end, 0},
+    {"(v) queue size 512", case_queue_too_big, 0},
+    {"(w) data over the descriptor table", case_data_over_ring, 0},
+    {"(x) MSI-X to address 0", case_msix_bogus, 1},
 };
 
 /* Another device must be unaffected: 16 bytes from virtio-rng. */
@@ -310,7 +494,7 @@ static void check_rng(void)
 {
     struct virtio_dev rng;
     struct virtq rq;
-    int err = virtio_probe(&rng, VIRTIO_ID_RNG);
+    int err = blk.mmio ? virtio_probe_mmio(&rng, 4) : virtio_probe(&rng, VIRTIO_ID_RNG);
     if (err) {
         failures++;
         say("virtio-rng not found\n");
@@ -324,7 +508,7 @@ static void check_rng(void)
     rq.desc[0].len = 16;
     rq.desc[0].flags = VRING_DESC_F_WRITE;
     virtq_submit(&rq, 0);
-    u16 used = virtq_wait_used(&rq, 1, SPINS);
+    u16 used = virtq_wait_used(&rq, 1, WAIT);
     say("virtio-rng: used=");
     put_dec(used);
     puts(" len=");
@@ -335,20 +519,31 @@ static void check_rng(void)
 
 void guest_main(const char *cmdline)
 {
-    (void)cmdline;
-    int err = virtio_probe(&blk, VIRTIO_ID_BLOCK);
+    ram_end = cmdline_u64(cmdline, "ram_mib=", 128) << 20;
+    int mmio = cmdline_u64(cmdline, "mmio=", 0) != 0;
+    int err = mmio ? virtio_probe_mmio(&blk, 2) : virtio_probe(&blk, VIRTIO_ID_BLOCK);
     if (err) {
         say("no usable virtio-blk device, error ");
         put_dec((u64)-err);
         putc('\n');
         reset();
     }
-    say("virtio-blk at 00:");
-    put_hex8((u8)blk.pci_dev);
-    puts(".0, ");
-    put_dec(mmio_read16(blk.common, VC_NUM_QUEUES));
-    puts(" queue(s), notify multiplier ");
-    put_dec(blk.notify_mul);
+    say("virtio-blk at ");
+    if (mmio) {
+        puts("virtio-mmio window ");
+        put_dec(blk.pci_dev);
+    } else {
+        puts("PCI 00:");
+        put_hex8((u8)blk.pci_dev);
+        puts(".0, ");
+        put_dec(mmio_read16(blk.common, VC_NUM_QUEUES));
+        puts(" queue(s), notify multiplier ");
+        put_dec(blk.notify_mul);
+    }
+    puts(", queue 0 max size ");
+    virtio_reset(&blk);
+    virtio_select_queue(&blk, 0);
+    put_dec(virtio_queue_max(&blk));
     putc('\n');
 
     u32 e = read_sector0(sector0);
@@ -367,6 +562,8 @@ void guest_main(const char *cmdline)
     putc('\n');
 
     for (u32 i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].pci_only && blk.mmio)
+            continue;
         u16 used = cases[i].run();
         report(cases[i].name, used);
         recover(cases[i].name);

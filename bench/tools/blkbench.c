@@ -10,14 +10,15 @@
  *   rand_read   RAND_OPS 4 KiB reads at other fixed-seed offsets in that range
  * One request in flight at a time (queue depth 1), O_DIRECT when the device accepts it
  * (else buffered with fsync and BLKFLSBUF before each read phase), so every request
- * reaches the virtual device. Times come from CLOCK_MONOTONIC in the guest.
+ * reaches the virtual device. Times come from CLOCK_MONOTONIC in the guest,
+ * printed as integer nanoseconds (the tool uses no floating point).
  *
  * Every 4 KiB sector carries a tag derived from its offset in its first and last
  * 8 bytes; both read phases check them, so a device that returns wrong data is
  * reported (verify_errors) instead of silently looking fast.
  *
  * Output: one parseable line per phase, e.g.
- *   blkbench: result phase=seq_read bytes=67108864 ops=64 seconds=0.512 mbps=131.07 iops=125.0
+ *   blkbench: result phase=seq_read bytes=268435456 ops=256 ns=512000000
  * plus "blkbench: begin phase=..." before each phase (the host timestamps these) and
  * "blkbench: done verify_errors=N". Exit status 0 when all phases ran and verified.
  */
@@ -40,11 +41,13 @@ static int fd;
 static int direct;
 static long verify_errors;
 
-static double now(void)
+/* Integer nanoseconds: no floating point anywhere, so the tool runs on an emulator
+ * that does not implement SSE arithmetic yet; the host computes the rates. */
+static uint64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static uint64_t tag(uint64_t off)
@@ -133,12 +136,10 @@ static void begin(const char *phase)
     fflush(stdout);
 }
 
-static void result(const char *phase, uint64_t bytes, uint64_t ops, double secs)
+static void result(const char *phase, uint64_t bytes, uint64_t ops, uint64_t ns)
 {
-    if (secs <= 0)
-        secs = 1e-9;
-    printf("blkbench: result phase=%s bytes=%llu ops=%llu seconds=%.4f mbps=%.2f iops=%.1f\n", phase,
-           (unsigned long long)bytes, (unsigned long long)ops, secs, bytes / secs / 1e6, ops / secs);
+    printf("blkbench: result phase=%s bytes=%llu ops=%llu ns=%llu\n", phase, (unsigned long long)bytes,
+           (unsigned long long)ops, (unsigned long long)ns);
     fflush(stdout);
 }
 
@@ -183,45 +184,45 @@ int main(int argc, char **argv)
     memset(buf, 0xa5, SEQ_BLOCK);
 
     begin("seq_write");
-    double t0 = now();
+    uint64_t t0 = now_ns();
     for (uint64_t off = 0; off < range; off += SEQ_BLOCK) {
         stamp(buf, SEQ_BLOCK, off);
         xfer(1, buf, SEQ_BLOCK, off);
     }
     sync_dev();
-    result("seq_write", range, range / SEQ_BLOCK, now() - t0);
+    result("seq_write", range, range / SEQ_BLOCK, now_ns() - t0);
 
     drop_cache();
     begin("seq_read");
-    t0 = now();
+    t0 = now_ns();
     for (uint64_t off = 0; off < range; off += SEQ_BLOCK) {
         xfer(0, buf, SEQ_BLOCK, off);
         check(buf, SEQ_BLOCK, off);
     }
-    result("seq_read", range, range / SEQ_BLOCK, now() - t0);
+    result("seq_read", range, range / SEQ_BLOCK, now_ns() - t0);
 
     uint64_t sectors = range / SECTOR;
     rng_state = seed | 1;
     begin("rand_write");
-    t0 = now();
+    t0 = now_ns();
     for (uint64_t i = 0; i < rand_ops; i++) {
         uint64_t off = (rnd() % sectors) * SECTOR;
         stamp(buf, SECTOR, off);
         xfer(1, buf, SECTOR, off);
     }
     sync_dev();
-    result("rand_write", rand_ops * SECTOR, rand_ops, now() - t0);
+    result("rand_write", rand_ops * SECTOR, rand_ops, now_ns() - t0);
 
     drop_cache();
     rng_state = (seed * 0x9E3779B97F4A7C15ull) | 1;
     begin("rand_read");
-    t0 = now();
+    t0 = now_ns();
     for (uint64_t i = 0; i < rand_ops; i++) {
         uint64_t off = (rnd() % sectors) * SECTOR;
         xfer(0, buf, SECTOR, off);
         check(buf, SECTOR, off);
     }
-    result("rand_read", rand_ops * SECTOR, rand_ops, now() - t0);
+    result("rand_read", rand_ops * SECTOR, rand_ops, now_ns() - t0);
 
     printf("blkbench: done verify_errors=%ld\n", verify_errors);
     fflush(stdout);

@@ -1,8 +1,9 @@
-/* A minimal virtio 1.x modern PCI driver for the test guests (virtio 1.2, 4.1):
- * finds the device's structures through its vendor capabilities, negotiates
- * features and programs split virtqueues. Polling only (interrupts stay off).
- * Every step is a separate function so a guest can also misprogram the device
- * on purpose. Header-only (static inline). */
+/* A minimal virtio 1.x driver for the test guests over both transports: modern
+ * PCI (virtio 1.2, 4.1; structures found through the vendor capabilities) and
+ * virtio-mmio version 2 (4.2; register windows at 0xf0000000 + n * 0x1000).
+ * Negotiates features and programs split virtqueues; polling only (interrupts
+ * stay off). Every step is a separate function so a guest can also misprogram
+ * the device on purpose. Header-only (static inline). */
 #ifndef VIRTIO_H
 #define VIRTIO_H
 
@@ -40,15 +41,44 @@
 #define VC_QUEUE_DRIVER 0x28
 #define VC_QUEUE_DEVICE 0x30
 
+/* virtio-mmio registers (version 2). */
+#define VM_MAGIC 0x000
+#define VM_VERSION 0x004
+#define VM_DEVICE_ID 0x008
+#define VM_DEVICE_FEATURES 0x010
+#define VM_DEVICE_FEATURES_SEL 0x014
+#define VM_DRIVER_FEATURES 0x020
+#define VM_DRIVER_FEATURES_SEL 0x024
+#define VM_QUEUE_SEL 0x030
+#define VM_QUEUE_NUM_MAX 0x034
+#define VM_QUEUE_NUM 0x038
+#define VM_QUEUE_READY 0x044
+#define VM_QUEUE_NOTIFY 0x050
+#define VM_INTERRUPT_STATUS 0x060
+#define VM_INTERRUPT_ACK 0x064
+#define VM_STATUS 0x070
+#define VM_QUEUE_DESC 0x080
+#define VM_QUEUE_DRIVER 0x090
+#define VM_QUEUE_DEVICE 0x0a0
+#define VIRTIO_MMIO_BASE 0xf0000000UL
+#define VIRTIO_MMIO_STRIDE 0x1000
+#define VIRTIO_MMIO_MAX 32
+
 /* Vendor capability types. */
 #define VIRTIO_CAP_COMMON 1
 #define VIRTIO_CAP_NOTIFY 2
 #define VIRTIO_CAP_ISR 3
 #define VIRTIO_CAP_DEVICE 4
 
+/* Feature bits. */
+#define VIRTIO_F_INDIRECT_DESC (1UL << 28)
+#define VIRTIO_F_EVENT_IDX (1UL << 29)
+#define VIRTIO_F_VERSION_1 (1UL << 32)
+
 /* Descriptor flags. */
 #define VRING_DESC_F_NEXT 1
 #define VRING_DESC_F_WRITE 2
+#define VRING_DESC_F_INDIRECT 4
 
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 
@@ -60,12 +90,13 @@ static inline void mmio_write16(volatile u8 *base, u32 off, u16 v) { *(volatile 
 static inline void mmio_write32(volatile u8 *base, u32 off, u32 v) { *(volatile u32 *)(base + off) = v; }
 
 struct virtio_dev {
-    u32 pci_dev;
-    volatile u8 *common;
-    volatile u8 *isr;
-    volatile u8 *device;
-    volatile u8 *notify;
-    u32 notify_mul;
+    int mmio;            /* virtio-mmio (else PCI) */
+    u32 pci_dev;         /* PCI: slot on bus 0; MMIO: window number */
+    volatile u8 *common; /* PCI: common configuration; MMIO: the register window */
+    volatile u8 *isr;    /* PCI only */
+    volatile u8 *device; /* device-specific configuration */
+    volatile u8 *notify; /* PCI only: the notification structure */
+    u32 notify_mul;      /* PCI only: notify_off_multiplier */
 };
 
 struct vring_desc {
@@ -100,7 +131,7 @@ struct virtq {
     volatile struct vring_avail *avail;
     volatile struct vring_used *used;
     u16 next_avail; /* driver's copy of avail->idx */
-    volatile u16 *doorbell;
+    struct virtio_dev *dev;
 };
 
 /* Errors of virtio_probe. */
@@ -157,10 +188,64 @@ static inline int virtio_probe(struct virtio_dev *v, u16 device_id)
     return 0;
 }
 
-static inline u8 virtio_status(struct virtio_dev *v) { return mmio_read8(v->common, VC_DEVICE_STATUS); }
-static inline void virtio_set_status(struct virtio_dev *v, u8 s) { mmio_write8(v->common, VC_DEVICE_STATUS, s); }
-/* Reads (and so clears) the ISR status. */
-static inline u8 virtio_isr(struct virtio_dev *v) { return mmio_read8(v->isr, 0); }
+/* Finds the first virtio-mmio window holding a device of type `device_type`
+ * (2: block, 3: console, 4: entropy). */
+static inline int virtio_probe_mmio(struct virtio_dev *v, u32 device_type)
+{
+    for (u32 n = 0; n < VIRTIO_MMIO_MAX; n++) {
+        volatile u8 *base = (volatile u8 *)(VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_STRIDE);
+        if (mmio_read32(base, VM_MAGIC) != 0x74726976)
+            break;
+        if (mmio_read32(base, VM_VERSION) != 2 || mmio_read32(base, VM_DEVICE_ID) != device_type)
+            continue;
+        memset(v, 0, sizeof(*v));
+        v->mmio = 1;
+        v->pci_dev = n;
+        v->common = base;
+        v->device = base + 0x100;
+        return 0;
+    }
+    return VIRTIO_ERR_NOT_FOUND;
+}
+
+static inline u8 virtio_status(struct virtio_dev *v)
+{
+    return v->mmio ? (u8)mmio_read32(v->common, VM_STATUS) : mmio_read8(v->common, VC_DEVICE_STATUS);
+}
+
+static inline void virtio_set_status(struct virtio_dev *v, u8 s)
+{
+    if (v->mmio)
+        mmio_write32(v->common, VM_STATUS, s);
+    else
+        mmio_write8(v->common, VC_DEVICE_STATUS, s);
+}
+
+/* Reads and clears the interrupt status (PCI: the ISR, cleared by the read;
+ * MMIO: InterruptStatus, acknowledged). Bit 0: used buffer, bit 1: configuration. */
+static inline u8 virtio_isr(struct virtio_dev *v)
+{
+    if (!v->mmio)
+        return mmio_read8(v->isr, 0);
+    u32 s = mmio_read32(v->common, VM_INTERRUPT_STATUS);
+    mmio_write32(v->common, VM_INTERRUPT_ACK, s);
+    return (u8)s;
+}
+
+/* Selects queue `index` for the queue registers. */
+static inline void virtio_select_queue(struct virtio_dev *v, u16 index)
+{
+    if (v->mmio)
+        mmio_write32(v->common, VM_QUEUE_SEL, index);
+    else
+        mmio_write16(v->common, VC_QUEUE_SELECT, index);
+}
+
+/* Maximum size of the selected queue (MMIO: QueueNumMax; PCI: queue_size after reset). */
+static inline u16 virtio_queue_max(struct virtio_dev *v)
+{
+    return v->mmio ? (u16)mmio_read32(v->common, VM_QUEUE_NUM_MAX) : mmio_read16(v->common, VC_QUEUE_SIZE);
+}
 
 /* Resets the device; returns the status read back (0 once the reset is done). */
 static inline u8 virtio_reset(struct virtio_dev *v)
@@ -174,18 +259,22 @@ static inline u8 virtio_reset(struct virtio_dev *v)
  * device refused the features. */
 static inline u8 virtio_negotiate(struct virtio_dev *v, u64 features)
 {
+    u32 dsel = v->mmio ? VM_DEVICE_FEATURES_SEL : VC_DEVICE_FEATURE_SELECT;
+    u32 dfeat = v->mmio ? VM_DEVICE_FEATURES : VC_DEVICE_FEATURE;
+    u32 gsel = v->mmio ? VM_DRIVER_FEATURES_SEL : VC_DRIVER_FEATURE_SELECT;
+    u32 gfeat = v->mmio ? VM_DRIVER_FEATURES : VC_DRIVER_FEATURE;
     virtio_reset(v);
     virtio_set_status(v, VIRTIO_ACKNOWLEDGE);
     virtio_set_status(v, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER);
-    mmio_write32(v->common, VC_DEVICE_FEATURE_SELECT, 0);
-    u64 offered = mmio_read32(v->common, VC_DEVICE_FEATURE);
-    mmio_write32(v->common, VC_DEVICE_FEATURE_SELECT, 1);
-    offered |= (u64)mmio_read32(v->common, VC_DEVICE_FEATURE) << 32;
+    mmio_write32(v->common, dsel, 0);
+    u64 offered = mmio_read32(v->common, dfeat);
+    mmio_write32(v->common, dsel, 1);
+    offered |= (u64)mmio_read32(v->common, dfeat) << 32;
     features &= offered;
-    mmio_write32(v->common, VC_DRIVER_FEATURE_SELECT, 0);
-    mmio_write32(v->common, VC_DRIVER_FEATURE, (u32)features);
-    mmio_write32(v->common, VC_DRIVER_FEATURE_SELECT, 1);
-    mmio_write32(v->common, VC_DRIVER_FEATURE, (u32)(features >> 32));
+    mmio_write32(v->common, gsel, 0);
+    mmio_write32(v->common, gfeat, (u32)features);
+    mmio_write32(v->common, gsel, 1);
+    mmio_write32(v->common, gfeat, (u32)(features >> 32));
     virtio_set_status(v, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER | VIRTIO_FEATURES_OK);
     return virtio_status(v);
 }
@@ -198,7 +287,7 @@ static inline void virtio_write_addr(struct virtio_dev *v, u32 reg, u64 addr)
 
 /* Lays out queue `index` of `size` (at most 64) entries in `mem` (4 KiB, 4 KiB
  * aligned, zeroed here): the descriptor table at 0, the available ring at 0x400,
- * the used ring at 0x800, and looks up the queue's doorbell. */
+ * the used ring at 0x800. Does not touch the device. */
 static inline void virtq_layout(struct virtio_dev *v, struct virtq *q, u16 index, u16 size, u8 *mem)
 {
     memset(mem, 0, 4096);
@@ -208,26 +297,34 @@ static inline void virtq_layout(struct virtio_dev *v, struct virtq *q, u16 index
     q->avail = (volatile struct vring_avail *)(mem + 0x400);
     q->used = (volatile struct vring_used *)(mem + 0x800);
     q->next_avail = 0;
-    mmio_write16(v->common, VC_QUEUE_SELECT, index);
-    u16 off = mmio_read16(v->common, VC_QUEUE_NOTIFY_OFF);
-    q->doorbell = (volatile u16 *)(v->notify + (u32)off * v->notify_mul);
+    q->dev = v;
 }
 
-/* Programs the selected queue's size and ring addresses (as given, valid or not). */
+/* Programs queue `index`'s size and ring addresses (as given, valid or not). */
 static inline void virtio_program_queue(struct virtio_dev *v, u16 index, u16 size, u64 desc, u64 driver,
                                         u64 device)
 {
-    mmio_write16(v->common, VC_QUEUE_SELECT, index);
-    mmio_write16(v->common, VC_QUEUE_SIZE, size);
-    virtio_write_addr(v, VC_QUEUE_DESC, desc);
-    virtio_write_addr(v, VC_QUEUE_DRIVER, driver);
-    virtio_write_addr(v, VC_QUEUE_DEVICE, device);
+    virtio_select_queue(v, index);
+    if (v->mmio) {
+        mmio_write32(v->common, VM_QUEUE_NUM, size);
+        virtio_write_addr(v, VM_QUEUE_DESC, desc);
+        virtio_write_addr(v, VM_QUEUE_DRIVER, driver);
+        virtio_write_addr(v, VM_QUEUE_DEVICE, device);
+    } else {
+        mmio_write16(v->common, VC_QUEUE_SIZE, size);
+        virtio_write_addr(v, VC_QUEUE_DESC, desc);
+        virtio_write_addr(v, VC_QUEUE_DRIVER, driver);
+        virtio_write_addr(v, VC_QUEUE_DEVICE, device);
+    }
 }
 
 static inline void virtio_enable_queue(struct virtio_dev *v, u16 index)
 {
-    mmio_write16(v->common, VC_QUEUE_SELECT, index);
-    mmio_write16(v->common, VC_QUEUE_ENABLE, 1);
+    virtio_select_queue(v, index);
+    if (v->mmio)
+        mmio_write32(v->common, VM_QUEUE_READY, 1);
+    else
+        mmio_write16(v->common, VC_QUEUE_ENABLE, 1);
 }
 
 /* Programs and enables `q` as laid out by virtq_layout. */
@@ -237,13 +334,27 @@ static inline void virtq_setup(struct virtio_dev *v, struct virtq *q)
     virtio_enable_queue(v, q->index);
 }
 
-/* Rings the doorbell of queue `index` (the 16-bit queue index is the value). */
+/* Rings the doorbell of queue `index` (PCI: at the queue's notify offset; MMIO:
+ * QueueNotify), without touching the queue registers (no queue_select). */
+static inline void virtio_doorbell(struct virtio_dev *v, u16 index, u16 notify_off)
+{
+    barrier();
+    if (v->mmio)
+        mmio_write32(v->common, VM_QUEUE_NOTIFY, index);
+    else
+        mmio_write16(v->notify, (u32)notify_off * v->notify_mul, index);
+}
+
+/* Rings the doorbell of queue `index` as a driver should (PCI: looks up the
+ * queue's notify offset first). */
 static inline void virtio_notify(struct virtio_dev *v, u16 index)
 {
-    mmio_write16(v->common, VC_QUEUE_SELECT, index);
-    u16 off = mmio_read16(v->common, VC_QUEUE_NOTIFY_OFF);
-    barrier();
-    *(volatile u16 *)(v->notify + (u32)off * v->notify_mul) = index;
+    u16 off = 0;
+    if (!v->mmio) {
+        virtio_select_queue(v, index);
+        off = mmio_read16(v->common, VC_QUEUE_NOTIFY_OFF);
+    }
+    virtio_doorbell(v, index, off);
 }
 
 /* Makes the chain starting at `head` available and rings the doorbell. */
@@ -253,16 +364,20 @@ static inline void virtq_submit(struct virtq *q, u16 head)
     barrier();
     q->next_avail++;
     q->avail->idx = q->next_avail;
-    barrier();
-    *q->doorbell = q->index;
+    virtio_notify(q->dev, q->index);
 }
 
-/* Waits (at most `spins` polls) until the used index reaches `want`; returns
- * the used index seen last. */
-static inline u16 virtq_wait_used(struct virtq *q, u16 want, u32 spins)
+/* Waits until the used index reaches `want`, the device reports
+ * DEVICE_NEEDS_RESET (it will complete nothing more), or `tsc_budget` TSC ticks
+ * pass (for devices that complete requests asynchronously); returns the used
+ * index seen last. */
+static inline u16 virtq_wait_used(struct virtq *q, u16 want, u64 tsc_budget)
 {
+    u64 start = rdtsc();
     u16 idx = q->used->idx;
-    while (idx != want && spins--) {
+    for (u32 n = 0; idx != want; n++) {
+        if (n % 256 == 0 && ((virtio_status(q->dev) & VIRTIO_NEEDS_RESET) || rdtsc() - start > tsc_budget))
+            break;
         cpu_relax();
         idx = q->used->idx;
     }

@@ -164,7 +164,7 @@ impl EmuVm {
             mem,
             platform: Mutex::new(Platform {
                 pic: PicPair::new(),
-                ioapic: IoApic::new(num_cpus as u8),
+                ioapic: IoApic::new(0),
                 pit: Pit::new(),
             }),
             cpus,

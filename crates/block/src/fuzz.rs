@@ -34,6 +34,8 @@ pub fn fuzz_image(data: &[u8]) {
         exercise_reads(&d);
         let _ = d.check();
         let _ = d.resize(size.saturating_add(1 << 20));
+        let _ = d.resize(size / 3 + 100);
+        let _ = d.check();
     }
 }
 

@@ -3,7 +3,7 @@
 //! [`open`](crate::open::open).
 
 use crate::disk::{Disk, DiskError, Result};
-use crate::open::{probe_storage, resolve_backing, ImageFormat, MAX_CHAIN_DEPTH};
+use crate::open::{file_id, probe_storage, resolve_backing, FileId, ImageFormat, MAX_CHAIN_DEPTH};
 use crate::qcow2::{Compression, Qcow2Disk};
 use crate::storage::{FileStorage, Storage};
 use std::collections::HashSet;
@@ -116,7 +116,7 @@ pub fn inspect_chain(
     format: Option<ImageFormat>,
 ) -> Result<(Vec<ImageInfo>, Option<String>)> {
     let mut chain = Vec::new();
-    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut seen: HashSet<FileId> = HashSet::new();
     let mut cur = path.to_path_buf();
     let mut fmt = format;
     loop {
@@ -126,11 +126,7 @@ pub fn inspect_chain(
                 reason: format!("backing chain is longer than {MAX_CHAIN_DEPTH} images"),
             });
         }
-        let canon = std::fs::canonicalize(&cur).map_err(|source| DiskError::Io {
-            path: cur.display().to_string(),
-            source,
-        })?;
-        if !seen.insert(canon) {
+        if !seen.insert(file_id(&cur)?) {
             return Err(DiskError::Invalid {
                 path: cur.display().to_string(),
                 reason: "backing chain loops back to this image".into(),

@@ -14,7 +14,7 @@
 //! - **a probed raw image cannot be turned into something else**: writes that would put
 //!   a qcow2 magic at offset 0 of a probed raw image are refused.
 //!
-//! Opening a probed raw image logs a warning, as QEMU does.
+//! Opening a probed raw image for writing logs a warning, as QEMU does.
 
 use crate::disk::{Disk, DiskError, Result};
 use crate::qcow2::{Header, Qcow2Disk};
@@ -137,6 +137,17 @@ fn open_storage(path: &Path, read_only: bool) -> Result<Box<dyn Storage>> {
     Ok(Box::new(FileStorage::new(f)))
 }
 
+/// A file's identity (device, inode): two names of one file, hard links included,
+/// compare equal.
+pub type FileId = (u64, u64);
+
+/// The identity of the file at `path`.
+pub fn file_id(path: &Path) -> Result<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
+    Ok((m.dev(), m.ino()))
+}
+
 /// Where a backing file named `name` by the image at `image` is (relative names are
 /// relative to the image's directory).
 pub fn resolve_backing(image: &Path, name: &str) -> PathBuf {
@@ -151,7 +162,7 @@ pub fn resolve_backing(image: &Path, name: &str) -> PathBuf {
 fn open_layer(
     path: &Path,
     opts: &OpenOptions,
-    seen: &mut HashSet<PathBuf>,
+    seen: &mut HashSet<FileId>,
     depth: usize,
 ) -> Result<Box<dyn Disk>> {
     let shown = path.display().to_string();
@@ -161,8 +172,7 @@ fn open_layer(
             reason: format!("backing chain is longer than {MAX_CHAIN_DEPTH} images"),
         });
     }
-    let canon = std::fs::canonicalize(path).map_err(|e| io_err(path, e))?;
-    if !seen.insert(canon) {
+    if !seen.insert(file_id(path)?) {
         return Err(DiskError::Invalid {
             path: shown,
             reason: "backing chain loops back to this image".into(),
@@ -176,7 +186,7 @@ fn open_layer(
     };
     match format {
         ImageFormat::Raw => {
-            if probed {
+            if probed && !opts.read_only {
                 tracing::warn!(
                     "{shown}: image format was not specified and was probed as raw; \
                      writes to its first sector are restricted. Specify format=raw to \
@@ -226,7 +236,7 @@ fn open_backing(
     path: &Path,
     h: &Header,
     opts: &OpenOptions,
-    seen: &mut HashSet<PathBuf>,
+    seen: &mut HashSet<FileId>,
     depth: usize,
 ) -> Result<Box<dyn Disk>> {
     let name = h.backing_file.as_deref().unwrap_or_default();

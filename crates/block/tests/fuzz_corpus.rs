@@ -109,7 +109,11 @@ fn mutated_seeds_do_not_crash() {
             // Not a failure (machines are shared), but worth a look when fuzzing long.
             let out = std::env::temp_dir().join(format!("hako-fuzz-slow-{i}"));
             std::fs::write(&out, &m).unwrap();
-            eprintln!("mutant {i} took {:?}; saved to {}", t.elapsed(), out.display());
+            eprintln!(
+                "mutant {i} took {:?}; saved to {}",
+                t.elapsed(),
+                out.display()
+            );
         }
         if i % 20000 == 0 {
             eprintln!("{i} mutants");

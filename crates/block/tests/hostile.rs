@@ -145,6 +145,13 @@ fn backing_loops_and_missing_backing_files() {
         .to_string();
     assert!(e.contains("loops"), "{e}");
 
+    // A loop through a hard link (another name for the same file).
+    let h = dir.path().join("h.qcow2");
+    write_qcow2(&h, Some("h-link.qcow2"), Some("qcow2"));
+    std::fs::hard_link(&h, dir.path().join("h-link.qcow2")).unwrap();
+    let e = open(&h, &o).err().unwrap().to_string();
+    assert!(e.contains("loops"), "{e}");
+
     let c = dir.path().join("c.qcow2");
     write_qcow2(&c, Some("nowhere.qcow2"), Some("qcow2"));
     let e = open(&c, &o).err().unwrap().to_string();

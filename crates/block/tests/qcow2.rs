@@ -173,7 +173,18 @@ fn resize_grows_l1_and_keeps_data() {
     let mut b = vec![0u8; 5000];
     d.read_at(&mut b, 1000).unwrap();
     assert!(b.iter().all(|&x| x == 3));
-    assert!(d.resize(1 << 20).is_err());
+    assert_clean(&d);
+    // Shrink to a size inside a cluster, then grow: the old tail reads as zeroes.
+    d.resize((1 << 20) + 700).unwrap();
+    assert_eq!(d.size(), (1 << 20) + 1024);
+    assert_clean(&d);
+    d.resize(2 << 20).unwrap();
+    let mut b = vec![1u8; 1 << 20];
+    d.read_at(&mut b, 1 << 20).unwrap();
+    assert!(b.iter().all(|&x| x == 0));
+    d.read_at(&mut b[..5000], 1000).unwrap();
+    assert!(b[..5000].iter().all(|&x| x == 3));
+    d.resize(64 << 20).unwrap();
     assert_clean(&d);
     drop(d);
     let d = Qcow2Disk::open(Box::new(s), "m", true).unwrap();
@@ -184,18 +195,19 @@ fn resize_grows_l1_and_keeps_data() {
 /// Replays the recorded storage operations, cutting at every point and keeping a
 /// random subset of the writes issued since the last sync (the disk may persist those
 /// in any order): every such image must check without corruption.
-#[test]
-fn crash_at_any_point_leaves_no_corruption() {
+fn crash_test(o: CreateOptions, l2_tables: usize, max_len: u64) -> Vec<u8> {
+    let size = o.size;
     let rec = Arc::new(Recorder::new(Vec::new()));
-    Qcow2Disk::create(rec.as_ref(), &opts(16 << 20, 12)).unwrap();
+    Qcow2Disk::create(rec.as_ref(), &o).unwrap();
     let initial = rec.inner.contents();
     rec.log.lock().unwrap().clear();
     {
-        let d = Qcow2Disk::open_with_l2_tables(Box::new(rec.clone()), "m", false, 3).unwrap();
-        let mut model = vec![0u8; 16 << 20];
+        let d =
+            Qcow2Disk::open_with_l2_tables(Box::new(rec.clone()), "m", false, l2_tables).unwrap();
+        let mut model = vec![0u8; size as usize];
         let mut rng = Rng(4242);
         for round in 0..6 {
-            random_ops(&d, &mut model, &mut rng, 25, 30000);
+            random_ops(&d, &mut model, &mut rng, 25, max_len);
             if round % 2 == 0 {
                 d.flush().unwrap();
             }
@@ -229,6 +241,27 @@ fn crash_at_any_point_leaves_no_corruption() {
         let r = d.check().unwrap();
         assert_eq!(r.corruptions, 0, "crash after op {k}: {:?}", r.messages);
     }
+    rec.inner.contents()
+}
+
+#[test]
+fn crash_at_any_point_leaves_no_corruption() {
+    let _ = crash_test(opts(16 << 20, 12), 3, 30000);
+}
+
+#[test]
+fn crash_during_refcount_table_growth_leaves_no_corruption() {
+    // 512-byte clusters, 64-bit refcounts: the refcount table grows every 2 MiB.
+    let o = CreateOptions {
+        refcount_order: 6,
+        ..opts(6 << 20, 9)
+    };
+    let img = crash_test(o, 4, 200_000);
+    let d = Qcow2Disk::open(Box::new(MemStorage::new(img, 1 << 30)), "m", true).unwrap();
+    assert!(
+        d.header().refcount_table_clusters > 1,
+        "the table never grew"
+    );
 }
 
 #[test]
@@ -268,4 +301,29 @@ fn empty_image_grows_cleanly() {
     d.resize(3 << 20).unwrap();
     d.write_at(&[1u8; 70000], 1 << 20).unwrap();
     assert_clean(&d);
+}
+
+#[test]
+fn shrink_frees_clusters_and_regrowth_reads_zeroes() {
+    let (s, d) = mem_qcow2(opts(8 << 20, 16));
+    d.write_at(&vec![0xffu8; 8 << 20], 0).unwrap();
+    d.flush().unwrap();
+    let full = s.contents().len();
+    d.resize(70000).unwrap();
+    assert_eq!(d.size(), 70144);
+    assert_clean(&d);
+    let r = d.check().unwrap();
+    assert_eq!(r.data_clusters, 2);
+    d.resize(8 << 20).unwrap();
+    let mut b = vec![1u8; (8 << 20) - 70144];
+    d.read_at(&mut b, 70144).unwrap();
+    assert!(b.iter().all(|&x| x == 0), "stale data after regrowth");
+    let mut b = vec![0u8; 70144];
+    d.read_at(&mut b, 0).unwrap();
+    assert!(b.iter().all(|&x| x == 0xff));
+    assert_clean(&d);
+    // The freed clusters are reused rather than appended.
+    d.write_at(&vec![7u8; 4 << 20], 4 << 20).unwrap();
+    d.flush().unwrap();
+    assert!(s.contents().len() <= full);
 }

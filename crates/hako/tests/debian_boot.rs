@@ -17,12 +17,16 @@ md5sum /init
 cat /proc/cpuinfo | grep -c ^processor
 "#;
     let o = boot("emu", script, &[], Duration::from_secs(900));
-    let out = String::from_utf8_lossy(&o.stdout);
-    let err = String::from_utf8_lossy(&o.stderr);
+    let out = &o.stdout;
+    let err = &o.stderr;
     assert!(
-        o.status.success(),
-        "status {:?}\nstdout:\n{out}\nstderr:\n{err}",
-        o.status
+        o.success,
+        "timed out: {}
+stdout:
+{out}
+stderr:
+{err}",
+        o.timed_out
     );
     assert!(out.contains("hako-guest: init reached"), "{out}");
     assert!(out.contains("mul=121932631112635269"), "{out}");

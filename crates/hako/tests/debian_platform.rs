@@ -60,12 +60,16 @@ poweroff -f
         &["--cpus", "2", "--disk", &disk],
         Duration::from_secs(1200),
     );
-    let out = String::from_utf8_lossy(&o.stdout);
-    let err = String::from_utf8_lossy(&o.stderr);
+    let out = &o.stdout;
+    let err = &o.stderr;
     assert!(
-        o.status.success(),
-        "status {:?}\nstdout:\n{out}\nstderr:\n{err}",
-        o.status
+        o.success,
+        "timed out: {}
+stdout:
+{out}
+stderr:
+{err}",
+        o.timed_out
     );
     assert!(out.contains("cpus=2"), "{out}");
     assert!(

@@ -95,6 +95,9 @@ fn create_info_check_resize() {
     let o = hako(&["resize", s(&img), "5M"]);
     assert_eq!(code(&o), 1);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--shrink"));
+    ok(&["resize", "--shrink", s(&img), "5M"]);
+    assert_eq!(code(&hako(&["check", s(&img)])), 0);
+    ok(&["resize", s(&img), "11M"]);
 
     let raw = d.p("disk.raw");
     ok(&["create", "-f", "raw", s(&raw), "1M"]);

@@ -62,30 +62,23 @@ impl Cpu {
     /// to #DF and triple fault. Returns `Some(Shutdown)` on triple fault.
     pub(crate) fn raise(&mut self, bus: &mut dyn Bus, e: Exc) -> Option<StopReason> {
         let mut cur = e;
-        let mut first: Option<u8> = None;
-        loop {
+        // Each failed delivery combines with the fault it raised (SDM Vol. 3A, table 6-5).
+        for _ in 0..8 {
             match self.deliver(bus, cur.vector, cur.code, EventKind::Exception, self.rip) {
                 Ok(()) => return None,
                 Err(next) => {
-                    let prev = first.unwrap_or(cur.vector);
-                    if prev == 8 || cur.vector == 8 {
-                        tracing::warn!(
-                            vector = cur.vector,
-                            rip = format_args!("{:#x}", self.rip),
-                            "triple fault"
-                        );
-                        return Some(StopReason::Shutdown);
+                    if cur.vector == 8 {
+                        break;
                     }
-                    let df = (is_contributory(prev) && is_contributory(next.vector))
-                        || (prev == 14 && (is_contributory(next.vector) || next.vector == 14));
-                    first = Some(prev);
+                    let df = (is_contributory(cur.vector) && is_contributory(next.vector))
+                        || (cur.vector == 14
+                            && (is_contributory(next.vector) || next.vector == 14));
                     cur = if df { Exc::new(8, Some(0)) } else { next };
-                    if df {
-                        first = Some(8);
-                    }
                 }
             }
         }
+        tracing::warn!(rip = format_args!("{:#x}", self.rip), "triple fault");
+        Some(StopReason::Shutdown)
     }
 
     /// Delivers an external interrupt vector (the caller checked IF).

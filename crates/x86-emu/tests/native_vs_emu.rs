@@ -44,7 +44,16 @@ fn random_machine(m: &mut Machine, r: &mut Rng) {
     for i in 0..16 {
         m.gpr[i] = match r.below(4) {
             0 => r.next_u64(),
-            1 => [0, 1, u64::MAX, 1 << 63, (1 << 63) - 1, 0x8000_0000, 0x7fff_ffff, 0xffff_ffff][r.below(8)],
+            1 => [
+                0,
+                1,
+                u64::MAX,
+                1 << 63,
+                (1 << 63) - 1,
+                0x8000_0000,
+                0x7fff_ffff,
+                0xffff_ffff,
+            ][r.below(8)],
             _ => r.int_u128() as u64,
         };
     }
@@ -80,17 +89,61 @@ fn run(cases: Vec<Case>, what: &str) {
 macro_rules! alu2 {
     ($v:ident, $op:ident, $mask:expr) => {{
         let n = stringify!($op);
-        $v.push(case(format!("{n} r64,r64"), $mask, Box::new(|a| a.$op(rax, rbx))));
-        $v.push(case(format!("{n} r32,r32"), $mask, Box::new(|a| a.$op(eax, ebx))));
-        $v.push(case(format!("{n} r16,r16"), $mask, Box::new(|a| a.$op(ax, bx))));
-        $v.push(case(format!("{n} r8,r8"), $mask, Box::new(|a| a.$op(al, bl))));
-        $v.push(case(format!("{n} r8h,r8"), $mask, Box::new(|a| a.$op(ah, cl))));
-        $v.push(case(format!("{n} r64,imm"), $mask, Box::new(|a| a.$op(rdx, -2i32))));
-        $v.push(case(format!("{n} r32,imm"), $mask, Box::new(|a| a.$op(edx, 0x7fff_ffffi32))));
-        $v.push(case(format!("{n} r16,imm8"), $mask, Box::new(|a| a.$op(dx, 0x80i32))));
-        $v.push(case(format!("{n} m64,r64"), $mask, Box::new(|a| a.$op(qword_ptr(rsi + 8), rcx))));
-        $v.push(case(format!("{n} r32,m32"), $mask, Box::new(|a| a.$op(ecx, dword_ptr(rsi + 20)))));
-        $v.push(case(format!("{n} m8,imm"), $mask, Box::new(|a| a.$op(byte_ptr(rsi + 3), 0x7fi32))));
+        $v.push(case(
+            format!("{n} r64,r64"),
+            $mask,
+            Box::new(|a| a.$op(rax, rbx)),
+        ));
+        $v.push(case(
+            format!("{n} r32,r32"),
+            $mask,
+            Box::new(|a| a.$op(eax, ebx)),
+        ));
+        $v.push(case(
+            format!("{n} r16,r16"),
+            $mask,
+            Box::new(|a| a.$op(ax, bx)),
+        ));
+        $v.push(case(
+            format!("{n} r8,r8"),
+            $mask,
+            Box::new(|a| a.$op(al, bl)),
+        ));
+        $v.push(case(
+            format!("{n} r8h,r8"),
+            $mask,
+            Box::new(|a| a.$op(ah, cl)),
+        ));
+        $v.push(case(
+            format!("{n} r64,imm"),
+            $mask,
+            Box::new(|a| a.$op(rdx, -2i32)),
+        ));
+        $v.push(case(
+            format!("{n} r32,imm"),
+            $mask,
+            Box::new(|a| a.$op(edx, 0x7fff_ffffi32)),
+        ));
+        $v.push(case(
+            format!("{n} r16,imm8"),
+            $mask,
+            Box::new(|a| a.$op(dx, 0x80i32)),
+        ));
+        $v.push(case(
+            format!("{n} m64,r64"),
+            $mask,
+            Box::new(|a| a.$op(qword_ptr(rsi + 8), rcx)),
+        ));
+        $v.push(case(
+            format!("{n} r32,m32"),
+            $mask,
+            Box::new(|a| a.$op(ecx, dword_ptr(rsi + 20))),
+        ));
+        $v.push(case(
+            format!("{n} m8,imm"),
+            $mask,
+            Box::new(|a| a.$op(byte_ptr(rsi + 3), 0x7fi32)),
+        ));
     }};
 }
 
@@ -105,9 +158,21 @@ fn alu_binary() {
     alu2!(v, and, ALL & !AF);
     alu2!(v, or, ALL & !AF);
     alu2!(v, xor, ALL & !AF);
-    v.push(case("test r64,r64", ALL & !AF, Box::new(|a| a.test(rax, rbx))));
-    v.push(case("test r8,imm", ALL & !AF, Box::new(|a| a.test(al, 0x81))));
-    v.push(case("test m32,r32", ALL & !AF, Box::new(|a| a.test(dword_ptr(rsi), ecx))));
+    v.push(case(
+        "test r64,r64",
+        ALL & !AF,
+        Box::new(|a| a.test(rax, rbx)),
+    ));
+    v.push(case(
+        "test r8,imm",
+        ALL & !AF,
+        Box::new(|a| a.test(al, 0x81)),
+    ));
+    v.push(case(
+        "test m32,r32",
+        ALL & !AF,
+        Box::new(|a| a.test(dword_ptr(rsi), ecx)),
+    ));
     run(v, "alu binary");
 }
 
@@ -115,7 +180,10 @@ fn alu_binary() {
 fn alu_unary() {
     let mut v = Vec::new();
     for (n, e) in [
-        ("inc r64", Box::new(|a: &mut CodeAssembler| a.inc(rax)) as Emit),
+        (
+            "inc r64",
+            Box::new(|a: &mut CodeAssembler| a.inc(rax)) as Emit,
+        ),
         ("inc r8", Box::new(|a| a.inc(bl))),
         ("dec r32", Box::new(|a| a.dec(ecx))),
         ("dec m16", Box::new(|a| a.dec(word_ptr(rsi + 6)))),
@@ -149,7 +217,10 @@ macro_rules! shifts {
     ($v:ident, $op:ident, $rot:expr) => {{
         let n = stringify!($op);
         for (w, e) in [
-            (64u32, Box::new(|a: &mut CodeAssembler| a.$op(rax, cl)) as Emit),
+            (
+                64u32,
+                Box::new(|a: &mut CodeAssembler| a.$op(rax, cl)) as Emit,
+            ),
             (32, Box::new(|a| a.$op(ebx, cl))),
             (16, Box::new(|a| a.$op(dx, cl))),
             (8, Box::new(|a| a.$op(ah, cl))),
@@ -205,36 +276,59 @@ fn mul_div() {
         case("imul r64", muls, Box::new(|a| a.imul(rbx))),
         case("imul r16", muls, Box::new(|a| a.imul(bx))),
         case("imul r64,r64", muls, Box::new(|a| a.imul_2(rax, rbx))),
-        case("imul r32,m32,imm", muls, Box::new(|a| a.imul_3(ecx, dword_ptr(rsi), -77))),
-        case("imul r16,r16,imm", muls, Box::new(|a| a.imul_3(cx, dx, 0x1234))),
+        case(
+            "imul r32,m32,imm",
+            muls,
+            Box::new(|a| a.imul_3(ecx, dword_ptr(rsi), -77)),
+        ),
+        case(
+            "imul r16,r16,imm",
+            muls,
+            Box::new(|a| a.imul_3(cx, dx, 0x1234)),
+        ),
     ];
     // Division must not fault natively: force a nonzero divisor and a small dividend.
     for (n, e) in [
-        ("div r64", Box::new(|a: &mut CodeAssembler| {
-            a.or(rbx, 1)?;
-            a.xor(edx, edx)?;
-            a.div(rbx)
-        }) as Emit),
-        ("div r32", Box::new(|a| {
-            a.or(ebx, 1)?;
-            a.xor(edx, edx)?;
-            a.div(ebx)
-        })),
-        ("div r8", Box::new(|a| {
-            a.or(bl, 0x80)?;
-            a.and(eax, 0x7fff)?;
-            a.div(bl)
-        })),
-        ("idiv r64", Box::new(|a| {
-            a.or(rbx, 3)?;
-            a.cqo()?;
-            a.idiv(rbx)
-        })),
-        ("idiv r32", Box::new(|a| {
-            a.or(ebx, 3)?;
-            a.cdq()?;
-            a.idiv(ebx)
-        })),
+        (
+            "div r64",
+            Box::new(|a: &mut CodeAssembler| {
+                a.or(rbx, 1)?;
+                a.xor(edx, edx)?;
+                a.div(rbx)
+            }) as Emit,
+        ),
+        (
+            "div r32",
+            Box::new(|a| {
+                a.or(ebx, 1)?;
+                a.xor(edx, edx)?;
+                a.div(ebx)
+            }),
+        ),
+        (
+            "div r8",
+            Box::new(|a| {
+                a.or(bl, 0x80)?;
+                a.and(eax, 0x7fff)?;
+                a.div(bl)
+            }),
+        ),
+        (
+            "idiv r64",
+            Box::new(|a| {
+                a.or(rbx, 3)?;
+                a.cqo()?;
+                a.idiv(rbx)
+            }),
+        ),
+        (
+            "idiv r32",
+            Box::new(|a| {
+                a.or(ebx, 3)?;
+                a.cdq()?;
+                a.idiv(ebx)
+            }),
+        ),
     ] {
         v.push(case(n, 0, e));
     }
@@ -246,22 +340,42 @@ fn bit_ops() {
     let v = vec![
         case("bt r64,r64", CF | ZF, Box::new(|a| a.bt(rax, rbx))),
         case("bts r32,imm", CF | ZF, Box::new(|a| a.bts(eax, 17))),
-        case("btr m64,imm", CF | ZF, Box::new(|a| a.btr(qword_ptr(rsi), 63))),
+        case(
+            "btr m64,imm",
+            CF | ZF,
+            Box::new(|a| a.btr(qword_ptr(rsi), 63)),
+        ),
         case("btc r16,r16", CF | ZF, Box::new(|a| a.btc(ax, bx))),
-        case("bsf r64 (nonzero)", ZF, Box::new(|a| {
-            a.or(rbx, 0x100)?;
-            a.bsf(rax, rbx)
-        })),
-        case("bsr r32 (nonzero)", ZF, Box::new(|a| {
-            a.or(ebx, 1)?;
-            a.bsr(eax, ebx)
-        })),
+        case(
+            "bsf r64 (nonzero)",
+            ZF,
+            Box::new(|a| {
+                a.or(rbx, 0x100)?;
+                a.bsf(rax, rbx)
+            }),
+        ),
+        case(
+            "bsr r32 (nonzero)",
+            ZF,
+            Box::new(|a| {
+                a.or(ebx, 1)?;
+                a.bsr(eax, ebx)
+            }),
+        ),
         case("bswap r64", ALL, Box::new(|a| a.bswap(rdx))),
         case("bswap r32", ALL, Box::new(|a| a.bswap(edx))),
         case("popcnt r64", ALL, Box::new(|a| a.popcnt(rax, rbx))),
         case("shld r64,r64,cl", 0, Box::new(|a| a.shld(rax, rbx, cl))),
-        case("shld r32,r32,5", SF | ZF | PF | CF, Box::new(|a| a.shld(eax, ebx, 5))),
-        case("shrd r64,r64,1", SF | ZF | PF | CF | OF, Box::new(|a| a.shrd(rax, rdx, 1))),
+        case(
+            "shld r32,r32,5",
+            SF | ZF | PF | CF,
+            Box::new(|a| a.shld(eax, ebx, 5)),
+        ),
+        case(
+            "shrd r64,r64,1",
+            SF | ZF | PF | CF | OF,
+            Box::new(|a| a.shrd(rax, rdx, 1)),
+        ),
     ];
     run(v, "bit ops");
 }
@@ -270,56 +384,112 @@ fn bit_ops() {
 fn moves_and_conditions() {
     let v = vec![
         case("movzx r32,r8", ALL, Box::new(|a| a.movzx(eax, bh))),
-        case("movzx r64,m16", ALL, Box::new(|a| a.movzx(rax, word_ptr(rsi + 2)))),
+        case(
+            "movzx r64,m16",
+            ALL,
+            Box::new(|a| a.movzx(rax, word_ptr(rsi + 2))),
+        ),
         case("movsx r64,r8", ALL, Box::new(|a| a.movsx(rax, bl))),
         case("movsx r32,r16", ALL, Box::new(|a| a.movsx(eax, bx))),
         case("movsxd r64,r32", ALL, Box::new(|a| a.movsxd(rax, ebx))),
         case("mov r32,r32", ALL, Box::new(|a| a.mov(eax, ebx))),
-        case("mov r8h,m8", ALL, Box::new(|a| a.mov(ah, byte_ptr(rsi + 5)))),
-        case("mov m16,imm", ALL, Box::new(|a| a.mov(word_ptr(rdi + 6), 0x1234))),
+        case(
+            "mov r8h,m8",
+            ALL,
+            Box::new(|a| a.mov(ah, byte_ptr(rsi + 5))),
+        ),
+        case(
+            "mov m16,imm",
+            ALL,
+            Box::new(|a| a.mov(word_ptr(rdi + 6), 0x1234)),
+        ),
         case("cmovb r64", ALL, Box::new(|a| a.cmovb(rax, rbx))),
         case("cmovle r32", ALL, Box::new(|a| a.cmovle(eax, ebx))),
-        case("cmovp r16,m16", ALL, Box::new(|a| a.cmovp(ax, word_ptr(rsi)))),
+        case(
+            "cmovp r16,m16",
+            ALL,
+            Box::new(|a| a.cmovp(ax, word_ptr(rsi))),
+        ),
         case("seto r8", ALL, Box::new(|a| a.seto(al))),
         case("setg m8", ALL, Box::new(|a| a.setg(byte_ptr(rsi)))),
         case("setbe r8h", ALL, Box::new(|a| a.setbe(bh))),
-        case("xchg r64,m64", ALL, Box::new(|a| a.xchg(qword_ptr(rsi), rax))),
+        case(
+            "xchg r64,m64",
+            ALL,
+            Box::new(|a| a.xchg(qword_ptr(rsi), rax)),
+        ),
         case("xadd r32,r32", ALL, Box::new(|a| a.xadd(eax, ebx))),
-        case("cmpxchg m64,r64", ALL, Box::new(|a| a.cmpxchg(qword_ptr(rsi), rbx))),
+        case(
+            "cmpxchg m64,r64",
+            ALL,
+            Box::new(|a| a.cmpxchg(qword_ptr(rsi), rbx)),
+        ),
         case("cmpxchg r8,r8", ALL, Box::new(|a| a.cmpxchg(cl, bl))),
-        case("lea r64", ALL, Box::new(|a| a.lea(rax, qword_ptr(rbx + rcx * 4 - 8)))),
-        case("lea r32", ALL, Box::new(|a| a.lea(eax, dword_ptr(rbx + rdx + 0x7f)))),
-        case("cbw/cwde/cdqe", ALL, Box::new(|a| {
-            a.cbw()?;
-            a.mov(rbx, rax)?;
-            a.cwde()?;
-            a.mov(rcx, rax)?;
-            a.cdqe()
-        })),
-        case("cwd/cdq/cqo", ALL, Box::new(|a| {
-            a.cwd()?;
-            a.mov(rbx, rdx)?;
-            a.cdq()?;
-            a.mov(rcx, rdx)?;
-            a.cqo()
-        })),
-        case("lahf/sahf", ALL, Box::new(|a| {
-            a.lahf()?;
-            a.xor(ah, bl)?;
-            a.sahf()
-        })),
-        case("rep movsb", ALL, Box::new(|a| {
-            a.and(ecx, 63)?;
-            a.rep().movsb()
-        })),
-        case("rep stosq", ALL, Box::new(|a| {
-            a.and(ecx, 7)?;
-            a.rep().stosq()
-        })),
-        case("repe cmpsb", ALL, Box::new(|a| {
-            a.and(ecx, 15)?;
-            a.repe().cmpsb()
-        })),
+        case(
+            "lea r64",
+            ALL,
+            Box::new(|a| a.lea(rax, qword_ptr(rbx + rcx * 4 - 8))),
+        ),
+        case(
+            "lea r32",
+            ALL,
+            Box::new(|a| a.lea(eax, dword_ptr(rbx + rdx + 0x7f))),
+        ),
+        case(
+            "cbw/cwde/cdqe",
+            ALL,
+            Box::new(|a| {
+                a.cbw()?;
+                a.mov(rbx, rax)?;
+                a.cwde()?;
+                a.mov(rcx, rax)?;
+                a.cdqe()
+            }),
+        ),
+        case(
+            "cwd/cdq/cqo",
+            ALL,
+            Box::new(|a| {
+                a.cwd()?;
+                a.mov(rbx, rdx)?;
+                a.cdq()?;
+                a.mov(rcx, rdx)?;
+                a.cqo()
+            }),
+        ),
+        case(
+            "lahf/sahf",
+            ALL,
+            Box::new(|a| {
+                a.lahf()?;
+                a.xor(ah, bl)?;
+                a.sahf()
+            }),
+        ),
+        case(
+            "rep movsb",
+            ALL,
+            Box::new(|a| {
+                a.and(ecx, 63)?;
+                a.rep().movsb()
+            }),
+        ),
+        case(
+            "rep stosq",
+            ALL,
+            Box::new(|a| {
+                a.and(ecx, 7)?;
+                a.rep().stosq()
+            }),
+        ),
+        case(
+            "repe cmpsb",
+            ALL,
+            Box::new(|a| {
+                a.and(ecx, 15)?;
+                a.repe().cmpsb()
+            }),
+        ),
         case("lodsd", ALL, Box::new(|a| a.lodsd())),
     ];
     run(v, "moves/conditions");
@@ -332,7 +502,10 @@ fn moves_and_conditions() {
 fn shift32_count0_zero_extends() {
     let mut v = Vec::new();
     for (n, e) in [
-        ("shl r32,cl=0", Box::new(|a: &mut CodeAssembler| a.shl(ebx, cl)) as Emit),
+        (
+            "shl r32,cl=0",
+            Box::new(|a: &mut CodeAssembler| a.shl(ebx, cl)) as Emit,
+        ),
         ("sar r32,cl=0", Box::new(|a| a.sar(ebx, cl))),
         ("rol r32,cl=0", Box::new(|a| a.rol(ebx, cl))),
         ("rcr r32,cl=0", Box::new(|a| a.rcr(ebx, cl))),
@@ -346,4 +519,267 @@ fn shift32_count0_zero_extends() {
         });
     }
     run(v, "32-bit shifts by 0");
+}
+
+/// `jcc` over a `mov`: EAX tells whether the branch was taken.
+macro_rules! jcc_cases {
+    ($v:ident: $($j:ident),*) => {
+        $(
+            $v.push(case(stringify!($j), ALL, Box::new(|a| {
+                let mut skip = a.create_label();
+                a.mov(eax, 0)?;
+                a.$j(skip)?;
+                a.mov(eax, 1)?;
+                a.set_label(&mut skip)?;
+                a.nop()
+            })));
+        )*
+    };
+}
+
+/// `cmovcc` and `setcc` for every condition.
+macro_rules! cc_cases {
+    ($v:ident: $($c:ident / $s:ident),*) => {
+        $(
+            $v.push(case(stringify!($c), ALL, Box::new(|a| a.$c(rax, qword_ptr(rsi + 8)))));
+            $v.push(case(stringify!($s), ALL, Box::new(|a| a.$s(dl))));
+        )*
+    };
+}
+
+#[test]
+fn branches_and_conditions() {
+    let mut v = Vec::new();
+    jcc_cases!(v: jo, jno, jb, jae, je, jne, jbe, ja, js, jns, jp, jnp, jl, jge, jle, jg);
+    cc_cases!(v: cmovo / seto, cmovno / setno, cmovb / setb, cmovae / setae, cmove / sete,
+        cmovne / setne, cmovbe / setbe, cmova / seta, cmovs / sets, cmovns / setns,
+        cmovp / setp, cmovnp / setnp, cmovl / setl, cmovge / setge, cmovle / setle,
+        cmovg / setg);
+    v.push(case(
+        "loop",
+        ALL,
+        Box::new(|a| {
+            let mut top = a.create_label();
+            a.and(ecx, 31)?;
+            a.inc(ecx)?;
+            a.xor(eax, eax)?;
+            a.set_label(&mut top)?;
+            a.add(eax, edx)?;
+            a.loop_(top)
+        }),
+    ));
+    v.push(case(
+        "loopne/jrcxz",
+        ALL,
+        Box::new(|a| {
+            let mut top = a.create_label();
+            let mut out = a.create_label();
+            a.and(ecx, 15)?;
+            a.set_label(&mut top)?;
+            a.jrcxz(out)?;
+            a.cmp(byte_ptr(rsi + rcx), 0x80)?;
+            a.loopne(top)?;
+            a.set_label(&mut out)?;
+            a.nop()
+        }),
+    ));
+    v.push(case(
+        "call/ret",
+        ALL,
+        Box::new(|a| {
+            let mut f = a.create_label();
+            let mut end = a.create_label();
+            a.call(f)?;
+            a.jmp(end)?;
+            a.set_label(&mut f)?;
+            a.lea(rax, qword_ptr(rax + rbx * 2))?;
+            a.ret()?;
+            a.set_label(&mut end)?;
+            a.nop()
+        }),
+    ));
+    run(v, "branches");
+}
+
+#[test]
+fn stack_flags_misc() {
+    let v = vec![
+        case(
+            "push/pop",
+            ALL,
+            Box::new(|a| {
+                a.push(rax)?;
+                a.push(qword_ptr(rsi + 8))?;
+                a.pop(rbx)?;
+                a.pop(qword_ptr(rsi + 16))?;
+                a.push(0x1234_5678)?;
+                a.pop(rdx)
+            }),
+        ),
+        case(
+            "push16/pop16",
+            ALL,
+            Box::new(|a| {
+                a.push(cx)?;
+                a.pop(dx)
+            }),
+        ),
+        case(
+            "pushfq (status flags)",
+            ALL,
+            Box::new(|a| {
+                a.pushfq()?;
+                a.pop(rax)?;
+                a.and(eax, 0x8d5)
+            }),
+        ),
+        case(
+            "popfq (status flags)",
+            ALL,
+            Box::new(|a| {
+                a.pushfq()?;
+                a.and(rbx, 0x8d5)?;
+                a.and(qword_ptr(rsp), !0x8d5i32)?;
+                a.or(qword_ptr(rsp), rbx)?;
+                a.popfq()
+            }),
+        ),
+        case(
+            "enter/leave",
+            ALL,
+            Box::new(|a| {
+                a.mov(r9, rbp)?;
+                a.enter(32, 0)?;
+                a.mov(qword_ptr(rbp - 8), rax)?;
+                a.mov(rcx, qword_ptr(rbp - 8))?;
+                a.leave()?;
+                a.sub(r9, rbp)
+            }),
+        ),
+        case(
+            "clc/stc/cmc",
+            ALL,
+            Box::new(|a| {
+                a.clc()?;
+                a.adc(eax, 0)?;
+                a.stc()?;
+                a.adc(ebx, 0)?;
+                a.cmc()
+            }),
+        ),
+        case(
+            "cld/std",
+            ALL,
+            Box::new(|a| {
+                a.std()?;
+                a.lodsb()?;
+                a.cld()?;
+                a.lodsb()
+            }),
+        ),
+        case(
+            "cmpxchg8b",
+            ALL,
+            Box::new(|a| a.cmpxchg8b(qword_ptr(rsi + 8))),
+        ),
+        case(
+            "cmpxchg16b",
+            ALL,
+            Box::new(|a| a.cmpxchg16b(xmmword_ptr(rsi + 16))),
+        ),
+        case(
+            "cmpxchg8b equal",
+            ALL,
+            Box::new(|a| {
+                a.mov(eax, dword_ptr(rsi + 8))?;
+                a.mov(edx, dword_ptr(rsi + 12))?;
+                a.cmpxchg8b(qword_ptr(rsi + 8))
+            }),
+        ),
+        // LZCNT/TZCNT are not compared: the emulated CPUID has no ABM/BMI1, so they run
+        // as BSR/BSF there (architecturally right for such a CPU) but not on the host.
+        case(
+            "movbe r64,m64",
+            ALL,
+            Box::new(|a| a.movbe(rax, qword_ptr(rsi + 8))),
+        ),
+        case(
+            "movbe m32,r32",
+            ALL,
+            Box::new(|a| a.movbe(dword_ptr(rsi + 8), ebx)),
+        ),
+        case(
+            "xlatb",
+            ALL,
+            Box::new(|a| {
+                a.mov(rbx, rsi)?;
+                a.xlatb()?;
+                a.sub(rbx, rsi) // no pointer left in RBX
+            }),
+        ),
+        case(
+            "rep stosb",
+            ALL,
+            Box::new(|a| {
+                a.and(ecx, 127)?;
+                a.rep().stosb()
+            }),
+        ),
+        case(
+            "rep movsq",
+            ALL,
+            Box::new(|a| {
+                a.and(ecx, 31)?;
+                a.rep().movsq()
+            }),
+        ),
+        case(
+            "repne scasw",
+            ALL,
+            Box::new(|a| {
+                a.and(ecx, 63)?;
+                a.repne().scasw()
+            }),
+        ),
+        case(
+            "movsw/stosd/lodsq/scasd",
+            ALL,
+            Box::new(|a| {
+                a.movsw()?;
+                a.stosd()?;
+                a.lodsq()?;
+                a.scasd()
+            }),
+        ),
+        case("xchg r8,r8", ALL, Box::new(|a| a.xchg(al, ch))),
+        // Zero source: ZF=1 and (on Intel and AMD alike) the destination is unchanged.
+        case(
+            "bsf r64 zero",
+            ZF,
+            Box::new(|a| {
+                a.xor(ebx, ebx)?;
+                a.bsf(rax, rbx)
+            }),
+        ),
+        case(
+            "bsr r32 zero",
+            ZF,
+            Box::new(|a| {
+                a.xor(ebx, ebx)?;
+                a.bsr(eax, ebx)
+            }),
+        ),
+        case(
+            "nop/pause/fences",
+            ALL,
+            Box::new(|a| {
+                a.nop()?;
+                a.pause()?;
+                a.lfence()?;
+                a.mfence()?;
+                a.sfence()
+            }),
+        ),
+    ];
+    run(v, "stack/flags/misc");
 }

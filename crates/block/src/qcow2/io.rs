@@ -130,7 +130,7 @@ impl Inner {
             } else {
                 self.alloc_l2(gc)?;
                 let host = self.alloc_clusters(1)?;
-                let fresh = host >= self.storage.len().map_err(|e| self.io(e))?;
+                let fresh = host >= self.eof;
                 let data = if n as u64 == cs || (fresh && self.reads_zero(m, gc)) {
                     None
                 } else {
@@ -203,7 +203,7 @@ impl Inner {
 
     /// Queues the host clusters an overwritten mapping held for release after the next
     /// L2 write-back.
-    fn free_later(&mut self, old: Mapping) {
+    pub(super) fn free_later(&mut self, old: Mapping) {
         if let Mapping::Compressed { offset, sectors } = old {
             if self
                 .zcache

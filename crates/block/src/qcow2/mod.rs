@@ -84,6 +84,11 @@ pub(crate) struct Inner {
     free_hint: u64,
     /// Known length of the image file, including allocations not yet written.
     file_len: u64,
+    /// Length of the image file as written (no allocations): past it, a cluster reads
+    /// as zeroes without being written.
+    eof: u64,
+    /// Something was written since the last sync.
+    unsynced: bool,
     backing: Option<Box<dyn Disk>>,
     /// Set when the image names a backing file that was not opened.
     backing_missing: bool,
@@ -121,11 +126,18 @@ impl Inner {
     fn write_raw(&mut self, buf: &[u8], off: u64) -> Result<()> {
         self.storage.write_at(buf, off).map_err(|e| self.io(e))?;
         self.file_len = self.file_len.max(off + buf.len() as u64);
+        self.eof = self.eof.max(off + buf.len() as u64);
+        self.unsynced = true;
         Ok(())
     }
 
-    fn sync(&self) -> Result<()> {
-        self.storage.sync().map_err(|e| self.io(e))
+    /// `fdatasync`, skipped when nothing was written since the last one.
+    fn sync(&mut self) -> Result<()> {
+        if self.unsynced {
+            self.storage.sync().map_err(|e| self.io(e))?;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
     /// Writes everything back in crash-safe order and syncs (see the module docs).

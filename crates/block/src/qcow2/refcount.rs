@@ -189,9 +189,9 @@ impl Inner {
             restarts += 1;
             if restarts > 64 {
                 // Each restart adds refcount metadata; a sane image needs a few.
-                return Err(self.invalid(
-                    "cannot allocate a cluster: refcount metadata is inconsistent",
-                ));
+                return Err(
+                    self.invalid("cannot allocate a cluster: refcount metadata is inconsistent")
+                );
             }
             // Past the end of the file nothing is in use (everything allocated in this
             // session counts in `file_len`), so the search never walks far.

@@ -99,6 +99,8 @@ impl Inner {
             pending_frees: Vec::new(),
             free_hint: 0,
             file_len,
+            eof: file_len,
+            unsynced: false,
             backing: None,
             backing_missing: h.backing_file.is_some(),
             zcache: None,
@@ -221,15 +223,23 @@ impl Inner {
         Ok(off)
     }
 
-    /// Grows the virtual size (shrinking is not supported for qcow2).
+    /// Changes the virtual size, growing the L1 table if needed.
     pub(super) fn resize(&mut self, new_size: u64) -> Result<()> {
         // Whole 512-byte sectors, as at creation.
         let new_size = new_size.div_ceil(512).saturating_mul(512);
         if new_size < self.h.size {
-            return Err(DiskError::Unsupported("shrinking a qcow2 image"));
+            return self.shrink(new_size);
         }
         if new_size > super::header::MAX_VIRTUAL_SIZE {
             return Err(self.invalid(format!("size {new_size} is too large")));
+        }
+        // After a shrink, the last cluster may hold stale bytes past the old end:
+        // they must read as zeroes once they are inside the disk again.
+        let old_size = self.h.size;
+        let tail_end = old_size.div_ceil(self.cs) * self.cs;
+        if old_size % self.cs != 0 && tail_end > old_size {
+            let n = tail_end.min(new_size) - old_size;
+            self.write_zeroes(old_size, n)?;
         }
         self.flush()?;
         let need = Header::l1_entries_for(self.bits, new_size);
@@ -267,6 +277,53 @@ impl Inner {
             self.write_dirty_refblocks()?;
             self.sync()?;
         }
+        Ok(())
+    }
+
+    /// Shrinks the virtual size: clusters past the new end are deallocated, L2 tables
+    /// wholly past it are freed, then the header changes. An interrupted shrink leaves
+    /// the old size with a deallocated tail.
+    fn shrink(&mut self, new_size: u64) -> Result<()> {
+        let cs = self.cs;
+        let per_l2 = cs / 8;
+        let first_gc = new_size.div_ceil(cs);
+        let last_gc = self.h.size.div_ceil(cs);
+        for i in first_gc / per_l2..=last_gc.saturating_sub(1) / per_l2 {
+            let gc0 = i * per_l2;
+            let Some(off) = self.l2_offset(gc0)? else {
+                continue;
+            };
+            for gc in gc0.max(first_gc)..(gc0 + per_l2).min(last_gc) {
+                let idx = (gc % per_l2) as usize;
+                let entry = self.l2_table(off)?[idx];
+                if entry == 0 {
+                    continue;
+                }
+                let m = self.lookup(gc)?;
+                self.set_l2(gc, 0)?;
+                self.free_later(m);
+            }
+        }
+        // Tables durable, then refcounts lowered.
+        self.flush()?;
+        let mut freed = Vec::new();
+        for i in first_gc.div_ceil(per_l2)..self.l1.len() as u64 {
+            if let Some(off) = self.l2_offset(i * per_l2)? {
+                self.l1[i as usize] = 0;
+                let at = self.h.l1_table_offset + i * 8;
+                self.write_raw(&0u64.to_be_bytes(), at)?;
+                freed.push(off);
+            }
+        }
+        self.sync()?;
+        for off in freed {
+            self.l2.remove(off);
+            self.release_cluster(off)?;
+        }
+        self.write_dirty_refblocks()?;
+        self.write_raw(&new_size.to_be_bytes(), 24)?;
+        self.sync()?;
+        self.h.size = new_size;
         Ok(())
     }
 

@@ -9,6 +9,8 @@ use block::{BlockStatus, Disk, ImageFormat, OpenOptions, Qcow2Disk, RawDisk};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
 
 /// `convert [-f FMT] [-O FMT] [-c] [-o OPTS] [-p] [-q] [-S SIZE] IN OUT`.
 #[derive(clap::Args, Debug)]
@@ -110,25 +112,100 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
     };
     let chunk = (2u64 << 20).max(gran) / gran * gran;
     let pb = progress_bar(&a, size);
-    let mut buf = vec![0u8; chunk as usize];
-    let mut pos = 0u64;
-    while pos < size {
-        let n = chunk.min(size - pos);
-        let (st, run) = input.block_status(pos, n)?;
-        if st == BlockStatus::Zero && run == n {
-            pos += n;
-            pb.inc(n);
-            continue;
-        }
-        let b = &mut buf[..n as usize];
-        input.read_at(b, pos)?;
-        copy_chunk(&out, b, pos, gran, a.compress)?;
-        pos += n;
-        pb.inc(n);
-    }
+    // Raw output takes parallel writers (disjoint ranges); qcow2 output one writer, so
+    // its clusters are allocated in guest order.
+    let writers = match &out {
+        Out::Raw(_) => 2,
+        Out::Qcow2(_) => 1,
+    };
+    pipeline(
+        input.as_ref(),
+        &out,
+        size,
+        chunk,
+        gran,
+        a.compress,
+        writers,
+        &pb,
+    )?;
     out.disk().flush()?;
     pb.finish_and_clear();
     Ok(0)
+}
+
+/// Copies `size` bytes: one thread reads chunks (skipping what the input knows is
+/// zero), `writers` threads write their non-zero parts, overlapping input and output.
+#[allow(clippy::too_many_arguments)]
+fn pipeline(
+    input: &dyn Disk,
+    out: &Out,
+    size: u64,
+    chunk: u64,
+    gran: u64,
+    compress: bool,
+    writers: usize,
+    pb: &ProgressBar,
+) -> anyhow::Result<()> {
+    type Chunk = (u64, Vec<u8>);
+    let (tx, rx) = mpsc::sync_channel::<Chunk>(2 * writers);
+    let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+    let rx = Mutex::new(rx);
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let failed_r = &failed;
+        let reader = s.spawn(move || -> anyhow::Result<()> {
+            let mut pos = 0u64;
+            while pos < size && !failed_r.load(Ordering::Relaxed) {
+                let n = chunk.min(size - pos);
+                let (st, run) = input.block_status(pos, n)?;
+                if st == BlockStatus::Zero && run == n {
+                    pos += n;
+                    pb.inc(n);
+                    continue;
+                }
+                let mut b = back_rx.try_recv().unwrap_or_default();
+                b.resize(n as usize, 0);
+                input.read_at(&mut b, pos)?;
+                if tx.send((pos, b)).is_err() {
+                    break; // a writer failed; its error is reported below
+                }
+                pos += n;
+            }
+            Ok(())
+        });
+        let mut handles = Vec::new();
+        for _ in 0..writers {
+            let (rx, back_tx) = (&rx, back_tx.clone());
+            let failed = &failed;
+            handles.push(s.spawn(move || -> anyhow::Result<()> {
+                let mut result = Ok(());
+                // On error keep draining (discarding) so the reader never blocks.
+                while let Ok((pos, b)) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                    if result.is_ok() {
+                        result = copy_chunk(out, &b, pos, gran, compress);
+                        if result.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        pb.inc(b.len() as u64);
+                    }
+                    let _ = back_tx.send(b);
+                }
+                result
+            }));
+        }
+        drop(back_tx);
+        let r = reader
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("reader thread panicked")));
+        let mut result = Ok(());
+        for h in handles {
+            let w = h
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("writer thread panicked")));
+            result = result.and(w);
+        }
+        result.and(r)
+    })
 }
 
 /// Writes the non-zero granules of `b` (guest offset `pos`), merging neighbours.
@@ -138,7 +215,7 @@ fn copy_chunk(out: &Out, b: &[u8], pos: u64, gran: u64, compress: bool) -> anyho
     let mut i = 0usize;
     while i < b.len() {
         let end = (i + g).min(b.len());
-        let zero = b[i..end].iter().all(|&x| x == 0);
+        let zero = is_zero(&b[i..end]);
         if compress {
             if let (false, Out::Qcow2(d)) = (zero, out) {
                 d.write_compressed(pos + i as u64, &b[i..end])?;
@@ -156,4 +233,14 @@ fn copy_chunk(out: &Out, b: &[u8], pos: u64, gran: u64, compress: bool) -> anyho
         out.disk().write_at(&b[s..], pos + s as u64)?;
     }
     Ok(())
+}
+
+/// Whether a buffer is all zeroes (word at a time).
+fn is_zero(b: &[u8]) -> bool {
+    let words = b.chunks_exact(16);
+    let tail = words.remainder();
+    words
+        .map(|w| u128::from_ne_bytes(w.try_into().expect("16 bytes")))
+        .all(|w| w == 0)
+        && tail.iter().all(|&x| x == 0)
 }

@@ -107,7 +107,8 @@ pub(super) fn create_image(
         .with_context(|| format!("creating {}", path.display()))?;
     match format {
         ImageFormat::Raw => {
-            f.set_len(size)
+            // Whole 512-byte sectors, as qemu-img.
+            f.set_len(size.div_ceil(512) * 512)
                 .with_context(|| format!("sizing {}", path.display()))?;
         }
         ImageFormat::Qcow2 => {

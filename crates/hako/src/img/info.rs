@@ -103,15 +103,6 @@ pub fn run(a: InfoArgs) -> anyhow::Result<i32> {
     if !a.backing_chain {
         chain.truncate(1);
     }
-    if chain
-        .first()
-        .is_some_and(|i| i.probed && i.format == ImageFormat::Raw)
-    {
-        eprintln!(
-            "hako: warning: image format was not specified for '{}' and probing guessed raw",
-            a.file.display()
-        );
-    }
     match a.output {
         Output::Json => {
             let v = if a.backing_chain {

@@ -1,8 +1,10 @@
-//! Helpers shared by the end-to-end tests that boot the default Debian guest.
+//! Helpers shared by the end-to-end tests: running `hako` under a watchdog, the
+//! accelerators to test here, and the default Debian guest.
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
@@ -48,39 +50,95 @@ pub fn base64(data: &[u8]) -> String {
     s
 }
 
-/// Boots the default guest running `script`, with a watchdog.
-pub fn boot(accel: &str, script: &str, extra: &[&str], limit: Duration) -> Output {
-    let (kernel, initrd) = default_guest();
-    let cmdline = format!("console=ttyS0 quiet hako.cmd={}", base64(script.as_bytes()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hako"))
-        .args([
-            "run",
-            "--accel",
-            accel,
-            "--memory",
-            "512M",
-            "--cmdline",
-            &cmdline,
-        ])
-        .arg("--kernel")
-        .arg(&kernel)
-        .arg("--initrd")
-        .arg(&initrd)
-        .args(extra)
+/// What a watched run of `hako` did.
+pub struct Run {
+    pub success: bool,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` (stdin closed, output captured) and kills it after `limit`: a hung
+/// VMM fails the test instead of hanging CI. Both pipes are drained on threads so
+/// a chatty guest cannot block on a full pipe.
+pub fn run_watchdog(cmd: &mut Command, limit: Duration) -> Run {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .expect("spawn hako");
+    let drain = |mut p: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = p.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out_t = drain(Box::new(child.stdout.take().unwrap()));
+    let err_t = drain(Box::new(child.stderr.take().unwrap()));
     let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            child.kill().unwrap();
-            break;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if start.elapsed() > limit {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        success: status.success(),
+        timed_out,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
     }
-    child.wait_with_output().unwrap()
+}
+
+/// A `hako` command.
+pub fn hako() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hako"))
+}
+
+pub fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// Accelerators to test here: `kvm` where /dev/kvm opens, `emu` always.
+pub fn accels() -> Vec<&'static str> {
+    ["kvm", "emu"]
+        .into_iter()
+        .filter(|a| *a != "kvm" || kvm_usable())
+        .collect()
+}
+
+/// Boots the default guest running `script`, with a watchdog.
+pub fn boot(accel: &str, script: &str, extra: &[&str], limit: Duration) -> Run {
+    let (kernel, initrd) = default_guest();
+    let cmdline = format!("console=ttyS0 quiet hako.cmd={}", base64(script.as_bytes()));
+    let mut cmd = hako();
+    cmd.args([
+        "run",
+        "--accel",
+        accel,
+        "--memory",
+        "512M",
+        "--cmdline",
+        &cmdline,
+    ])
+    .arg("--kernel")
+    .arg(&kernel)
+    .arg("--initrd")
+    .arg(&initrd)
+    .args(extra);
+    run_watchdog(&mut cmd, limit)
 }
 
 pub fn host(cmd: &str) -> String {

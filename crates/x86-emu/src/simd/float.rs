@@ -6,6 +6,7 @@
 //! invalid operations give the default QNaN. All results and flags are exact in every
 //! rounding mode (see [`super::softfloat`]).
 
+use super::fast;
 use super::lanes::*;
 use super::mxcsr::{FpEnv, FpOut, Rounding, DE, IE, ZE};
 use super::softfloat::{self as sf, Format, Unpacked, Value, F32, F64};
@@ -76,8 +77,26 @@ pub fn cmp_values(a: &Unpacked, b: &Unpacked) -> Ordering {
     }
 }
 
-/// One lane of an arithmetic operation on bit patterns of format `f`.
+/// One lane of an arithmetic operation on bit patterns of format `f`: the host-FPU fast
+/// path when it applies ([`super::fast`]), else [`arith_exact`].
 pub fn arith(f: Format, op: ArithOp, a: u128, b: u128, env: FpEnv) -> (u128, u32) {
+    if env.rounding == Rounding::Nearest {
+        let fast = if f == F64 {
+            fast::arith64(op, a as u64, b as u64).map(|(v, fl)| (u128::from(v), fl))
+        } else if f == F32 {
+            fast::arith32(op, a as u32, b as u32).map(|(v, fl)| (u128::from(v), fl))
+        } else {
+            None
+        };
+        if let Some(r) = fast {
+            return r;
+        }
+    }
+    arith_exact(f, op, a, b, env)
+}
+
+/// One lane of an arithmetic operation, always through the exact soft-float core.
+pub fn arith_exact(f: Format, op: ArithOp, a: u128, b: u128, env: FpEnv) -> (u128, u32) {
     let ua = sf::unpack(f, a, env.daz);
     let ub = sf::unpack(f, b, env.daz);
     let de = denormal_flag(env, &[ua, ub]);
@@ -176,8 +195,25 @@ pub fn arith_non_nan(
     }
 }
 
-/// One lane of SQRT.
+/// One lane of SQRT (fast path when it applies, else [`sqrt_exact`]).
 pub fn sqrt(f: Format, b: u128, env: FpEnv) -> (u128, u32) {
+    if env.rounding == Rounding::Nearest {
+        let fast = if f == F64 {
+            fast::sqrt64(b as u64).map(|(v, fl)| (u128::from(v), fl))
+        } else if f == F32 {
+            fast::sqrt32(b as u32).map(|(v, fl)| (u128::from(v), fl))
+        } else {
+            None
+        };
+        if let Some(r) = fast {
+            return r;
+        }
+    }
+    sqrt_exact(f, b, env)
+}
+
+/// One lane of SQRT through the exact soft-float core.
+pub fn sqrt_exact(f: Format, b: u128, env: FpEnv) -> (u128, u32) {
     let u = sf::unpack(f, b, env.daz);
     let de = denormal_flag(env, &[u]);
     match u.value {

@@ -17,14 +17,27 @@
 //!   imm)`, `punpck{l,h}{bw,wd,dq,qdq}(a, b)` (also UNPCK{L,H}P{S,D}), `mmx_punpckl/h`,
 //!   `packsswb/packssdw/packuswb` (+ `mmx_`), `movmskps/movmskpd -> u32`,
 //!   `pinsrw/pextrw`, `movss_merge/movsd_merge/movhlps/movlhps/movq_zext`.
-#![doc = ""]
-//! Floating point functions return [`mxcsr::FpOut`]; call `FpOut::commit(&mut mxcsr)` to
-//! merge the exception flags, which returns `Err(SimdFault)` when an unmasked exception
-//! occurred: the destination must then stay unchanged and the caller raises #XM (CR4.
-//! OSXMMEXCPT=1) or #UD.
+//! - [`float`] (lane ops exact in every rounding mode, flags per the SDM, checked against
+//!   the host CPU): `{add,sub,mul,div,min,max}{ps,ss,pd,sd}(a, b, mxcsr) -> FpOut<u128>`,
+//!   `sqrtps/sqrtpd(b, mxcsr)`, `sqrtss/sqrtsd(a, b, mxcsr)`.
+//! - [`compare`]: `cmpps/cmpss/cmppd/cmpsd(a, b, imm, mxcsr) -> FpOut<u128>` (predicates
+//!   0..7), `comiss/ucomiss/comisd/ucomisd(a, b, mxcsr) -> FpOut<u64>`: clear
+//!   [`compare::COMI_WRITTEN`] in RFLAGS and OR in the value.
+//! - [`convert`]: `cvtsi2ss/cvtsi2sd(a, i64, mxcsr)`, `cvt(t)ss2si/cvt(t)sd2si(b, is64,
+//!   mxcsr) -> FpOut<u64>` (zero-extended; integer indefinite on IE), `cvtss2sd/cvtsd2ss(a,
+//!   b, mxcsr)`, `cvtps2pd/cvtpd2ps/cvtdq2ps/cvt(t)ps2dq/cvt(t)pd2dq(b, mxcsr)`,
+//!   `cvtdq2pd(b) -> u128`, MMX `cvtpi2ps/cvt(t)ps2pi/cvtpi2pd/cvt(t)pd2pi`.
+//! - [`mxcsr`]: bit constants, `mxcsr_valid` (LDMXCSR/FXRSTOR #GP check), [`FpEnv`].
+//!
+//! Floating-point functions return [`mxcsr::FpOut`]; call `FpOut::commit(&mut mxcsr)` to
+//! merge the exception flags. It returns `Err(SimdFault)` when an unmasked exception
+//! occurred: the destination must then stay unchanged and the caller raises #XM
+//! (CR4.OSXMMEXCPT=1) or #UD. [`softfloat`] is the shared exact IEEE core (also used by
+//! the x87 code for the 80-bit format).
 
 pub mod compare;
 pub mod convert;
+pub mod fast;
 pub mod float;
 pub mod int;
 pub mod lanes;

@@ -129,3 +129,42 @@ impl<T> FpOut<T> {
 pub fn mxcsr_valid(v: u32) -> bool {
     v & !MXCSR_MASK == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_masked_and_unmasked() {
+        let mut mx = MXCSR_DEFAULT;
+        let out = FpOut {
+            value: 7u32,
+            flags: PE | UE,
+        };
+        assert_eq!(out.commit(&mut mx), Ok(7));
+        assert_eq!(mx, MXCSR_DEFAULT | PE | UE);
+
+        // Unmasked precision: the flags are merged, the value is withheld.
+        let mut mx = MXCSR_DEFAULT & !(PE << 7);
+        assert_eq!(out.commit(&mut mx), Err(SimdFault { flags: PE | UE }));
+        assert_eq!(mx & FLAGS, PE | UE);
+
+        // Unmasked invalid: post-computation flags are not reported.
+        let mut mx = MXCSR_DEFAULT & !(IE << 7);
+        let out = FpOut {
+            value: 0u32,
+            flags: IE | PE,
+        };
+        assert_eq!(out.commit(&mut mx), Err(SimdFault { flags: IE }));
+        assert_eq!(mx & FLAGS, IE);
+    }
+
+    #[test]
+    fn env_and_validity() {
+        let e = FpEnv::from_mxcsr(0x1f80 | (3 << 13) | DAZ | FTZ);
+        assert_eq!(e.rounding, Rounding::Zero);
+        assert!(e.daz && e.ftz && e.underflow_masked);
+        assert!(mxcsr_valid(0xffff));
+        assert!(!mxcsr_valid(0x1_0000));
+    }
+}

@@ -21,6 +21,8 @@ pub const STACK: u64 = 0x20_0000;
 pub const DATA: u64 = 0x30_0000;
 const GDT: u64 = 0x5000;
 const IDT: u64 = 0x6000;
+/// One HLT per exception vector: an exception ends the run at `HANDLERS + vector + 1`.
+const HANDLERS: u64 = 0x18_0000;
 
 /// Flat RAM behind the emulator's bus.
 struct FlatBus {
@@ -115,6 +117,13 @@ pub fn run_emulated(body: &[u8], m: &Machine) -> Result<EmuResult, String> {
     for k in 0..(RAM as u64 >> 21) {
         bus.write(0x3000 + k * 8, 8, (k << 21) | 0x87);
     }
+    for v in 0..32u64 {
+        let h = HANDLERS + v;
+        bus.ram[h as usize] = 0xf4;
+        let lo = (h & 0xffff) | (8 << 16) | (0x8e << 40) | (((h >> 16) & 0xffff) << 48);
+        bus.write(IDT + 16 * v, 8, lo);
+        bus.write(IDT + 16 * v + 8, 8, h >> 32);
+    }
     bus.write(GDT + 8, 8, Segment::code64(8).to_gdt_entry());
     bus.write(GDT + 16, 8, Segment::data(0x10).to_gdt_entry());
 
@@ -154,9 +163,20 @@ pub fn run_emulated(body: &[u8], m: &Machine) -> Result<EmuResult, String> {
 
     let mut cpu = Cpu::new(0);
     cpu.set_state(&s);
-    let stop = cpu.run(&mut bus, 100_000);
+    // POPF, STI, I/O... end a run early with `Yield`; keep going up to a budget.
+    let mut stop = StopReason::Yield;
+    for _ in 0..100 {
+        stop = cpu.run(&mut bus, 10_000);
+        if stop != StopReason::Yield {
+            break;
+        }
+    }
     let out = cpu.state();
     let end = CODE + body.len() as u64 + 1;
+    if stop == StopReason::Halted && (HANDLERS + 1..=HANDLERS + 32).contains(&out.regs.rip) {
+        let vector = out.regs.rip - HANDLERS - 1;
+        return Err(format!("the emulator raised exception vector {vector}"));
+    }
     if stop != StopReason::Halted || out.regs.rip != end {
         return Err(format!(
             "emulator stopped with {stop:?} at rip {:#x} (expected HLT at {:#x})",

@@ -229,7 +229,11 @@ impl Mismatches {
         self.count += 1;
         // Show the first two of each kind (the text before the first ':').
         let key = msg.split(':').next().unwrap_or("").to_string();
-        let same = self.shown.iter().filter(|m| m.starts_with(&format!("{key}:"))).count();
+        let same = self
+            .shown
+            .iter()
+            .filter(|m| m.starts_with(&format!("{key}:")))
+            .count();
         if self.shown.len() < 40 && same < 2 {
             self.shown.push(msg);
         }
@@ -264,7 +268,12 @@ impl Machine {
 /// `m`) and describes any difference: GPRs (RSP excepted), RFLAGS under `flag_mask`, the
 /// scratch memory, and when `check_fx` the x87/SSE state (FXSAVE image without
 /// FOP/FIP/FDP). `None` when they agree.
-pub fn native_vs_emu(snip: &Snippet, m: &mut Machine, flag_mask: u64, check_fx: bool) -> Option<String> {
+pub fn native_vs_emu(
+    snip: &Snippet,
+    m: &mut Machine,
+    flag_mask: u64,
+    check_fx: bool,
+) -> Option<String> {
     let before = format!("gpr={:x?} rflags={:#x}", m.gpr, m.rflags);
     let emu = match emu::run_emulated(&snip.body, m) {
         Ok(e) => e,
