@@ -216,6 +216,7 @@ impl accel::Vcpu for EmuVcpu {
             if self.cpu.halted {
                 if !self.cpu.interrupts_enabled() {
                     // HLT with IF=0 (a pending NMI/INIT was handled above).
+                    tracing::debug!(vcpu = self.id, icount = self.cpu.icount, "halted forever");
                     return Ok(VcpuExit::HaltedForever);
                 }
                 self.sleep(next);

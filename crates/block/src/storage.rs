@@ -25,7 +25,8 @@ pub trait Storage: Send + Sync {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes written data durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
-    /// Deallocates a byte range, which then reads as zeroes. Best effort.
+    /// Deallocates a byte range, which then reads as zeroes. Fails (e.g. `EOPNOTSUPP`)
+    /// where the host cannot; callers that only want space back may ignore that.
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Host bytes actually allocated (for `img info`'s disk usage).
     fn allocated_bytes(&self) -> io::Result<u64>;
@@ -144,14 +145,11 @@ impl Storage for FileStorage {
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
-        match self.fallocate(
+        self.fallocate(
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
             offset,
             len,
-        ) {
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
-            r => r,
-        }
+        )
     }
 
     fn allocated_bytes(&self) -> io::Result<u64> {

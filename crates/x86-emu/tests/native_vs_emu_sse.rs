@@ -137,9 +137,8 @@ fn sse_integer_vs_emu() {
 }
 
 /// The floating-point SSE/SSE2 instructions: results and MXCSR flags through the
-/// emulator's executor. Needs emucore to wire `crate::simd` float functions.
+/// emulator's executor.
 #[test]
-#[ignore = "SSE floating point not wired into the executor yet (tests/native/NEEDS.md)"]
 #[allow(clippy::vec_init_then_push)] // the macro pushes
 fn sse_float_vs_emu() {
     let mut v: Vec<(&str, Emit)> = Vec::new();

@@ -53,10 +53,14 @@ fn widen(d: f64) -> u128 {
 /// A random FPU state: some registers in use, random TOP, PC and RC, all exceptions
 /// masked, no flags pending.
 fn random_state(r: &mut Rng) -> X87State {
+    random_state_masks(r, 0x3f)
+}
+
+/// As [`random_state`] with the exception masks `masks` (bits 0..5) in FCW.
+fn random_state_masks(r: &mut Rng, masks: u16) -> X87State {
     let mut s = X87State::default();
     let pc = [0u16, 2, 3, 3][r.below(4)];
     let rc = r.below(4) as u16;
-    s.fldcw(0x7f | (pc << 8) | (rc << 10));
     // TOP random: push a few values so tags and TOP are consistent.
     for _ in 0..r.below(8) {
         s.fdecstp();
@@ -67,6 +71,7 @@ fn random_state(r: &mut Rng) -> X87State {
     }
     s.fsw &= !0xff; // the widening above may have raised flags
     s.fsw |= (r.next_u64() as u16) & 0x4700; // random C3 C2 C1 C0
+    s.fldcw(0x40 | masks | (pc << 8) | (rc << 10));
     s
 }
 
@@ -111,12 +116,23 @@ fn case(
 }
 
 fn run_cases(cases: Vec<Case>, what: &str) {
+    run_cases_masked(cases, what, false);
+}
+
+/// Runs the cases; with `unmasked`, exceptions are randomly unmasked (a single
+/// instruction then only sets ES: FXSAVE does not wait, so nothing traps).
+fn run_cases_masked(cases: Vec<Case>, what: &str, unmasked: bool) {
     let mut rng = Rng::new(what.len() as u64 * 1009);
     let mut m = Machine::new();
     let mut bad = Mismatches::default();
     for c in &cases {
         for _ in 0..CASES {
-            let s0 = random_state(&mut rng);
+            let masks = if unmasked {
+                0x3f & !(rng.next_u64() as u16 & 0x3f)
+            } else {
+                0x3f
+            };
+            let s0 = random_state_masks(&mut rng, masks);
             let mem = (c.mem)(&mut rng);
             let fl_in = rng.next_u64() & native::STATUS_FLAGS;
             let fpu = s0.to_fpu_state(&FpuState::default());
@@ -695,4 +711,56 @@ fn x87_state_serde_round_trip() {
     assert_eq!(back, s);
     let fpu = s.to_fpu_state(&FpuState::default());
     assert_eq!(X87State::from_fpu_state(&fpu), s);
+}
+
+/// Arithmetic, loads and stores with exceptions randomly unmasked: flags, ES/B, which
+/// results are (not) written, and the rebiased results of unmasked OE/UE.
+#[test]
+fn x87_unmasked_exceptions() {
+    let mut v = Vec::new();
+    arith_cases!(v, X87Op::Div, fdiv_2, fdiv_2, fdivp, fdiv, fidiv);
+    arith_cases!(v, X87Op::Sub, fsub_2, fsub_2, fsubp, fsub, fisub);
+    v.push(case(
+        "fld m32",
+        |a| a.fld(dword_ptr(rsi)),
+        mem_f32,
+        |s, m| {
+            s.fld_m32(rd32(m));
+            None
+        },
+    ));
+    v.push(case(
+        "fstp m32",
+        |a| a.fstp(dword_ptr(rsi)),
+        mem_int,
+        |s, m| {
+            wr(m, s.fst_m32(true).map(u64::from), 4);
+            None
+        },
+    ));
+    v.push(case(
+        "fistp m16",
+        |a| a.fistp(word_ptr(rsi)),
+        mem_int,
+        |s, m| {
+            wr(m, s.fist(16, true), 2);
+            None
+        },
+    ));
+    v.push(case(
+        "fsqrt",
+        |a| a.fsqrt(),
+        mem_int,
+        |s, _| {
+            s.fsqrt();
+            None
+        },
+    ));
+    v.push(case(
+        "fcomi st1",
+        |a| a.fcomi(st0, st1),
+        mem_int,
+        |s, _| s.fcomi(1, CmpKind::Ordered, false),
+    ));
+    run_cases_masked(v, "x87 unmasked", true);
 }

@@ -79,6 +79,149 @@ impl Cpu {
         }
     }
 
+    /// Merges an SSE floating-point result's flags into MXCSR; an unmasked
+    /// exception raises #XM (or #UD without CR4.OSXMMEXCPT) and writes nothing.
+    fn commit<T>(&mut self, out: simd::FpOut<T>) -> XResult<T> {
+        out.commit(&mut self.fpu.mxcsr).map_err(|_| {
+            if self.cr4 & bits::CR4_OSXMMEXCPT != 0 {
+                Exc::new(19, None)
+            } else {
+                Exc::ud()
+            }
+        })
+    }
+
+    /// SSE/SSE2 floating point: arithmetic, compares, conversions.
+    /// Returns `None` if `i` is not one of them.
+    fn sse_float(&mut self, bus: &mut dyn Bus, i: &Instruction) -> Option<XResult<()>> {
+        type Bin = fn(u128, u128, u32) -> simd::FpOut<u128>;
+        let mn = i.mnemonic();
+        let bin: Option<Bin> = match mn {
+            M::Addps => Some(simd::addps),
+            M::Addss => Some(simd::addss),
+            M::Addpd => Some(simd::addpd),
+            M::Addsd => Some(simd::addsd),
+            M::Subps => Some(simd::subps),
+            M::Subss => Some(simd::subss),
+            M::Subpd => Some(simd::subpd),
+            M::Subsd => Some(simd::subsd),
+            M::Mulps => Some(simd::mulps),
+            M::Mulss => Some(simd::mulss),
+            M::Mulpd => Some(simd::mulpd),
+            M::Mulsd => Some(simd::mulsd),
+            M::Divps => Some(simd::divps),
+            M::Divss => Some(simd::divss),
+            M::Divpd => Some(simd::divpd),
+            M::Divsd => Some(simd::divsd),
+            M::Minps => Some(simd::minps),
+            M::Minss => Some(simd::minss),
+            M::Minpd => Some(simd::minpd),
+            M::Minsd => Some(simd::minsd),
+            M::Maxps => Some(simd::maxps),
+            M::Maxss => Some(simd::maxss),
+            M::Maxpd => Some(simd::maxpd),
+            M::Maxsd => Some(simd::maxsd),
+            M::Sqrtss => Some(simd::sqrtss),
+            M::Sqrtsd => Some(simd::sqrtsd),
+            M::Cvtss2sd => Some(simd::cvtss2sd),
+            M::Cvtsd2ss => Some(simd::cvtsd2ss),
+            _ => None,
+        };
+        let mx = self.fpu.mxcsr;
+        if let Some(f) = bin {
+            return Some((|| {
+                let d = i.op_register(0).number();
+                let b = self.xmm_op(bus, i, 1)?;
+                let r = self.commit(f(self.fpu.xmm[d], b, mx))?;
+                self.fpu.xmm[d] = r;
+                Ok(())
+            })());
+        }
+        type Un = fn(u128, u32) -> simd::FpOut<u128>;
+        let un: Option<Un> = match mn {
+            M::Sqrtps => Some(simd::sqrtps),
+            M::Sqrtpd => Some(simd::sqrtpd),
+            M::Cvtps2pd => Some(simd::cvtps2pd),
+            M::Cvtpd2ps => Some(simd::cvtpd2ps),
+            M::Cvtdq2ps => Some(simd::cvtdq2ps),
+            M::Cvtps2dq => Some(simd::cvtps2dq),
+            M::Cvttps2dq => Some(simd::cvttps2dq),
+            M::Cvtpd2dq => Some(simd::cvtpd2dq),
+            M::Cvttpd2dq => Some(simd::cvttpd2dq),
+            _ => None,
+        };
+        if let Some(f) = un {
+            return Some((|| {
+                let d = i.op_register(0).number();
+                let b = self.xmm_op(bus, i, 1)?;
+                let r = self.commit(f(b, mx))?;
+                self.fpu.xmm[d] = r;
+                Ok(())
+            })());
+        }
+        let r = match mn {
+            M::Cvtdq2pd => (|| {
+                let b = self.xmm_op(bus, i, 1)?;
+                self.fpu.xmm[i.op_register(0).number()] = simd::cvtdq2pd(b);
+                Ok(())
+            })(),
+            M::Cmpps | M::Cmpss | M::Cmppd | M::Cmpsd => (|| {
+                let d = i.op_register(0).number();
+                let b = self.xmm_op(bus, i, 1)?;
+                let imm = i.immediate(2) as u8;
+                let a = self.fpu.xmm[d];
+                let out = match mn {
+                    M::Cmpps => simd::cmpps(a, b, imm, mx),
+                    M::Cmpss => simd::cmpss(a, b, imm, mx),
+                    M::Cmppd => simd::cmppd(a, b, imm, mx),
+                    _ => simd::cmpsd(a, b, imm, mx),
+                };
+                self.fpu.xmm[d] = self.commit(out)?;
+                Ok(())
+            })(),
+            M::Comiss | M::Ucomiss | M::Comisd | M::Ucomisd => (|| {
+                let a = self.fpu.xmm[i.op_register(0).number()];
+                let b = self.xmm_op(bus, i, 1)?;
+                let out = match mn {
+                    M::Comiss => simd::comiss(a, b, mx),
+                    M::Ucomiss => simd::ucomiss(a, b, mx),
+                    M::Comisd => simd::comisd(a, b, mx),
+                    _ => simd::ucomisd(a, b, mx),
+                };
+                let f = self.commit(out)?;
+                let cur = self.flags.get();
+                self.flags.load((cur & !simd::COMI_WRITTEN) | f);
+                Ok(())
+            })(),
+            M::Cvtsi2ss | M::Cvtsi2sd => (|| {
+                let size = self.op_size(i, 1);
+                let raw = self.rd(bus, i, 1, size)?;
+                let v = if size == 8 { raw as i64 } else { raw as u32 as i32 as i64 };
+                let d = i.op_register(0).number();
+                let a = self.fpu.xmm[d];
+                let out = if mn == M::Cvtsi2ss { simd::cvtsi2ss(a, v, mx) } else { simd::cvtsi2sd(a, v, mx) };
+                self.fpu.xmm[d] = self.commit(out)?;
+                Ok(())
+            })(),
+            M::Cvtss2si | M::Cvttss2si | M::Cvtsd2si | M::Cvttsd2si => (|| {
+                let b = self.xmm_op(bus, i, 1)?;
+                let r = i.op_register(0);
+                let is64 = r.size() == 8;
+                let out = match mn {
+                    M::Cvtss2si => simd::cvtss2si(b, is64, mx),
+                    M::Cvttss2si => simd::cvttss2si(b, is64, mx),
+                    M::Cvtsd2si => simd::cvtsd2si(b, is64, mx),
+                    _ => simd::cvttsd2si(b, is64, mx),
+                };
+                let v = self.commit(out)?;
+                self.set_reg(r, v);
+                Ok(())
+            })(),
+            _ => return None,
+        };
+        Some(r)
+    }
+
     fn check_align16(&self, i: &Instruction) -> XResult<()> {
         for n in 0..i.op_count() {
             if i.op_kind(n) == OpKind::Memory && self.ea(i) % 16 != 0 {
@@ -168,6 +311,9 @@ impl Cpu {
             return Err(Exc::ud());
         }
         self.sse_check()?;
+        if let Some(r) = self.sse_float(bus, i) {
+            return r;
+        }
         match mn {
             M::Movaps | M::Movapd | M::Movdqa | M::Movntdq | M::Movntps | M::Movntpd => {
                 self.check_align16(i)?;

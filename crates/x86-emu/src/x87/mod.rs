@@ -11,9 +11,11 @@
 //! and C1 = "rounded up" for inexact results. Masked exceptions give the masked response
 //! (QNaN indefinite, integer indefinite, ±∞...). An unmasked exception sets ES and B;
 //! the caller must then raise #MF (CR0.NE=1) at the next waiting x87 instruction
-//! ([`X87State::pending_exception`]). Known simplifications with unmasked exceptions:
-//! results of unmasked OE/UE are stored unscaled (the CPU adds/subtracts a 24576 exponent
-//! bias); results with unmasked IE/DE/ZE are not stored, as on the CPU.
+//! ([`X87State::pending_exception`]). Checked against the host FPU with IE/DE/ZE/PE
+//! unmasked: arithmetic with an unmasked IE/DE/ZE stores nothing and reports only that
+//! flag; loads stop only on IE; compares still write the condition codes/EFLAGS; stores to
+//! memory write nothing on an unmasked IE/DE/ZE/OE/UE; an unmasked OE/UE with a register
+//! destination stores the result with its exponent rebiased by ∓24576.
 //!
 //! # API summary (for the executor)
 //! - control: `fninit`, `fnclex`, `fldcw(u16)`, `fnstcw() -> u16`, `fnstsw() -> u16`,
@@ -254,7 +256,9 @@ impl X87State {
             return;
         }
         self.fsw &= !C1;
-        if self.raise(flags) && flags & (IE | DE) != 0 {
+        self.raise(flags);
+        // An unmasked IE (SNaN source) stops the load; an unmasked DE does not (measured).
+        if flags & IE != 0 && self.fcw & IE == 0 {
             return;
         }
         self.push_raw(v);

@@ -82,6 +82,27 @@ fn pick_nan(a: u128, ua: &Unpacked, b: u128, ub: &Unpacked) -> u128 {
     }
 }
 
+/// The 80-bit layout with a 17-bit exponent, for results outside the 80-bit range.
+const WIDE: Format = Format {
+    exp_bits: 17,
+    frac_bits: 63,
+    explicit_int: true,
+};
+
+/// Moves a [`WIDE`] value into the 80-bit format with the exponent adjusted by -24576
+/// (overflow) or +24576 (underflow), as the FPU delivers unmasked OE/UE results.
+fn rebias(w: u128, scale: u16) -> u128 {
+    let sign = (w >> 81) & 1;
+    let exp = ((w >> 64) & 0x1ffff) as i64 - i64::from(WIDE.bias());
+    let exp = if scale & OE != 0 {
+        exp - 24576
+    } else {
+        exp + 24576
+    };
+    let field = (exp + i64::from(F80.bias())).clamp(0, 0x7ffe) as u128;
+    (sign << 79) | (field << 64) | (w & u128::from(u64::MAX))
+}
+
 /// Unsupported 80-bit encodings (unnormals, pseudo-NaN/∞): invalid operands.
 fn unsupported(v: u128) -> bool {
     let exp = (v >> 64) & 0x7fff;
@@ -181,13 +202,38 @@ impl X87State {
         let p = self.precision();
         let (v, fl) = arith_non_nan(F80, p, op, &ux, &uy, env);
         let fl = fl as u16;
-        self.set_c1_rounded(u32::from(fl), v, || {
+        let scale = fl & !self.fcw & (OE | UE);
+        // An unmasked overflow/underflow delivers the result rounded with an unbounded
+        // exponent and then rebiased by ∓24576 into range: compute it in a format with
+        // two more exponent bits.
+        let (fmt, v) = if scale != 0 && fl & (IE | ZE) == 0 {
+            (WIDE, arith_non_nan(WIDE, p, op, &ux, &uy, env).0)
+        } else {
+            (F80, v)
+        };
+        let inexact = if fmt == WIDE {
             let env0 = FpEnv {
                 rounding: Rounding::Zero,
                 ..env
             };
-            arith_non_nan(F80, p, op, &ux, &uy, env0).0
-        });
+            let (w0, wfl) = arith_non_nan(WIDE, p, op, &ux, &uy, env0);
+            self.fsw &= !C1;
+            if w0 != v {
+                self.fsw |= C1;
+            }
+            wfl as u16 & PE
+        } else {
+            self.set_c1_rounded(u32::from(fl), v, || {
+                let env0 = FpEnv {
+                    rounding: Rounding::Zero,
+                    ..env
+                };
+                arith_non_nan(F80, p, op, &ux, &uy, env0).0
+            });
+            fl & PE
+        };
+        let v = if fmt == WIDE { rebias(v, scale) } else { v };
+        let fl = (fl & !PE) | inexact;
         let fl = if fl & (IE | ZE) != 0 { fl } else { fl | de };
         (v, fl)
     }
@@ -196,10 +242,13 @@ impl X87State {
     /// occurred; returns whether it was stored.
     fn commit(&mut self, dst: usize, v: u128, flags: u16) -> bool {
         let unmasked = flags & !self.fcw & 0x3f;
-        self.raise(flags);
         if unmasked & (IE | DE | ZE) != 0 {
+            // The operation stops before computing: no post-computation flags, no C1.
+            self.fsw &= !C1;
+            self.raise(flags & (IE | DE | ZE));
             return false;
         }
+        self.raise(flags);
         self.set_st(dst, v);
         true
     }
@@ -344,9 +393,15 @@ impl X87State {
             )
             .0
         });
-        if self.raise(fl) {
+        let unmasked = fl & !self.fcw & 0x3f;
+        // Unmasked precision alone still stores; the others leave memory untouched and
+        // report no precision/round-up (as measured).
+        if unmasked & !PE != 0 {
+            self.fsw &= !C1;
+            self.raise(fl & !PE);
             return None;
         }
+        self.raise(fl);
         if pop {
             self.pop();
         }
@@ -394,9 +449,9 @@ impl X87State {
             .map(|v| v as u64)
     }
 
-    /// Compares ST(0) with `src`; returns the ordering (None = unordered) or None when an
-    /// unmasked exception stops the instruction (then `Err`).
-    fn compare(&mut self, src: Src, kind: CmpKind, clear_c1: bool) -> Result<Option<Ordering>, ()> {
+    /// Compares ST(0) with `src`: the ordering, None = unordered (also after a stack
+    /// underflow). The result is written even when IE/DE are unmasked (measured).
+    fn compare(&mut self, src: Src, kind: CmpKind, clear_c1: bool) -> Option<Ordering> {
         let (b, pre, src_empty) = match src {
             Src::St(i) => (self.st(i), 0, self.is_empty(i)),
             Src::M32(x) => {
@@ -417,11 +472,8 @@ impl X87State {
             self.fsw &= !C1;
         }
         if src_empty || self.is_empty(0) {
-            return if self.stack_underflow() {
-                Err(())
-            } else {
-                Ok(None)
-            };
+            self.stack_underflow();
+            return None;
         }
         let a = self.st(0);
         let ua = sf::unpack(F80, a, false);
@@ -443,22 +495,19 @@ impl X87State {
         } else {
             0
         };
-        if self.raise(fl) {
-            return Err(());
-        }
-        Ok(if nan {
+        // Even with IE/DE unmasked the condition codes / EFLAGS are written (measured).
+        self.raise(fl);
+        if nan {
             None
         } else {
             Some(cmp_values(&ua, &ub))
-        })
+        }
     }
 
     /// FCOM/FCOMP/FCOMPP/FUCOM*/FICOM*/FTST: sets C3 C2 C0 (> 000, < 001, = 100,
     /// unordered 111), C1 = 0, and pops `pops` times (0..2).
     pub fn fcom(&mut self, src: Src, kind: CmpKind, pops: u32) {
-        let Ok(o) = self.compare(src, kind, true) else {
-            return;
-        };
+        let o = self.compare(src, kind, true);
         let cc = match o {
             Some(Ordering::Greater) => 0,
             Some(Ordering::Less) => C0,
@@ -477,9 +526,10 @@ impl X87State {
     }
 
     /// FCOMI/FCOMIP/FUCOMI/FUCOMIP ST(0), ST(i): the RFLAGS bits to set among ZF, PF, CF
-    /// (OF, SF, AF are cleared), or None when an unmasked exception leaves RFLAGS alone.
+    /// (OF, SF, AF are cleared); always `Some` (RFLAGS is written even when IE is
+    /// unmasked, as measured).
     pub fn fcomi(&mut self, i: usize, kind: CmpKind, pop: bool) -> Option<u64> {
-        let o = self.compare(Src::St(i), kind, false).ok()?;
+        let o = self.compare(Src::St(i), kind, false);
         if pop {
             self.pop();
         }
