@@ -14,7 +14,7 @@ use crate::bus::EmuBus;
 use crate::vm::{lock, Kicker, Shared};
 
 /// Instructions per slice between timer and interrupt checks.
-const SLICE: u64 = 20_000;
+const SLICE: u64 = 2_000;
 
 /// One emulated vCPU.
 pub struct EmuVcpu {
@@ -23,6 +23,11 @@ pub struct EmuVcpu {
     cpu: Cpu,
     /// Application processor waiting for INIT/SIPI.
     wait_for_sipi: bool,
+    /// Print instruction-rate statistics to stderr (`HAKO_EMU_STATS=1`).
+    stats: bool,
+    /// (time, icount) of the last statistics line.
+    last_report: (u64, u64),
+    hist: std::collections::HashMap<u64, u64>,
 }
 
 impl EmuVcpu {
@@ -35,6 +40,9 @@ impl EmuVcpu {
             id,
             cpu,
             wait_for_sipi: id != 0,
+            stats: std::env::var_os("HAKO_EMU_STATS").is_some(),
+            last_report: (0, 0),
+            hist: Default::default(),
         }
     }
 
@@ -185,19 +193,14 @@ impl accel::Vcpu for EmuVcpu {
         let slot = &shared.cpus[self.idx()];
         let base = lock(&slot.lapic).base_address();
         let mut bus = EmuBus::new(&shared, io, self.idx(), base);
-        let mut last_report = (shared.now_ns(), self.cpu.icount);
         loop {
-            if tracing::enabled!(tracing::Level::DEBUG) {
+            if self.stats {
                 let now = shared.now_ns();
-                if now - last_report.0 > 2_000_000_000 {
-                    let mips = (self.cpu.icount - last_report.1) as f64
-                        / ((now - last_report.0) as f64 / 1e3);
-                    tracing::debug!(
-                        vcpu = self.id,
-                        rip = format_args!("{:#x}", self.cpu.rip),
-                        "{mips:.1} MIPS"
-                    );
-                    last_report = (now, self.cpu.icount);
+                if now - self.last_report.0 > 2_000_000_000 {
+                    let mips = (self.cpu.icount - self.last_report.1) as f64
+                        / ((now - self.last_report.0) as f64 / 1e3);
+                    eprintln!("emu stats: vcpu {} icount={} rip={:#x} {mips:.1} MIPS", self.id, self.cpu.icount, self.cpu.rip);
+                    self.last_report = (now, self.cpu.icount);
                 }
             }
             if slot.kicked.swap(false, Ordering::SeqCst) {
@@ -221,6 +224,16 @@ impl accel::Vcpu for EmuVcpu {
                 }
                 self.sleep(next);
                 continue;
+            }
+            if self.stats {
+                *self.hist.entry(self.cpu.rip >> 4).or_insert(0) += 1;
+                if self.hist.values().sum::<u64>() % 20000 == 0 {
+                    let mut v: Vec<_> = self.hist.iter().map(|(k, c)| (*c, *k)).collect();
+                    v.sort_unstable_by(|a, b| b.cmp(a));
+                    for (c, k) in v.iter().take(25) {
+                        eprintln!("hist {:#x} {}", k << 4, c);
+                    }
+                }
             }
             match self.cpu.run(&mut bus, SLICE) {
                 StopReason::Shutdown => return Ok(VcpuExit::Shutdown),

@@ -15,7 +15,13 @@ use crate::mmu::Access;
 
 /// Longest block, in instructions.
 const MAX_BLOCK: usize = 48;
-const FAST_SIZE: usize = 4096;
+const FAST_SIZE: usize = 1 << 14;
+
+/// Slot of a physical block address in the direct-mapped front cache.
+#[inline]
+fn fast_slot(phys: u64) -> usize {
+    ((phys ^ (phys >> 14) ^ (phys >> 28)) as usize) & (FAST_SIZE - 1)
+}
 
 /// A decoded straight-line run of instructions.
 pub struct Block {
@@ -108,7 +114,7 @@ impl BlockCache {
                 if self.map.get(&phys) == Some(&id) {
                     self.map.remove(&phys);
                 }
-                let slot = &mut self.fast[(phys as usize) % FAST_SIZE];
+                let slot = &mut self.fast[fast_slot(phys)];
                 if *slot == id {
                     *slot = NONE;
                 }
@@ -119,7 +125,7 @@ impl BlockCache {
 
     #[inline]
     fn get(&mut self, phys: u64, vstart: u64, bitness: u32) -> Option<BlockId> {
-        let slot = (phys as usize) % FAST_SIZE;
+        let slot = fast_slot(phys);
         let id = self.fast[slot];
         if id != NONE {
             let b = &self.arena[id as usize];
@@ -162,7 +168,7 @@ impl BlockCache {
             // Same physical start decoded for another linear address or mode:
             // replace it in place (its page registrations stay valid).
             self.arena[old as usize] = b;
-            self.fast[(phys as usize) % FAST_SIZE] = old;
+            self.fast[fast_slot(phys)] = old;
             return old;
         }
         let id = match self.free.pop() {
@@ -178,7 +184,7 @@ impl BlockCache {
         for &p in pages {
             self.mark(p, id);
         }
-        self.fast[(phys as usize) % FAST_SIZE] = id;
+        self.fast[fast_slot(phys)] = id;
         self.map.insert(phys, id);
         id
     }

@@ -205,8 +205,9 @@ impl Inner {
             return Ok(off);
         }
         let off = self.alloc_clusters(1)?;
+        // The table's refcount and its (empty) content must both be durable before the
+        // L1 entry points at it; one sync covers both.
         self.write_dirty_refblocks()?;
-        self.sync()?;
         self.write_raw(&vec![0u8; self.cs as usize], off)?;
         self.sync()?;
         let i = gc / (self.cs / 8);

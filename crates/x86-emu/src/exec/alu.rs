@@ -134,6 +134,7 @@ impl Cpu {
     }
 
     /// Shifts and rotates (SHL/SHR/SAR/ROL/ROR/RCL/RCR).
+    #[inline(never)]
     pub(crate) fn shift(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let size = self.op_size(i, 0);
         let bits = size as u32 * 8;
@@ -231,6 +232,7 @@ impl Cpu {
     }
 
     /// SHLD/SHRD.
+    #[inline(never)]
     pub(crate) fn shift_double(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let size = self.op_size(i, 0);
         let bits = size as u32 * 8;
@@ -261,6 +263,7 @@ impl Cpu {
     }
 
     /// MUL/IMUL (all forms).
+    #[inline(never)]
     pub(crate) fn mul(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let signed = i.mnemonic() == M::Imul;
         if signed && i.op_count() >= 2 {
@@ -310,6 +313,7 @@ impl Cpu {
     }
 
     /// DIV/IDIV.
+    #[inline(never)]
     pub(crate) fn div(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let size = self.op_size(i, 0);
         let bits = size as u32 * 8;
@@ -360,6 +364,7 @@ impl Cpu {
     }
 
     /// BT/BTS/BTR/BTC.
+    #[inline(never)]
     pub(crate) fn bit_test(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let size = self.op_size(i, 0);
         let bits = size as u64 * 8;
@@ -407,6 +412,7 @@ impl Cpu {
 
     /// BSF/BSR/TZCNT/LZCNT/POPCNT. TZCNT/LZCNT are not advertised, so they
     /// behave as BSF/BSR like on CPUs without BMI1/LZCNT.
+    #[inline(never)]
     pub(crate) fn bit_scan(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let size = self.op_size(i, 0);
         let v = self.rd(bus, i, 1, size)? & mask(size);
@@ -436,6 +442,7 @@ impl Cpu {
     }
 
     /// XADD.
+    #[inline(never)]
     pub(crate) fn xadd(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let size = self.op_size(i, 0);
         let m = mask(size);
@@ -451,6 +458,7 @@ impl Cpu {
     }
 
     /// XCHG (always locked with a memory operand).
+    #[inline(never)]
     pub(crate) fn xchg(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let size = self.op_size(i, 0);
         if i.op_kind(0) == OpKind::Register && i.op_kind(1) == OpKind::Register {
@@ -475,6 +483,7 @@ impl Cpu {
     }
 
     /// CMPXCHG.
+    #[inline(never)]
     pub(crate) fn cmpxchg(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let size = self.op_size(i, 0);
         let m = mask(size);
@@ -508,6 +517,7 @@ impl Cpu {
     }
 
     /// CMPXCHG8B/CMPXCHG16B.
+    #[inline(never)]
     pub(crate) fn cmpxchg_wide(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let a = self.ea(i);
         if i.mnemonic() == M::Cmpxchg8b {

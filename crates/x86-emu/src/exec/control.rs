@@ -127,6 +127,7 @@ impl Cpu {
     }
 
     /// INT n / INT3 / INTO / INT1.
+    #[inline(never)]
     pub(crate) fn soft_int(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let (v, kind) = match i.mnemonic() {
             M::Int3 => (3, EventKind::Software),
@@ -143,6 +144,7 @@ impl Cpu {
     }
 
     /// IRET/IRETD/IRETQ.
+    #[inline(never)]
     pub(crate) fn iret(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let size: u8 = match i.code() {
             Code::Iretq => 8,
@@ -238,6 +240,7 @@ impl Cpu {
     }
 
     /// SYSCALL.
+    #[inline(never)]
     pub(crate) fn syscall(&mut self, i: &Instruction) -> XResult<()> {
         if self.efer & bits::EFER_SCE == 0 || self.efer & bits::EFER_LMA == 0 {
             return Err(Exc::ud());
@@ -258,6 +261,7 @@ impl Cpu {
     }
 
     /// SYSRET (to 64-bit or compatibility mode).
+    #[inline(never)]
     pub(crate) fn sysret(&mut self, i: &Instruction) -> XResult<()> {
         if self.efer & bits::EFER_SCE == 0 || self.efer & bits::EFER_LMA == 0 {
             return Err(Exc::ud());
@@ -295,6 +299,7 @@ impl Cpu {
     }
 
     /// Far JMP/CALL/RET.
+    #[inline(never)]
     pub(crate) fn far_branch(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let mn = i.mnemonic();
         if mn == M::Retf {
@@ -349,6 +354,7 @@ impl Cpu {
     }
 
     /// ENTER.
+    #[inline(never)]
     pub(crate) fn enter(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let size = self.stack_op_size(i);
         let alloc = i.immediate(0) & 0xffff;
@@ -373,6 +379,7 @@ impl Cpu {
     }
 
     /// LEAVE.
+    #[inline(never)]
     pub(crate) fn leave(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let size = self.stack_op_size(i);
         let ss = self.stack_size();

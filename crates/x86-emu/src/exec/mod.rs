@@ -421,6 +421,7 @@ impl Cpu {
     }
 
     /// MOV in all its forms (GPR, memory, segment, control and debug registers).
+    #[inline]
     fn mov(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         if i.op_kind(0) == OpKind::Register {
             let r0 = i.op_register(0);

@@ -232,6 +232,7 @@ impl Cpu {
     }
 
     /// Everything not handled by the integer dispatcher.
+    #[inline(never)]
     pub(crate) fn sse_or_x87(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let mn = i.mnemonic();
         // x87 control and state instructions.

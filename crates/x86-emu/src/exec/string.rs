@@ -47,6 +47,7 @@ fn elem_size(mn: M) -> u8 {
 
 impl Cpu {
     /// Executes one string instruction, all REP iterations included.
+    #[inline(never)]
     pub(crate) fn string_op(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let mn = i.mnemonic();
         let es = elem_size(mn);

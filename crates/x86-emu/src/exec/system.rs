@@ -29,6 +29,7 @@ impl Cpu {
     }
 
     /// MOV to/from CR and DR.
+    #[inline(never)]
     pub(crate) fn mov_crdr(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         self.require_cpl0()?;
         let r0 = i.op_register(0);
@@ -121,6 +122,7 @@ impl Cpu {
     }
 
     /// RDMSR.
+    #[inline(never)]
     pub(crate) fn rdmsr(&mut self, bus: &mut dyn Bus) -> XResult<()> {
         self.require_cpl0()?;
         let idx = self.gpr[RCX] as u32;
@@ -137,6 +139,7 @@ impl Cpu {
     }
 
     /// WRMSR.
+    #[inline(never)]
     pub(crate) fn wrmsr(&mut self, bus: &mut dyn Bus) -> XResult<()> {
         self.require_cpl0()?;
         let idx = self.gpr[RCX] as u32;
@@ -265,6 +268,7 @@ impl Cpu {
     }
 
     /// LGDT/LIDT/SGDT/SIDT/LLDT/SLDT/LTR/STR/LMSW/SMSW/INVLPG.
+    #[inline(never)]
     pub(crate) fn desc_tables(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let mn = i.mnemonic();
         let bsize = if self.bitness == 64 { 8 } else { 4 };
@@ -359,6 +363,7 @@ impl Cpu {
     }
 
     /// IN/OUT.
+    #[inline(never)]
     pub(crate) fn port_io(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         if !self.io_allowed() {
             return Err(Exc::gp(0));
@@ -387,6 +392,7 @@ impl Cpu {
     }
 
     /// CLI/STI/PUSHF/POPF/CLC/STC/CMC/CLD/STD/LAHF/SAHF.
+    #[inline(never)]
     pub(crate) fn flag_ops(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         match i.mnemonic() {
             M::Cli | M::Sti => {
@@ -450,6 +456,7 @@ impl Cpu {
     }
 
     /// VERR/VERW: ZF=1 if the segment is readable/writable at the current privilege.
+    #[inline(never)]
     pub(crate) fn verrw(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         let sel = self.rd(bus, i, 0, 2)? as u16;
         let ok = if sel & !3 == 0 {
@@ -475,6 +482,7 @@ impl Cpu {
     }
 
     /// SWAPGS.
+    #[inline(never)]
     pub(crate) fn swapgs(&mut self) -> XResult<()> {
         if self.bitness != 64 {
             return Err(Exc::ud());
@@ -485,6 +493,7 @@ impl Cpu {
     }
 
     /// RDTSC/RDTSCP.
+    #[inline(never)]
     pub(crate) fn rdtsc(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
         if self.cr4 & bits::CR4_TSD != 0 && self.cpl != 0 {
             return Err(Exc::gp(0));
@@ -499,6 +508,7 @@ impl Cpu {
     }
 
     /// HLT.
+    #[inline(never)]
     pub(crate) fn hlt(&mut self) -> XResult<()> {
         self.require_cpl0()?;
         self.halted = true;
@@ -507,6 +517,7 @@ impl Cpu {
     }
 
     /// CLTS.
+    #[inline(never)]
     pub(crate) fn clts(&mut self) -> XResult<()> {
         self.require_cpl0()?;
         self.cr0 &= !bits::CR0_TS;
