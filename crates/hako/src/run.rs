@@ -125,6 +125,10 @@ pub fn run(a: RunArgs) -> Result<i32> {
             continue;
         }
         drop(term);
+        if let ExitReason::Signal(n) = reason {
+            eprintln!("hako: {}", reason.describe());
+            return Ok(128 + n);
+        }
         return if reason.is_clean() {
             tracing::info!("{}", reason.describe());
             Ok(0)

@@ -167,3 +167,26 @@ fn guest_reset_restores_the_terminal() {
         assert!(seen.contains("OK"), "{accel}: {seen}");
     }
 }
+
+#[test]
+fn sigterm_ends_the_vm_and_restores_the_terminal() {
+    for accel in accels() {
+        let pty = openpty();
+        let before = lflag(&pty.slave);
+        let (mut child, rx) = start(accel, &pty);
+        let mut seen = String::new();
+        wait_for(&rx, &mut seen, "echo: ready");
+        // SAFETY: kill() on the pid of our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(
+            wait_exit(&mut child),
+            128 + libc::SIGTERM,
+            "{accel}: exit status for SIGTERM"
+        );
+        assert_eq!(
+            lflag(&pty.slave),
+            before,
+            "{accel}: terminal mode restored after SIGTERM"
+        );
+    }
+}

@@ -25,6 +25,8 @@ pub enum ExitReason {
     AllHalted,
     /// The user typed the console's quit sequence.
     ConsoleQuit,
+    /// hako received SIGTERM, SIGHUP or SIGINT.
+    Signal(i32),
     /// The VMM failed.
     Error(String),
 }
@@ -44,6 +46,7 @@ impl ExitReason {
                 "every vCPU halted with interrupts disabled; the guest has finished".into()
             }
             ExitReason::ConsoleQuit => "quit from the console".into(),
+            ExitReason::Signal(n) => format!("terminated by signal {n}"),
             ExitReason::Error(e) => e.clone(),
         }
     }
@@ -130,6 +133,8 @@ impl Machine {
             vcpus.push(v);
         }
 
+        // Signals first: threads spawned after this inherit the blocked mask.
+        route_signals(m.exit.clone())?;
         route_stdin(interactive, m.input.clone(), m.exit.clone())?;
 
         let mut handles = Vec::new();
@@ -203,5 +208,49 @@ fn route_stdin(interactive: bool, input: InputSink, exit: Arc<ExitState>) -> Res
             })
             .context("cannot start the console thread")?;
     }
+    Ok(())
+}
+
+/// The signals that end the VM in an orderly way (terminal restored, files flushed).
+const EXIT_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT];
+
+static SIGNAL_EXIT: OnceLock<Arc<Mutex<Option<Arc<ExitState>>>>> = OnceLock::new();
+
+/// Turns SIGTERM/SIGHUP/SIGINT into an orderly exit of the running VM: they are
+/// blocked in this thread (and so in every thread spawned after it) and taken by a
+/// dedicated thread with `sigwait`.
+fn route_signals(exit: Arc<ExitState>) -> Result<()> {
+    let mut first = false;
+    let target = SIGNAL_EXIT.get_or_init(|| {
+        first = true;
+        Arc::new(Mutex::new(None))
+    });
+    *lock(target) = Some(exit);
+    if !first {
+        return Ok(());
+    }
+    // SAFETY: an all-zero sigset_t is a valid argument for sigemptyset to initialise.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t owned by this frame; the signal numbers are valid.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in EXIT_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let t = target.clone();
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig = 0;
+            // SAFETY: `set` holds the blocked signals; `sig` is a valid out-pointer.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                if let Some(exit) = lock(&t).clone() {
+                    exit.request(ExitReason::Signal(sig));
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
     Ok(())
 }
