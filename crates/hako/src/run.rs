@@ -120,7 +120,9 @@ pub fn run(a: RunArgs) -> Result<i32> {
         }
         let interactive = matches!(term, Some(Some(_)));
         let reason = machine.run(interactive)?;
-        if matches!(reason, ExitReason::Reset | ExitReason::TripleFault) && cfg.on_reboot == OnReboot::Restart {
+        if matches!(reason, ExitReason::Reset | ExitReason::TripleFault)
+            && cfg.on_reboot == OnReboot::Restart
+        {
             tracing::info!("the guest reset itself: booting it again");
             continue;
         }

@@ -20,7 +20,14 @@ use std::process::Command;
 use std::time::SystemTime;
 
 /// The guests this crate knows about (each has a `guests/<name>.c`).
-pub const GUESTS: &[&str] = &["hello", "triple", "smp", "outloop", "virtio_hostile", "echo"];
+pub const GUESTS: &[&str] = &[
+    "hello",
+    "triple",
+    "smp",
+    "outloop",
+    "virtio_hostile",
+    "echo",
+];
 
 /// The repository's `guests/` folder.
 pub fn guests_dir() -> PathBuf {
