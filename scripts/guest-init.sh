@@ -19,6 +19,12 @@ if [ -f "$MODS/load-order" ]; then
         todo=$left
     done
 fi
+# devtmpfs creates device nodes asynchronously: wait (up to ~3 s) for the disks'.
+for b in /sys/block/vd*; do
+    [ -e "$b" ] || continue
+    n=0
+    while [ ! -e "/dev/${b##*/}" ] && [ $n -lt 30 ]; do sleep 0.1; n=$((n+1)); done
+done
 echo "hako-guest: init reached (kernel $KVER, $(grep -c ^processor /proc/cpuinfo) cpus)"
 # hako.cmd=BASE64 on the kernel command line: run that shell script, print its
 # exit status, power off. (Base64 keeps quotes, spaces and '+' intact.)

@@ -14,7 +14,7 @@ use crate::bus::EmuBus;
 use crate::vm::{lock, Kicker, Shared};
 
 /// Instructions per slice between timer and interrupt checks.
-const SLICE: u64 = 2_000;
+const SLICE: u64 = 20_000;
 
 /// One emulated vCPU.
 pub struct EmuVcpu {
@@ -27,7 +27,6 @@ pub struct EmuVcpu {
     stats: bool,
     /// (time, icount) of the last statistics line.
     last_report: (u64, u64),
-    hist: std::collections::HashMap<u64, u64>,
 }
 
 impl EmuVcpu {
@@ -42,7 +41,6 @@ impl EmuVcpu {
             wait_for_sipi: id != 0,
             stats: std::env::var_os("HAKO_EMU_STATS").is_some(),
             last_report: (0, 0),
-            hist: Default::default(),
         }
     }
 
@@ -199,7 +197,10 @@ impl accel::Vcpu for EmuVcpu {
                 if now - self.last_report.0 > 2_000_000_000 {
                     let mips = (self.cpu.icount - self.last_report.1) as f64
                         / ((now - self.last_report.0) as f64 / 1e3);
-                    eprintln!("emu stats: vcpu {} icount={} rip={:#x} {mips:.1} MIPS", self.id, self.cpu.icount, self.cpu.rip);
+                    eprintln!(
+                        "emu stats: vcpu {} icount={} rip={:#x} {mips:.1} MIPS",
+                        self.id, self.cpu.icount, self.cpu.rip
+                    );
                     self.last_report = (now, self.cpu.icount);
                 }
             }
@@ -224,16 +225,6 @@ impl accel::Vcpu for EmuVcpu {
                 }
                 self.sleep(next);
                 continue;
-            }
-            if self.stats {
-                *self.hist.entry(self.cpu.rip >> 4).or_insert(0) += 1;
-                if self.hist.values().sum::<u64>() % 20000 == 0 {
-                    let mut v: Vec<_> = self.hist.iter().map(|(k, c)| (*c, *k)).collect();
-                    v.sort_unstable_by(|a, b| b.cmp(a));
-                    for (c, k) in v.iter().take(25) {
-                        eprintln!("hist {:#x} {}", k << 4, c);
-                    }
-                }
             }
             match self.cpu.run(&mut bus, SLICE) {
                 StopReason::Shutdown => return Ok(VcpuExit::Shutdown),

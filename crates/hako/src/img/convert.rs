@@ -33,7 +33,7 @@ pub struct ConvertArgs {
     /// Quiet: no progress bar.
     #[arg(short = 'q')]
     quiet: bool,
-    /// Zero runs at least this long are left unallocated in raw output (default 4k).
+    /// Zero runs at least this long are left unallocated in raw output.
     #[arg(short = 'S', default_value = "4k")]
     sparse_size: String,
     /// Input image.

@@ -146,6 +146,7 @@ impl Cpu {
     /// IRET/IRETD/IRETQ.
     #[inline(never)]
     pub(crate) fn iret(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
+        let was_if = self.flags.rflags & flags::IF != 0;
         let size: u8 = match i.code() {
             Code::Iretq => 8,
             Code::Iretd => 4,
@@ -235,7 +236,10 @@ impl Cpu {
             }
         }
         self.int_shadow = false;
-        self.stop = true;
+        // Interrupts just became deliverable: let the platform look.
+        if !was_if && self.flags.rflags & flags::IF != 0 {
+            self.stop = true;
+        }
         Ok(())
     }
 
@@ -292,9 +296,12 @@ impl Cpu {
         } else {
             self.gpr[RCX] & 0xffff_ffff
         };
+        let was_if = self.flags.rflags & flags::IF != 0;
         self.flags.load((self.gpr[11] & 0x3c_7fd7) | 2);
         self.update_mode();
-        self.stop = true;
+        if !was_if && self.flags.rflags & flags::IF != 0 {
+            self.stop = true;
+        }
         Ok(())
     }
 

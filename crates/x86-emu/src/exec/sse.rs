@@ -196,10 +196,18 @@ impl Cpu {
             M::Cvtsi2ss | M::Cvtsi2sd => (|| {
                 let size = self.op_size(i, 1);
                 let raw = self.rd(bus, i, 1, size)?;
-                let v = if size == 8 { raw as i64 } else { raw as u32 as i32 as i64 };
+                let v = if size == 8 {
+                    raw as i64
+                } else {
+                    raw as u32 as i32 as i64
+                };
                 let d = i.op_register(0).number();
                 let a = self.fpu.xmm[d];
-                let out = if mn == M::Cvtsi2ss { simd::cvtsi2ss(a, v, mx) } else { simd::cvtsi2sd(a, v, mx) };
+                let out = if mn == M::Cvtsi2ss {
+                    simd::cvtsi2ss(a, v, mx)
+                } else {
+                    simd::cvtsi2sd(a, v, mx)
+                };
                 self.fpu.xmm[d] = self.commit(out)?;
                 Ok(())
             })(),

@@ -408,7 +408,7 @@ impl Cpu {
                 } else {
                     self.flags.rflags &= !flags::IF;
                 }
-                self.stop = true;
+                // STI: the platform is consulted after the shadowed instruction.
             }
             M::Pushf | M::Pushfd | M::Pushfq => {
                 let size = self.stack_op_size(i);
@@ -430,7 +430,9 @@ impl Cpu {
                 }
                 let cur = self.flags.get();
                 self.flags.load((cur & !changeable) | (v & changeable));
-                self.stop = true;
+                if cur & flags::IF == 0 && self.flags.rflags & flags::IF != 0 {
+                    self.stop = true;
+                }
             }
             M::Clc => self.flags.set_bits(flags::CF, false),
             M::Stc => self.flags.set_bits(flags::CF, true),
