@@ -67,7 +67,7 @@ if [ ! -s "$INITRD" ] || [ "$SCRIPT_DIR/default-guest.sh" -nt "$INITRD" ] || [ "
     # virtio and filesystem modules the init may load (insmod order matters: deps first).
     MODS="$ROOT/lib/modules/$KVER"
     : > "$MODS/load-order"
-    for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_mmio \
+    for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_mmio \
              virtio_blk virtio_console virtio-rng failover net_failover virtio_net; do
         f=$(find "$KDIR/lib/modules/$KVER/kernel" -name "$m.ko*" | head -1)
         if [ -n "$f" ]; then

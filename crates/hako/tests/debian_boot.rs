@@ -16,16 +16,12 @@ awk 'BEGIN{x=1; for(i=1;i<=20;i++) x=x*1.5+1/i; printf "float=%.9f\n", x}'
 md5sum /init
 cat /proc/cpuinfo | grep -c ^processor
 "#;
-    let o = boot("emu", script, &[], Duration::from_secs(900));
+    let o = boot("emu", script, &[], Duration::from_secs(360));
     let out = &o.stdout;
     let err = &o.stderr;
     assert!(
         o.success,
-        "timed out: {}
-stdout:
-{out}
-stderr:
-{err}",
+        "timed out: {}\nstdout:\n{out}\nstderr:\n{err}",
         o.timed_out
     );
     assert!(out.contains("hako-guest: init reached"), "{out}");

@@ -73,21 +73,14 @@ echo "entropy=$(head -c 16 /dev/hwrng | od -An -tx1 | tr -d ' \n' | wc -c)"
 poweroff -f
 "#;
     let disk = format!("{},format=raw", img.display());
-    let o = boot(
-        "emu",
-        script,
-        &["--cpus", "2", "--disk", &disk],
-        Duration::from_secs(1200),
-    );
+    let disk2 = format!("{},format=qcow2", overlay.display());
+    let args = ["--cpus", "2", "--disk", &disk, "--disk", &disk2];
+    let o = boot("emu", script, &args, Duration::from_secs(360));
     let out = &o.stdout;
     let err = &o.stderr;
     assert!(
         o.success,
-        "timed out: {}
-stdout:
-{out}
-stderr:
-{err}",
+        "timed out: {}\nstdout:\n{out}\nstderr:\n{err}",
         o.timed_out
     );
     assert!(out.contains("cpus=2"), "{out}");

@@ -30,6 +30,9 @@ pub struct Block {
     pub vstart: u64,
     pub bitness: u32,
     pub phys: u64,
+    /// The block's code bytes within its first page, to detect changes made
+    /// behind the CPU's back (device DMA into a reused page).
+    pub bytes: Vec<u8>,
 }
 
 /// Index of a block in the cache's arena.
@@ -45,7 +48,11 @@ pub struct BlockCache {
     fast: Vec<BlockId>,
     code_pages: Vec<u64>,
     page_blocks: HashMap<u64, Vec<BlockId>>,
+    /// (page, generation) of recently verified user code pages.
+    checked: Vec<(u64, u64)>,
 }
+
+const CHECKED_SIZE: usize = 256;
 
 impl Default for BlockCache {
     fn default() -> Self {
@@ -56,6 +63,7 @@ impl Default for BlockCache {
             fast: vec![NONE; FAST_SIZE],
             code_pages: Vec::new(),
             page_blocks: HashMap::new(),
+            checked: vec![(u64::MAX, 0); CHECKED_SIZE],
         }
     }
 }
@@ -69,6 +77,7 @@ impl BlockCache {
         self.fast.iter_mut().for_each(|e| *e = NONE);
         self.code_pages.iter_mut().for_each(|w| *w = 0);
         self.page_blocks.clear();
+        self.checked.iter_mut().for_each(|e| *e = (u64::MAX, 0));
     }
 
     /// The block with id `id`.
@@ -142,6 +151,34 @@ impl BlockCache {
         None
     }
 
+    /// Whether page `pn`'s blocks were verified in generation `gen`.
+    #[inline]
+    fn page_checked(&self, pn: u64, gen: u64) -> bool {
+        let e = self.checked[(pn as usize) & (CHECKED_SIZE - 1)];
+        e == (pn, gen)
+    }
+
+    /// Compares page `pn`'s blocks with memory; drops the page's blocks if any
+    /// changed. Returns whether they were all still valid.
+    fn verify_page(&mut self, bus: &mut dyn Bus, pn: u64, gen: u64) -> bool {
+        let ok = self.page_blocks.get(&pn).is_none_or(|ids| {
+            ids.iter().all(|&id| {
+                let b = &self.arena[id as usize];
+                b.insns.is_empty()
+                    || b.bytes
+                        .iter()
+                        .enumerate()
+                        .all(|(k, &v)| bus.read(b.phys + k as u64, 1) as u8 == v)
+            })
+        });
+        if ok {
+            self.checked[(pn as usize) & (CHECKED_SIZE - 1)] = (pn, gen);
+        } else {
+            self.invalidate_page(pn);
+        }
+        ok
+    }
+
     fn insert_uncached(&mut self, mut b: Block) -> BlockId {
         b.phys = u64::MAX - 1;
         let id = match self.free.pop() {
@@ -152,6 +189,7 @@ impl BlockCache {
                     vstart: 0,
                     bitness: 0,
                     phys: u64::MAX,
+                    bytes: Vec::new(),
                 });
                 (self.arena.len() - 1) as BlockId
             }
@@ -197,7 +235,15 @@ impl Cpu {
         let user = self.cpl == 3;
         let phys = self.translate(bus, lin, Access::Exec, user)?;
         if let Some(b) = self.blocks.get(phys, self.rip, self.bitness) {
-            return Ok(b);
+            // User code may live in pages a device wrote by DMA since they were
+            // decoded (page cache reuse): re-check a page's blocks once per
+            // address-space switch.
+            if self.cpl != 3 || self.blocks.page_checked(phys >> 12, self.code_gen) {
+                return Ok(b);
+            }
+            if self.blocks.verify_page(bus, phys >> 12, self.code_gen) {
+                return Ok(b);
+            }
         }
         self.blocks.invalidate_page(u64::MAX >> 12);
         let page_left = 0x1000 - (phys & 0xfff) as usize;
@@ -239,11 +285,15 @@ impl Cpu {
             }
             break;
         }
+        let end = insns
+            .last()
+            .map_or(0, |l| (l.next_ip().wrapping_sub(self.rip)) as usize);
         let b = Block {
             insns: std::mem::take(&mut insns),
             vstart: self.rip,
             bitness: self.bitness,
             phys,
+            bytes: buf[..end.min(page_left).min(buf.len())].to_vec(),
         };
         if !bus.is_ram(phys) {
             // Not cacheable (ROM/MMIO): keep it in a scratch slot that is never looked up.

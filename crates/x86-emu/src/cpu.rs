@@ -123,6 +123,9 @@ pub struct Cpu {
     pub(crate) trace: Option<Box<dyn std::io::Write + Send>>,
     /// Instructions retired.
     pub icount: u64,
+    /// Bumped on every address-space switch (CR3 write): user code pages are
+    /// re-verified against memory once per generation.
+    pub(crate) code_gen: u64,
     pub cpuid: crate::cpuid::CpuidModel,
 }
 
@@ -181,6 +184,7 @@ impl Cpu {
             blocks: BlockCache::default(),
             trace: None,
             icount: 0,
+            code_gen: 0,
             cpuid: crate::cpuid::CpuidModel::new(apic_id),
         };
         cpu.update_mode();

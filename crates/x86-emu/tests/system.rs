@@ -183,3 +183,38 @@ fn write_protect_page_fault_error_code() {
     // Present + write, supervisor.
     assert_eq!(bus.read(cpu.gpr[4], 8), 3);
 }
+
+#[test]
+fn user_code_rewritten_behind_the_cpu_is_redecoded_after_cr3_switch() {
+    let (mut cpu, mut bus) = machine(|a| {
+        a.mov(ecx, 0xc000_0081u32).unwrap();
+        a.xor(eax, eax).unwrap();
+        a.mov(edx, 0x0010_0008u32).unwrap();
+        a.wrmsr().unwrap();
+        a.mov(ecx, 0xc000_0082u32).unwrap();
+        a.mov(eax, (CODE + 0x400) as u32).unwrap();
+        a.xor(edx, edx).unwrap();
+        a.wrmsr().unwrap();
+        a.mov(rax, cr3).unwrap();
+        a.mov(cr3, rax).unwrap();
+        a.mov(rcx, CODE + 0x1000).unwrap();
+        a.mov(r11, 0x202u64).unwrap();
+        a.sysretq().unwrap();
+    });
+    user_gdt(&mut bus);
+    let start = cpu.state();
+    let user = (CODE + 0x1000) as usize;
+    bus.ram[user..user + 7].copy_from_slice(&[0xb8, 1, 0, 0, 0, 0x0f, 0x05]); // mov eax,1; syscall
+    bus.ram[(CODE + 0x400) as usize] = 0xf4;
+    assert_eq!(run(&mut cpu, &mut bus), StopReason::Halted);
+    assert_eq!(cpu.gpr[0], 1);
+    // A "device" rewrites the user page directly in memory (no CPU write).
+    bus.ram[user + 1] = 2;
+    cpu.rip = start.regs.rip;
+    cpu.cpl = 0;
+    cpu.seg[x86_emu::cpu::CS] = start.sregs.cs;
+    cpu.seg[x86_emu::cpu::SS] = start.sregs.ss;
+    cpu.halted = false;
+    assert_eq!(run(&mut cpu, &mut bus), StopReason::Halted);
+    assert_eq!(cpu.gpr[0], 2);
+}

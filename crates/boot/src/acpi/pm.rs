@@ -49,7 +49,10 @@ const PWRBTN: u16 = 1 << 8;
 const SCI_EN: u16 = 1 << 0;
 const SLP_EN: u16 = 1 << 13;
 /// Status/enable bits implemented (timer overflow, global, power button, wake).
-const STS_BITS: u16 = 1 | (1 << 5) | PWRBTN | (1 << 15);
+/// RTC_STS/RTC_EN: enable is accepted (Linux's rtc-cmos enables it and checks it
+/// reads back) though the RTC alarm never wakes the platform.
+const RTC: u16 = 1 << 10;
+const STS_BITS: u16 = 1 | (1 << 5) | PWRBTN | RTC | (1 << 15);
 
 /// What the guest asked the platform to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

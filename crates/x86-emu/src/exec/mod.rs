@@ -6,6 +6,7 @@ pub(crate) mod ops;
 mod sse;
 mod string;
 mod system;
+mod x87;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

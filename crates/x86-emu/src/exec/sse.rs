@@ -312,6 +312,9 @@ impl Cpu {
             }
             _ => {}
         }
+        if let Some(r) = self.x87(bus, i) {
+            return r;
+        }
         // Only XMM forms from here on; MMX register forms are not implemented.
         let uses_mmx =
             (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_mm());

@@ -90,6 +90,7 @@ impl Cpu {
             3 => {
                 self.cr3 = v & 0x000f_ffff_ffff_fff8;
                 self.tlb.flush_nonglobal();
+                self.code_gen += 1;
                 self.break_block = true;
             }
             4 => {
