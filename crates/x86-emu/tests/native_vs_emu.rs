@@ -496,9 +496,8 @@ fn moves_and_conditions() {
 }
 
 /// A 32-bit shift/rotate whose masked count is 0 still writes (zero-extends) the
-/// destination in 64-bit mode. Known emulator bug, see tests/native/NEEDS.md.
+/// destination in 64-bit mode (an emulator bug this test found, now fixed).
 #[test]
-#[ignore = "emulator bug reported to emucore (tests/native/NEEDS.md)"]
 fn shift32_count0_zero_extends() {
     let mut v = Vec::new();
     for (n, e) in [

@@ -146,8 +146,12 @@ impl Cpu {
         };
         let cnt = (cnt_raw & if size == 8 { 63 } else { 31 }) as u32;
         if cnt == 0 {
-            // Still touch the operand for fault semantics.
-            self.rd(bus, i, 0, size)?;
+            // No flags change, but the operand is still read (fault semantics) and a
+            // 32-bit register destination is still written, which zero-extends it.
+            let v = self.rd(bus, i, 0, size)?;
+            if size == 4 && i.op0_kind() == iced_x86::OpKind::Register {
+                self.wr(bus, i, 0, size, v & m)?;
+            }
             return Ok(());
         }
         let mn = i.mnemonic();
@@ -239,6 +243,11 @@ impl Cpu {
         let m = mask(size);
         let cnt = (self.rd(bus, i, 2, 1)? & if size == 8 { 63 } else { 31 }) as u32;
         if cnt == 0 {
+            // As for shifts: a 32-bit register destination is zero-extended.
+            if size == 4 && i.op0_kind() == iced_x86::OpKind::Register {
+                let v = self.rd(bus, i, 0, size)?;
+                self.wr(bus, i, 0, size, v & m)?;
+            }
             return Ok(());
         }
         let dst = self.rd(bus, i, 0, size)? & m;
