@@ -16,7 +16,7 @@ pub fn run(a: HostArgs) -> Result<i32> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{report}");
+        println!("{report}");
     }
     Ok(0)
 }

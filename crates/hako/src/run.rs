@@ -85,7 +85,15 @@ pub enum TransportArg {
 
 pub fn run(a: RunArgs) -> Result<i32> {
     let accel = match a.accel {
-        AccelArg::Kvm => AccelKind::Kvm,
+        AccelArg::Kvm => {
+            if accel_kvm::probe::probe().kvm.pvm {
+                eprintln!(
+                    "hako: warning: /dev/kvm is PVM-backed here: a stock kernel's supervisor code is \
+                     emulated by the host kernel and will hardly boot; use --accel emu for stock kernels"
+                );
+            }
+            AccelKind::Kvm
+        }
         AccelArg::Emu => AccelKind::Emu,
         AccelArg::Auto => crate::host::auto_accel(),
     };
