@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{boot, host, repo};
+use common::{boot_ok, host, repo};
 
 #[test]
 fn debian_kernel_boots_on_emu_and_computes_like_the_host() {
@@ -16,14 +16,7 @@ awk 'BEGIN{x=1; for(i=1;i<=20;i++) x=x*1.5+1/i; printf "float=%.9f\n", x}'
 md5sum /init
 cat /proc/cpuinfo | grep -c ^processor
 "#;
-    let o = boot("emu", script, &[], Duration::from_secs(360));
-    let out = &o.stdout;
-    let err = &o.stderr;
-    assert!(
-        o.success,
-        "timed out: {}\nstdout:\n{out}\nstderr:\n{err}",
-        o.timed_out
-    );
+    let out = &boot_ok("emu", script, &[], Duration::from_secs(360));
     assert!(out.contains("hako-guest: init reached"), "{out}");
     assert!(out.contains("mul=121932631112635269"), "{out}");
     let sha = host("printf hakobune | sha256sum");

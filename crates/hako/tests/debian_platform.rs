@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::boot;
+use common::boot_ok;
 
 fn have(tool: &str) -> bool {
     Command::new("sh")
@@ -75,14 +75,7 @@ poweroff -f
     let disk = format!("{},format=raw", img.display());
     let disk2 = format!("{},format=qcow2", overlay.display());
     let args = ["--cpus", "2", "--disk", &disk, "--disk", &disk2];
-    let o = boot("emu", script, &args, Duration::from_secs(360));
-    let out = &o.stdout;
-    let err = &o.stderr;
-    assert!(
-        o.success,
-        "timed out: {}\nstdout:\n{out}\nstderr:\n{err}",
-        o.timed_out
-    );
+    let out = &boot_ok("emu", script, &args, Duration::from_secs(360));
     assert!(out.contains("cpus=2"), "{out}");
     assert!(
         out.contains("mounted") && out.contains("unmounted"),

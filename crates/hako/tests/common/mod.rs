@@ -141,6 +141,17 @@ pub fn boot(accel: &str, script: &str, extra: &[&str], limit: Duration) -> Run {
     run_watchdog(&mut cmd, limit)
 }
 
+/// Boots the default guest running `script` and requires a clean exit; returns its console output.
+pub fn boot_ok(accel: &str, script: &str, extra: &[&str], limit: Duration) -> String {
+    let o = boot(accel, script, extra, limit);
+    assert!(
+        o.success,
+        "timed out: {}\nstdout:\n{}\nstderr:\n{}",
+        o.timed_out, o.stdout, o.stderr
+    );
+    o.stdout
+}
+
 pub fn host(cmd: &str) -> String {
     let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     String::from_utf8(o.stdout).unwrap()
