@@ -43,16 +43,10 @@ fn line(vm: &Arc<dyn Vm>, gsi: u32) -> Arc<dyn IrqLine> {
     })
 }
 
-/// Opens a `--disk`, checking it before the guest starts.
+/// Opens a `--disk`, checking it before the guest starts. `block::open` probes the
+/// format when none is given and warns when it probes raw (with the safety rules).
 fn open_disk(d: &DiskSpec) -> Result<Arc<dyn block::Disk>> {
     let shown = d.path.display();
-    std::fs::metadata(&d.path).with_context(|| format!("cannot open disk {shown}"))?;
-    if d.format.is_none() && block::probe(&d.path)? == block::ImageFormat::Raw {
-        eprintln!(
-            "hako: warning: disk {shown}: format probed as raw; say format=raw to confirm \
-             (a guest could write an image header into a raw disk, so probed images never open backing files)"
-        );
-    }
     let opts = block::OpenOptions {
         format: d.format,
         read_only: d.read_only,
