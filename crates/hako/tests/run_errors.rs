@@ -84,6 +84,15 @@ fn host_json_names_a_recommendation() {
     let out = hako().args(["host", "--json"]).output().unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let text = v.to_string();
-    assert!(text.contains("kvm") || text.contains("emu"), "{text}");
+    let rec = v["recommended"].as_str().unwrap_or_default();
+    assert!(rec == "kvm" || rec == "emu", "recommended: {rec:?}");
+    assert!(
+        !v["reason"].as_str().unwrap_or_default().is_empty(),
+        "a reason is given"
+    );
+    // A PVM-backed /dev/kvm (as on the development machines) must lead to emu.
+    if v["kvm"]["pvm"] == serde_json::Value::Bool(true) {
+        assert_eq!(rec, "emu", "PVM host: {v}");
+        assert!(v["reason"].as_str().unwrap().contains("PVM"), "{v}");
+    }
 }
