@@ -4,34 +4,15 @@
  * ticket, and halts. Starting them one by one keeps the output deterministic.
  * `cpus=N` (default 2) says how many CPUs the machine has. */
 #include "common/guest.h"
+#include "common/smp.h"
 
-#define LAPIC_BASE 0xfee00000UL
-#define LAPIC_ICR_LO 0x300
-#define LAPIC_ICR_HI 0x310
-#define ICR_INIT 0x00004500 /* INIT, level assert */
-#define ICR_SIPI 0x00004600 /* start-up */
-#define ICR_BUSY (1 << 12)  /* delivery status: send pending */
-#define TRAMPOLINE 0x8000UL
 #define MAX_CPUS 9
 /* About two seconds at 2 GHz or more. */
 #define AP_TIMEOUT_CYCLES 4000000000UL
 
-extern char ap_tramp_start[], ap_tramp_end[];
-
 /* Tickets taken (lock xadd) and APs finished printing. */
 static volatile u32 tickets;
 static volatile u32 aps_done;
-
-static void lapic_write(u32 reg, u32 v) { *(volatile u32 *)(LAPIC_BASE + reg) = v; }
-static u32 lapic_read(u32 reg) { return *(volatile u32 *)(LAPIC_BASE + reg); }
-
-static void send_ipi(u32 dest, u32 icr)
-{
-    lapic_write(LAPIC_ICR_HI, dest << 24);
-    lapic_write(LAPIC_ICR_LO, icr);
-    while (lapic_read(LAPIC_ICR_LO) & ICR_BUSY)
-        cpu_relax();
-}
 
 void ap_main(void)
 {
@@ -54,12 +35,10 @@ void guest_main(const char *cmdline)
     puts(", starting ");
     put_dec(cpus - 1);
     puts(" APs\n");
-    memcpy((void *)TRAMPOLINE, ap_tramp_start, (u64)(ap_tramp_end - ap_tramp_start));
+    install_trampoline();
 
     for (u32 ap = 1; ap < cpus; ap++) {
-        send_ipi(ap, ICR_INIT);
-        send_ipi(ap, ICR_SIPI | (TRAMPOLINE >> 12));
-        send_ipi(ap, ICR_SIPI | (TRAMPOLINE >> 12));
+        start_ap(ap);
         u64 start = rdtsc();
         while (aps_done < ap) {
             if (rdtsc() - start > AP_TIMEOUT_CYCLES) {

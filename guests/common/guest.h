@@ -18,6 +18,12 @@ static inline u32 atomic_fetch_add(volatile u32 *p, u32 v)
     __asm__ volatile("lock xaddl %0, %1" : "+r"(v), "+m"(*p) : : "memory");
     return v;
 }
+/* CPUID as a serializing instruction. */
+static inline void serialize(void)
+{
+    u32 a = 0, b, c = 0, d;
+    __asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d) : : "memory");
+}
 /* The initial APIC id of the running CPU (CPUID.1:EBX[31:24]). */
 static inline u32 apic_id(void)
 {

@@ -33,6 +33,7 @@ impl EmuVcpu {
     pub(crate) fn new(shared: Arc<Shared>, id: u32, trace: Option<Box<dyn Write + Send>>) -> Self {
         let mut cpu = Cpu::new(id);
         cpu.cpuid.tsc_deadline = true;
+        cpu.set_code_map(shared.code.clone());
         cpu.set_trace(trace);
         EmuVcpu {
             shared,
@@ -59,6 +60,7 @@ impl EmuVcpu {
             self.cpu = {
                 let mut c = Cpu::new(apic_id);
                 c.cpuid.tsc_deadline = true;
+                c.set_code_map(self.shared.code.clone());
                 c
             };
             self.wait_for_sipi = true;

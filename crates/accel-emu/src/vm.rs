@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     pub trace: Mutex<Option<Box<dyn Write + Send>>>,
     /// Serializes split (page- or alignment-crossing) locked accesses.
     pub split_lock: Mutex<()>,
+    /// Which guest pages hold decoded code: one map for all vCPUs, so a code write
+    /// by one invalidates every vCPU's copy.
+    pub code: Arc<x86_emu::CodeMap>,
 }
 
 impl Shared {
@@ -171,6 +174,7 @@ impl EmuVm {
             start: Instant::now(),
             trace: Mutex::new(None),
             split_lock: Mutex::new(()),
+            code: Arc::default(),
         };
         Ok(EmuVm {
             shared: Arc::new(shared),

@@ -104,6 +104,15 @@ fn smp_guest_starts_every_cpu() {
 }
 
 #[test]
+fn cross_modified_code_is_seen_by_the_calling_cpu() {
+    // vCPU 1 rewrites a function vCPU 0 calls in a loop (both in kernel mode, so no
+    // address-space switch ever re-checks the code).
+    on_every_accel("xmodify", &["--cpus", "2"], |accel, out| {
+        assert_eq!(out, test_guests::expected::xmodify(), "{accel}");
+    });
+}
+
+#[test]
 fn on_reboot_restart_boots_the_guest_again() {
     use std::io::{BufRead, BufReader};
     let elf = test_guests::build("hello").expect("build guests/hello.c");

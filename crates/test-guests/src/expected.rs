@@ -46,3 +46,8 @@ pub fn smp(cpus: u32) -> String {
 pub fn outloop(count: u64) -> String {
     format!("outloop: count={count}\noutloop: done\n")
 }
+
+/// `xmodify` on a machine with at least 2 CPUs.
+pub fn xmodify() -> String {
+    "xmodify: starting the writer CPU\nxmodify: 300 rewrites seen in order\n".to_string()
+}

@@ -27,6 +27,7 @@ pub const GUESTS: &[&str] = &[
     "outloop",
     "virtio_hostile",
     "echo",
+    "xmodify",
 ];
 
 /// The repository's `guests/` folder.
@@ -42,6 +43,7 @@ const COMMON: &[&str] = &[
     "common/guest.ld",
     "common/pci.h",
     "common/virtio.h",
+    "common/smp.h",
 ];
 
 /// Compiler and linker flags: freestanding, no SSE (the guests never enable it),

@@ -1,14 +1,16 @@
 //! Decoded basic blocks, cached by physical address.
 //!
 //! Decoding is separate from execution: a block is a list of iced-x86
-//! instructions that an interpreter (or later a JIT) runs. A write to a page
-//! holding cached code drops that page's blocks.
+//! instructions that an interpreter (or later a JIT) runs. Each block records the
+//! generations of its pages in the VM-wide [`CodeMap`]; a write to one of them by
+//! any vCPU moves the generation, and the block is dropped on its next entry.
 
 use std::collections::HashMap;
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
 use crate::bus::Bus;
+use crate::code_map::CodeMap;
 use crate::cpu::Cpu;
 use crate::exception::XResult;
 use crate::mmu::Access;
@@ -33,6 +35,32 @@ pub struct Block {
     /// The block's code bytes within its first page, to detect changes made
     /// behind the CPU's back (device DMA into a reused page).
     pub bytes: Vec<u8>,
+    /// (physical page, [`CodeMap`] generation) of the one or two pages the block's
+    /// bytes come from, as they were when it was decoded.
+    pub pages: [(u64, u32); 2],
+    pub npages: u8,
+}
+
+impl Block {
+    fn empty() -> Block {
+        Block {
+            insns: Vec::new(),
+            vstart: 0,
+            bitness: 0,
+            phys: u64::MAX,
+            bytes: Vec::new(),
+            pages: [(0, 0); 2],
+            npages: 0,
+        }
+    }
+
+    /// Whether no vCPU wrote the block's pages since it was decoded.
+    #[inline]
+    fn current(&self, code: &CodeMap) -> bool {
+        self.pages[..self.npages as usize]
+            .iter()
+            .all(|&(pn, g)| code.current(pn) == g)
+    }
 }
 
 /// Index of a block in the cache's arena.
@@ -46,7 +74,6 @@ pub struct BlockCache {
     free: Vec<BlockId>,
     map: HashMap<u64, BlockId>,
     fast: Vec<BlockId>,
-    code_pages: Vec<u64>,
     page_blocks: HashMap<u64, Vec<BlockId>>,
     /// (page, generation) of recently verified user code pages.
     checked: Vec<(u64, u64)>,
@@ -61,7 +88,6 @@ impl Default for BlockCache {
             free: Vec::new(),
             map: HashMap::new(),
             fast: vec![NONE; FAST_SIZE],
-            code_pages: Vec::new(),
             page_blocks: HashMap::new(),
             checked: vec![(u64::MAX, 0); CHECKED_SIZE],
         }
@@ -75,7 +101,6 @@ impl BlockCache {
         self.free.clear();
         self.map.clear();
         self.fast.iter_mut().for_each(|e| *e = NONE);
-        self.code_pages.iter_mut().for_each(|w| *w = 0);
         self.page_blocks.clear();
         self.checked.iter_mut().for_each(|e| *e = (u64::MAX, 0));
     }
@@ -86,31 +111,8 @@ impl BlockCache {
         &self.arena[id as usize]
     }
 
-    /// Whether physical page `pn` holds cached code.
-    #[inline]
-    pub fn is_code_page(&self, pn: u64) -> bool {
-        let w = (pn / 64) as usize;
-        w < self.code_pages.len() && self.code_pages[w] & (1 << (pn % 64)) != 0
-    }
-
-    fn mark(&mut self, pn: u64, id: BlockId) {
-        let w = (pn / 64) as usize;
-        if w >= 1 << 26 {
-            return;
-        }
-        if w >= self.code_pages.len() {
-            self.code_pages.resize(w + 1, 0);
-        }
-        self.code_pages[w] |= 1 << (pn % 64);
-        self.page_blocks.entry(pn).or_default().push(id);
-    }
-
-    /// Drops the blocks that touch physical page `pn`.
+    /// Drops this vCPU's blocks that touch physical page `pn`.
     pub fn invalidate_page(&mut self, pn: u64) {
-        let w = (pn / 64) as usize;
-        if w < self.code_pages.len() {
-            self.code_pages[w] &= !(1 << (pn % 64));
-        }
         if let Some(ids) = self.page_blocks.remove(&pn) {
             for id in ids {
                 let b = &mut self.arena[id as usize];
@@ -184,13 +186,7 @@ impl BlockCache {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
-                self.arena.push(Block {
-                    insns: Vec::new(),
-                    vstart: 0,
-                    bitness: 0,
-                    phys: u64::MAX,
-                    bytes: Vec::new(),
-                });
+                self.arena.push(Block::empty());
                 (self.arena.len() - 1) as BlockId
             }
         };
@@ -200,15 +196,22 @@ impl BlockCache {
         id
     }
 
-    fn insert(&mut self, b: Block, pages: &[u64]) -> BlockId {
+    fn insert(&mut self, b: Block) -> BlockId {
         let phys = b.phys;
         if let Some(&old) = self.map.get(&phys) {
             // Same physical start decoded for another linear address or mode:
-            // replace it in place (its page registrations stay valid).
+            // replace it in place, registered on the new block's pages too.
+            for &(pn, _) in &b.pages[..b.npages as usize] {
+                let ids = self.page_blocks.entry(pn).or_default();
+                if !ids.contains(&old) {
+                    ids.push(old);
+                }
+            }
             self.arena[old as usize] = b;
             self.fast[fast_slot(phys)] = old;
             return old;
         }
+        let (pages, npages) = (b.pages, b.npages as usize);
         let id = match self.free.pop() {
             Some(id) => {
                 self.arena[id as usize] = b;
@@ -219,8 +222,8 @@ impl BlockCache {
                 (self.arena.len() - 1) as BlockId
             }
         };
-        for &p in pages {
-            self.mark(p, id);
+        for &(pn, _) in &pages[..npages] {
+            self.page_blocks.entry(pn).or_default().push(id);
         }
         self.fast[fast_slot(phys)] = id;
         self.map.insert(phys, id);
@@ -235,6 +238,16 @@ impl Cpu {
         let user = self.cpl == 3;
         let phys = self.translate(bus, lin, Access::Exec, user)?;
         if let Some(b) = self.blocks.get(phys, self.rip, self.bitness) {
+            let blk = self.blocks.block(b);
+            if !blk.current(&self.code) {
+                // Some vCPU wrote one of its pages since it was decoded.
+                let stale = blk.pages;
+                let n = blk.npages as usize;
+                for &(pn, _) in &stale[..n] {
+                    self.blocks.invalidate_page(pn);
+                }
+                return self.decode_block(bus, lin, phys, user);
+            }
             // User code may live in pages a device wrote by DMA since they were
             // decoded (page cache reuse): re-check a page's blocks once per
             // address-space switch.
@@ -245,14 +258,34 @@ impl Cpu {
                 return Ok(b);
             }
         }
+        self.decode_block(bus, lin, phys, user)
+    }
+
+    /// Decodes the block at RIP (linear `lin`, physical `phys`) and caches it.
+    fn decode_block(
+        &mut self,
+        bus: &mut dyn Bus,
+        lin: u64,
+        phys: u64,
+        user: bool,
+    ) -> XResult<BlockId> {
         self.blocks.invalidate_page(u64::MAX >> 12);
+        let cacheable = bus.is_ram(phys) && CodeMap::trackable(phys >> 12);
+        // Mark before reading the bytes (see code_map's ordering note).
+        let g0 = if cacheable {
+            self.code.mark(phys >> 12)
+        } else {
+            0
+        };
+        let mut pages = [(phys >> 12, g0), (0, 0)];
+        let mut npages = 1;
         let page_left = 0x1000 - (phys & 0xfff) as usize;
         let want = page_left.min(MAX_BLOCK * 8);
         let mut buf = Vec::with_capacity(want + 16);
         read_bytes(bus, phys, want, &mut buf);
-        let mut pages = vec![phys >> 12];
         let mut insns = Vec::with_capacity(16);
         let mut extended = false;
+        let mut cross_uncached = false;
         loop {
             insns.clear();
             let mut dec = Decoder::with_ip(self.bitness, &buf, self.rip, DecoderOptions::NONE);
@@ -274,8 +307,18 @@ impl Cpu {
                 // The first instruction crosses into the next page.
                 let next_lin = lin.wrapping_add(page_left as u64);
                 let p2 = self.translate(bus, next_lin, Access::Exec, user)?;
+                let cacheable2 = cacheable && bus.is_ram(p2) && CodeMap::trackable(p2 >> 12);
+                let g = if cacheable2 {
+                    self.code.mark(p2 >> 12)
+                } else {
+                    0
+                };
                 read_bytes(bus, p2, 16, &mut buf);
-                pages.push(p2 >> 12);
+                pages[1] = (p2 >> 12, g);
+                npages = 2;
+                if !cacheable2 {
+                    cross_uncached = true;
+                }
                 extended = true;
                 continue;
             }
@@ -294,12 +337,14 @@ impl Cpu {
             bitness: self.bitness,
             phys,
             bytes: buf[..end.min(page_left).min(buf.len())].to_vec(),
+            pages,
+            npages,
         };
-        if !bus.is_ram(phys) {
+        if !cacheable || cross_uncached {
             // Not cacheable (ROM/MMIO): keep it in a scratch slot that is never looked up.
             return Ok(self.blocks.insert_uncached(b));
         }
-        Ok(self.blocks.insert(b, &pages))
+        Ok(self.blocks.insert(b))
     }
 }
 

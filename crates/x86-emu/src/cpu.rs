@@ -1,10 +1,13 @@
 //! The architectural state of one emulated x86-64 CPU.
 
+use std::sync::Arc;
+
 use iced_x86::Register;
 use serde::{Deserialize, Serialize};
 use vmm_types::{bits, msr, CpuState, DescriptorTable, FpuState, Regs, Segment, SpecialRegs};
 
 use crate::block::BlockCache;
+use crate::code_map::CodeMap;
 use crate::flags::Flags;
 use crate::mmu::Tlb;
 
@@ -120,6 +123,8 @@ pub struct Cpu {
     pub(crate) break_block: bool,
     pub(crate) tlb: Tlb,
     pub(crate) blocks: BlockCache,
+    /// Which physical pages hold code, shared by every vCPU of the VM.
+    pub(crate) code: Arc<CodeMap>,
     pub(crate) trace: Option<Box<dyn std::io::Write + Send>>,
     /// Instructions retired.
     pub icount: u64,
@@ -182,6 +187,7 @@ impl Cpu {
             break_block: false,
             tlb: Tlb::default(),
             blocks: BlockCache::default(),
+            code: Arc::default(),
             trace: None,
             icount: 0,
             code_gen: 0,
@@ -189,6 +195,13 @@ impl Cpu {
         };
         cpu.update_mode();
         cpu
+    }
+
+    /// Shares the VM-wide code map: every vCPU of a VM must use the same one, so a
+    /// code write by one is seen by all (a new CPU has a private map).
+    pub fn set_code_map(&mut self, code: Arc<CodeMap>) {
+        self.code = code;
+        self.blocks.clear();
     }
 
     /// Enables a per-instruction trace (RIP and GPRs) written to `w`.

@@ -9,6 +9,7 @@
 
 pub mod block;
 pub mod bus;
+pub mod code_map;
 pub mod cpu;
 pub mod cpuid;
 pub mod exception;
@@ -20,5 +21,6 @@ pub mod simd;
 pub mod x87;
 
 pub use bus::Bus;
+pub use code_map::CodeMap;
 pub use cpu::{Cpu, StopReason};
 pub use exception::Exc;

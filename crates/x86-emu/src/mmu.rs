@@ -329,14 +329,12 @@ impl Cpu {
     ) -> XResult<()> {
         if (lin & 0xfff) + size as u64 <= 0x1000 {
             let p = self.translate(bus, lin, Access::Write, user)?;
-            self.code_write_check(p);
             bus.write(p, size, val);
+            self.code_write_check(p);
         } else {
             let first = (0x1000 - (lin & 0xfff)) as usize;
             let p1 = self.translate(bus, lin, Access::Write, user)?;
             let p2 = self.translate(bus, lin.wrapping_add(first as u64), Access::Write, user)?;
-            self.code_write_check(p1);
-            self.code_write_check(p2);
             for k in 0..size {
                 let b = (val >> (8 * k)) & 0xff;
                 if k < first {
@@ -345,6 +343,8 @@ impl Cpu {
                     bus.write(p2 + (k - first) as u64, 1, b);
                 }
             }
+            self.code_write_check(p1);
+            self.code_write_check(p2);
         }
         Ok(())
     }
@@ -377,8 +377,9 @@ impl Cpu {
         if (lin & 0xfff) + size as u64 <= 0x1000 && lin % size as u64 == 0 {
             let user = self.is_user();
             let p = self.translate(bus, lin, Access::Write, user)?;
+            let old = bus.atomic_rmw(p, size, f);
             self.code_write_check(p);
-            Ok(bus.atomic_rmw(p, size, f))
+            Ok(old)
         } else {
             // Split or misaligned locked access: not atomic against other vCPUs.
             let user = self.is_user();
@@ -390,10 +391,12 @@ impl Cpu {
         }
     }
 
-    /// Invalidates cached code when a write hits a page that holds decoded blocks.
+    /// Records a write in the VM-wide code map (after the bytes are stored): when
+    /// the page holds decoded code, every vCPU's blocks of it become stale; this
+    /// vCPU drops its own now and ends the current block.
     #[inline]
     pub(crate) fn code_write_check(&mut self, phys: u64) {
-        if self.blocks.is_code_page(phys >> 12) {
+        if self.code.written(phys >> 12) {
             self.blocks.invalidate_page(phys >> 12);
             self.break_block = true;
         }
