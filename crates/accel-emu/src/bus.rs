@@ -246,6 +246,14 @@ impl Bus for EmuBus<'_> {
         self.ram(addr, 1).is_some()
     }
 
+    fn host_addr(&mut self, addr: u64) -> Option<usize> {
+        let page = addr & !0xfff;
+        let (s, off) = self.ram(page, 0x1000)?;
+        // The slice maps guest RAM for the VM's lifetime (vm-memory's mmap backend
+        // never moves or unmaps a region while the GuestMemory exists).
+        Some(s.ptr_guard_mut().as_ptr() as usize + off + (addr & 0xfff) as usize)
+    }
+
     fn io_in(&mut self, port: u16, size: usize) -> u32 {
         match port {
             0x20 | 0x21 | 0xa0 | 0xa1 | 0x4d0 | 0x4d1 => {

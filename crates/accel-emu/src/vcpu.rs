@@ -27,6 +27,8 @@ pub struct EmuVcpu {
     stats: bool,
     /// (time, icount) of the last statistics line.
     last_report: (u64, u64),
+    /// The translator (None: interpreter only).
+    jit: Option<x86_jit::Jit>,
 }
 
 impl EmuVcpu {
@@ -35,6 +37,17 @@ impl EmuVcpu {
         cpu.cpuid.tsc_deadline = true;
         cpu.set_code_map(shared.code.clone());
         cpu.set_trace(trace);
+        let jit = if shared.jit.load(Ordering::Relaxed) {
+            match x86_jit::Jit::new() {
+                Ok(j) => Some(j),
+                Err(e) => {
+                    tracing::warn!(vcpu = id, "no translator, interpreting only: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         EmuVcpu {
             shared,
             id,
@@ -42,6 +55,7 @@ impl EmuVcpu {
             wait_for_sipi: id != 0,
             stats: std::env::var_os("HAKO_EMU_STATS").is_some(),
             last_report: (0, 0),
+            jit,
         }
     }
 
@@ -199,8 +213,19 @@ impl accel::Vcpu for EmuVcpu {
                 if now - self.last_report.0 > 2_000_000_000 {
                     let mips = (self.cpu.icount - self.last_report.1) as f64
                         / ((now - self.last_report.0) as f64 / 1e3);
+                    let jit = self.jit.as_ref().map_or(String::new(), |j| {
+                        let s = j.stats;
+                        let total = (s.native_insns + s.interp_insns).max(1);
+                        format!(
+                            " blocks={} translate={:.1}ms code={}KiB interp={:.1}%",
+                            s.blocks,
+                            s.translate_ns as f64 / 1e6,
+                            j.code_bytes() / 1024,
+                            100.0 * s.interp_insns as f64 / total as f64
+                        )
+                    });
                     eprintln!(
-                        "emu stats: vcpu {} icount={} rip={:#x} {mips:.1} MIPS",
+                        "emu stats: vcpu {} icount={} rip={:#x} {mips:.1} MIPS{jit}",
                         self.id, self.cpu.icount, self.cpu.rip
                     );
                     self.last_report = (now, self.cpu.icount);
@@ -228,7 +253,11 @@ impl accel::Vcpu for EmuVcpu {
                 self.sleep(next);
                 continue;
             }
-            match self.cpu.run(&mut bus, SLICE) {
+            let r = match self.jit.as_mut() {
+                Some(j) => j.run(&mut self.cpu, &mut bus, SLICE),
+                None => self.cpu.run(&mut bus, SLICE),
+            };
+            match r {
                 StopReason::Shutdown => return Ok(VcpuExit::Shutdown),
                 StopReason::Halted | StopReason::Yield => {}
             }

@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     /// Which guest pages hold decoded code: one map for all vCPUs, so a code write
     /// by one invalidates every vCPU's copy.
     pub code: Arc<x86_emu::CodeMap>,
+    /// Whether vCPUs run hot code through the translator.
+    pub jit: AtomicBool,
 }
 
 impl Shared {
@@ -175,11 +177,20 @@ impl EmuVm {
             trace: Mutex::new(None),
             split_lock: Mutex::new(()),
             code: Arc::default(),
+            jit: AtomicBool::new(cfg!(target_arch = "x86_64")),
         };
         Ok(EmuVm {
             shared: Arc::new(shared),
             created: Mutex::new(vec![false; num_cpus as usize]),
         })
+    }
+
+    /// Turns the translator on or off for vCPUs created from now on (it is on by
+    /// default on x86-64 hosts, and never on others).
+    pub fn set_jit(&self, on: bool) {
+        self.shared
+            .jit
+            .store(on && cfg!(target_arch = "x86_64"), Ordering::Relaxed);
     }
 
     /// Writes a per-instruction trace of vCPU 0 (RIP, RFLAGS and the GPRs before

@@ -45,9 +45,14 @@ pub struct RunArgs {
     /// Accelerator.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     accel: AccelArg,
-    /// Write an instruction trace (RIP and registers per instruction) to FILE (emu only).
+    /// Write an instruction trace (RIP and registers per instruction) to FILE (emu only;
+    /// the traced vCPU runs in the interpreter).
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// emu only: translate hot guest code to host code (on), or interpret every
+    /// instruction (off). The translator needs an x86-64 host.
+    #[arg(long, value_enum, default_value_t = JitArg::On)]
+    jit: JitArg,
     /// A virtio-blk disk: PATH[,format=raw|qcow2][,readonly=on][,serial=ID]. Repeatable.
     /// The format is probed from the header when not given.
     #[arg(long, value_name = "SPEC")]
@@ -63,6 +68,12 @@ pub struct RunArgs {
     /// virtio-mmio (described in the ACPI DSDT; for kernels without PCI).
     #[arg(long, value_enum, default_value_t = TransportArg::Pci)]
     virtio: TransportArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum JitArg {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -105,6 +116,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
         cpus: a.cpus,
         accel,
         trace: a.trace,
+        jit: a.jit == JitArg::On,
         disks: a.disk,
         console: match a.console {
             ConsoleArg::Serial => ConsoleKind::Serial,

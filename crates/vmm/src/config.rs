@@ -113,6 +113,8 @@ pub struct VmConfig {
     pub accel: AccelKind,
     /// Instruction trace output (emu only).
     pub trace: Option<PathBuf>,
+    /// emu only: run hot code through the translator (x86-jit).
+    pub jit: bool,
     pub disks: Vec<DiskSpec>,
     pub console: ConsoleKind,
     pub on_reboot: OnReboot,
@@ -130,6 +132,7 @@ impl VmConfig {
             cpus: 1,
             accel,
             trace: None,
+            jit: true,
             disks: Vec::new(),
             console: ConsoleKind::Serial,
             on_reboot: OnReboot::Exit,

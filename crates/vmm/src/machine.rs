@@ -65,6 +65,7 @@ fn create_vm(cfg: &VmConfig, mem: GuestMemory) -> Result<Arc<dyn Vm>> {
         AccelKind::Kvm => Arc::new(accel_kvm::KvmVm::new(mem, cfg.cpus)?),
         AccelKind::Emu => {
             let vm = accel_emu::EmuVm::new(mem, cfg.cpus)?;
+            vm.set_jit(cfg.jit);
             if let Some(path) = &cfg.trace {
                 let f = std::fs::File::create(path)
                     .with_context(|| format!("cannot create trace file {}", path.display()))?;

@@ -6,6 +6,7 @@
 //! any vCPU moves the generation, and the block is dropped on its next entry.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
@@ -39,6 +40,8 @@ pub struct Block {
     /// bytes come from, as they were when it was decoded.
     pub pages: [(u64, u32); 2],
     pub npages: u8,
+    /// Unique per decode in this vCPU's cache (0: not cached, decoded for one use).
+    pub serial: u64,
 }
 
 impl Block {
@@ -51,6 +54,7 @@ impl Block {
             bytes: Vec::new(),
             pages: [(0, 0); 2],
             npages: 0,
+            serial: 0,
         }
     }
 
@@ -77,6 +81,8 @@ pub struct BlockCache {
     page_blocks: HashMap<u64, Vec<BlockId>>,
     /// (page, generation) of recently verified user code pages.
     checked: Vec<(u64, u64)>,
+    /// Last [`Block::serial`] given out.
+    serial: u64,
 }
 
 const CHECKED_SIZE: usize = 256;
@@ -90,6 +96,7 @@ impl Default for BlockCache {
             fast: vec![NONE; FAST_SIZE],
             page_blocks: HashMap::new(),
             checked: vec![(u64::MAX, 0); CHECKED_SIZE],
+            serial: 0,
         }
     }
 }
@@ -196,7 +203,9 @@ impl BlockCache {
         id
     }
 
-    fn insert(&mut self, b: Block) -> BlockId {
+    fn insert(&mut self, mut b: Block) -> BlockId {
+        self.serial += 1;
+        b.serial = self.serial;
         let phys = b.phys;
         if let Some(&old) = self.map.get(&phys) {
             // Same physical start decoded for another linear address or mode:
@@ -232,6 +241,23 @@ impl BlockCache {
 }
 
 impl Cpu {
+    /// The decoded block at RIP, for a translator: the same lookup the interpreter
+    /// does (decoding if needed, dropping blocks whose code changed). An error is
+    /// the exception fetching would raise; leave it to [`Cpu::run`].
+    pub fn block_at_rip(&mut self, bus: &mut dyn Bus) -> XResult<BlockId> {
+        self.fetch_block(bus)
+    }
+
+    /// The block with id `id` (from [`Cpu::block_at_rip`]).
+    pub fn block(&self, id: BlockId) -> &Block {
+        self.blocks.block(id)
+    }
+
+    /// The VM-wide code map this vCPU uses.
+    pub fn code_map(&self) -> &Arc<CodeMap> {
+        &self.code
+    }
+
     /// Returns the block starting at RIP, decoding it if needed.
     pub(crate) fn fetch_block(&mut self, bus: &mut dyn Bus) -> XResult<BlockId> {
         let lin = self.code_lin(self.rip);
@@ -339,6 +365,7 @@ impl Cpu {
             bytes: buf[..end.min(page_left).min(buf.len())].to_vec(),
             pages,
             npages,
+            serial: 0,
         };
         if !cacheable || cross_uncached {
             // Not cacheable (ROM/MMIO): keep it in a scratch slot that is never looked up.

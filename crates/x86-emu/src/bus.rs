@@ -30,4 +30,11 @@ pub trait Bus {
     fn cr8(&mut self) -> u64;
     /// CR8 write.
     fn set_cr8(&mut self, val: u64);
+    /// The host address of the RAM byte at physical `addr`, for a translator that
+    /// reads and writes guest RAM directly: valid as long as the VM exists, and
+    /// for the rest of `addr`'s 4 KiB page. `None` (the default) for anything but
+    /// ordinary RAM.
+    fn host_addr(&mut self, _addr: u64) -> Option<usize> {
+        None
+    }
 }

@@ -23,7 +23,7 @@
 //! Words are allocated lazily per 1 GiB chunk, so a VM pays 1 MiB per GiB of
 //! guest-physical space in which code ever ran.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Pages per chunk (1 GiB).
@@ -36,12 +36,16 @@ const CODE: u32 = 1;
 /// Shared per-page code generations of one VM (see the module documentation).
 pub struct CodeMap {
     chunks: Box<[OnceLock<Box<[AtomicU32]>>]>,
+    /// Bumped whenever a page starts holding code: a vCPU that caches write
+    /// permission for pages outside this map (a translator's TLB) drops it.
+    epoch: AtomicU64,
 }
 
 impl Default for CodeMap {
     fn default() -> Self {
         CodeMap {
             chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
+            epoch: AtomicU64::new(0),
         }
     }
 }
@@ -72,7 +76,23 @@ impl CodeMap {
     pub fn mark(&self, pn: u64) -> u32 {
         let chunk = self.chunks[(pn as usize) / CHUNK_PAGES]
             .get_or_init(|| (0..CHUNK_PAGES).map(|_| AtomicU32::new(0)).collect());
-        chunk[(pn as usize) % CHUNK_PAGES].fetch_or(CODE, Ordering::AcqRel) | CODE
+        let old = chunk[(pn as usize) % CHUNK_PAGES].fetch_or(CODE, Ordering::AcqRel);
+        if old & CODE == 0 {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        old | CODE
+    }
+
+    /// Whether some vCPU has decoded code on page `pn` since it was last written.
+    #[inline]
+    pub fn is_code(&self, pn: u64) -> bool {
+        self.current(pn) & CODE != 0
+    }
+
+    /// Counts the pages that started holding code (see the `epoch` field).
+    #[inline]
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// The generation word of page `pn` now (0 if it never held code).

@@ -204,6 +204,18 @@ impl Cpu {
         self.blocks.clear();
     }
 
+    /// Whether the last [`Cpu::run`] stopped for the platform (I/O, STI, an
+    /// interrupt controller access, a mode change) rather than for its budget.
+    pub fn stop_requested(&self) -> bool {
+        self.stop
+    }
+
+    /// Whether a per-instruction trace is on (a translator leaves such a CPU to
+    /// the interpreter).
+    pub fn tracing(&self) -> bool {
+        self.trace.is_some()
+    }
+
     /// Enables a per-instruction trace (RIP and GPRs) written to `w`.
     pub fn set_trace(&mut self, w: Option<Box<dyn std::io::Write + Send>>) {
         self.trace = w;

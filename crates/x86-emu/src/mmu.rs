@@ -43,12 +43,16 @@ struct Entry {
 /// A direct-mapped software TLB.
 pub struct Tlb {
     entries: Vec<Entry>,
+    /// Counts flushes, so that caches derived from translations (the
+    /// translator's TLB) know when to drop theirs.
+    pub epoch: u64,
 }
 
 impl Default for Tlb {
     fn default() -> Self {
         Tlb {
             entries: vec![Entry::default(); TLB_SIZE],
+            epoch: 0,
         }
     }
 }
@@ -56,11 +60,13 @@ impl Default for Tlb {
 impl Tlb {
     /// Drops every translation.
     pub fn flush_all(&mut self) {
+        self.epoch += 1;
         self.entries.iter_mut().for_each(|e| e.tag = 0);
     }
 
     /// Drops non-global translations (CR3 write).
     pub fn flush_nonglobal(&mut self) {
+        self.epoch += 1;
         for e in self.entries.iter_mut() {
             if e.flags & E_GLOBAL == 0 {
                 e.tag = 0;
@@ -70,6 +76,7 @@ impl Tlb {
 
     /// Drops the translation of one linear address (INVLPG).
     pub fn flush_page(&mut self, lin: u64) {
+        self.epoch += 1;
         let vpn = lin >> 12;
         let e = &mut self.entries[vpn as usize % TLB_SIZE];
         if e.tag == vpn + 1 {
@@ -98,6 +105,30 @@ impl Cpu {
         }
         self.cr2 = lin;
         Exc::new(14, Some(code))
+    }
+
+    /// Translates a linear address for an access by the current privilege level
+    /// without raising anything (a translator fills its own TLB with this):
+    /// `None` where the access would fault. Sets accessed and dirty bits like
+    /// the access itself would.
+    pub fn probe(&mut self, bus: &mut dyn Bus, lin: u64, acc: Access) -> Option<u64> {
+        let cr2 = self.cr2;
+        let r = self.translate(bus, lin, acc, self.is_user());
+        self.cr2 = cr2;
+        r.ok()
+    }
+
+    /// Whether user-mode code may read `lin` (the page is a user page).
+    pub fn probe_user(&mut self, bus: &mut dyn Bus, lin: u64) -> bool {
+        let cr2 = self.cr2;
+        let r = self.translate(bus, lin, Access::Read, true);
+        self.cr2 = cr2;
+        r.is_ok()
+    }
+
+    /// How many times the TLB was flushed (see [`Tlb::epoch`]).
+    pub fn tlb_epoch(&self) -> u64 {
+        self.tlb.epoch
     }
 
     /// Translates a linear address. `user` is whether the access is made with

@@ -22,6 +22,17 @@ impl Cpu {
     /// triple fault happens, or an instruction needs the platform to look at
     /// interrupts (I/O, STI, interrupt controller accesses).
     pub fn run(&mut self, bus: &mut dyn Bus, budget: u64) -> StopReason {
+        self.run_inner(bus, budget, false)
+    }
+
+    /// Like [`Cpu::run`], but stops after exactly `count` instructions even within
+    /// a block (a translator hands single instructions to the interpreter).
+    pub fn run_exact(&mut self, bus: &mut dyn Bus, count: u64) -> StopReason {
+        self.run_inner(bus, count, true)
+    }
+
+    #[inline(always)]
+    fn run_inner(&mut self, bus: &mut dyn Bus, budget: u64, exact: bool) -> StopReason {
         self.stop = false;
         let end = self.icount + budget;
         while self.icount < end {
@@ -67,7 +78,7 @@ impl Cpu {
                         break;
                     }
                 }
-                if self.break_block || self.stop {
+                if self.break_block || self.stop || (exact && self.icount >= end) {
                     break;
                 }
             }

@@ -1,0 +1,355 @@
+//! Which guest instructions the translator runs natively, and how.
+//!
+//! Everything not listed here is left to the interpreter: the block's native code
+//! ends before it and the dispatcher hands it over.
+
+use iced_x86::{
+    Code, Instruction, InstructionInfoFactory, Mnemonic as M, OpAccess, OpKind, Register,
+};
+
+/// How one guest instruction is translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// No effect on guest state (NOP forms, ENDBR64, PAUSE).
+    Nop,
+    /// Register and immediate operands only; copied as is.
+    Copy,
+    /// Copied with guest RSP (an explicit 64-bit operand or a LEA base) put in a
+    /// scratch register around it.
+    CopyRsp,
+    /// One explicit memory operand, rewritten to a host address after an inline
+    /// TLB probe.
+    Mem {
+        write: bool,
+        size: u32,
+    },
+    Push,
+    Pop,
+    /// Block terminators.
+    Jcc,
+    Jmp,
+    Call,
+    Ret,
+    JmpReg,
+    CallReg,
+}
+
+impl Kind {
+    pub fn ends_block(self) -> bool {
+        matches!(
+            self,
+            Kind::Jcc | Kind::Jmp | Kind::Call | Kind::Ret | Kind::JmpReg | Kind::CallReg
+        )
+    }
+}
+
+/// Integer instructions the host computes exactly like the interpreter (given
+/// their operands are translated).
+fn alu(m: M) -> bool {
+    matches!(
+        m,
+        M::Add
+            | M::Or
+            | M::Adc
+            | M::Sbb
+            | M::And
+            | M::Sub
+            | M::Xor
+            | M::Cmp
+            | M::Test
+            | M::Inc
+            | M::Dec
+            | M::Neg
+            | M::Not
+            | M::Mov
+            | M::Movzx
+            | M::Movsx
+            | M::Movsxd
+            | M::Lea
+            | M::Imul
+            | M::Mul
+            | M::Shl
+            | M::Shr
+            | M::Sar
+            | M::Sal
+            | M::Rol
+            | M::Ror
+            | M::Rcl
+            | M::Rcr
+            | M::Shld
+            | M::Shrd
+            | M::Bt
+            | M::Bts
+            | M::Btr
+            | M::Btc
+            | M::Bsf
+            | M::Bsr
+            | M::Tzcnt
+            | M::Lzcnt
+            | M::Popcnt
+            | M::Bswap
+            | M::Xchg
+            | M::Cmpxchg
+            | M::Xadd
+            | M::Cbw
+            | M::Cwde
+            | M::Cdqe
+            | M::Cwd
+            | M::Cdq
+            | M::Cqo
+            | M::Lahf
+            | M::Sahf
+            | M::Stc
+            | M::Clc
+            | M::Cmc
+    ) || is_setcc(m)
+        || is_cmov(m)
+}
+
+fn is_setcc(m: M) -> bool {
+    matches!(
+        m,
+        M::Seto
+            | M::Setno
+            | M::Setb
+            | M::Setae
+            | M::Sete
+            | M::Setne
+            | M::Setbe
+            | M::Seta
+            | M::Sets
+            | M::Setns
+            | M::Setp
+            | M::Setnp
+            | M::Setl
+            | M::Setge
+            | M::Setle
+            | M::Setg
+    )
+}
+
+fn is_cmov(m: M) -> bool {
+    matches!(
+        m,
+        M::Cmovo
+            | M::Cmovno
+            | M::Cmovb
+            | M::Cmovae
+            | M::Cmove
+            | M::Cmovne
+            | M::Cmovbe
+            | M::Cmova
+            | M::Cmovs
+            | M::Cmovns
+            | M::Cmovp
+            | M::Cmovnp
+            | M::Cmovl
+            | M::Cmovge
+            | M::Cmovle
+            | M::Cmovg
+    )
+}
+
+/// Whether `r` is a general-purpose register other than the stack pointer.
+fn plain_gpr(r: Register) -> bool {
+    r.is_gpr() && r.full_register() != Register::RSP
+}
+
+/// The guest instruction as the host should run it. The emulated CPU has no
+/// BMI1/LZCNT (CPUID says so), where `tzcnt`/`lzcnt` encodings execute as
+/// `bsf`/`bsr`; the host has them, so they are re-coded.
+pub fn host_form(i: &Instruction) -> Instruction {
+    let mut j = *i;
+    let code = match i.code() {
+        Code::Tzcnt_r16_rm16 => Code::Bsf_r16_rm16,
+        Code::Tzcnt_r32_rm32 => Code::Bsf_r32_rm32,
+        Code::Tzcnt_r64_rm64 => Code::Bsf_r64_rm64,
+        Code::Lzcnt_r16_rm16 => Code::Bsr_r16_rm16,
+        Code::Lzcnt_r32_rm32 => Code::Bsr_r32_rm32,
+        Code::Lzcnt_r64_rm64 => Code::Bsr_r64_rm64,
+        c => c,
+    };
+    j.set_code(code);
+    // The F3 prefix that made it TZCNT/LZCNT is part of the code; drop the flag.
+    if code != i.code() {
+        j.set_has_repe_prefix(false);
+    }
+    j
+}
+
+/// Classifies `i`; `None` means the interpreter must run it.
+pub fn classify(i: &Instruction, info: &mut InstructionInfoFactory) -> Option<Kind> {
+    let m = i.mnemonic();
+    if i.is_invalid() || i.has_rep_prefix() && !matches!(m, M::Tzcnt | M::Lzcnt | M::Popcnt) {
+        return None;
+    }
+    if i.has_repne_prefix() || i.has_xacquire_prefix() || i.has_xrelease_prefix() {
+        return None;
+    }
+    match m {
+        M::Nop | M::Endbr64 | M::Pause => return Some(Kind::Nop),
+        M::Jo
+        | M::Jno
+        | M::Jb
+        | M::Jae
+        | M::Je
+        | M::Jne
+        | M::Jbe
+        | M::Ja
+        | M::Js
+        | M::Jns
+        | M::Jp
+        | M::Jnp
+        | M::Jl
+        | M::Jge
+        | M::Jle
+        | M::Jg => {
+            return (i.op0_kind() == OpKind::NearBranch64).then_some(Kind::Jcc);
+        }
+        M::Jmp => {
+            return match i.op0_kind() {
+                OpKind::NearBranch64 => Some(Kind::Jmp),
+                OpKind::Register if plain_gpr(i.op0_register()) && i.op0_register().is_gpr64() => {
+                    Some(Kind::JmpReg)
+                }
+                _ => None,
+            };
+        }
+        M::Call => {
+            return match i.op0_kind() {
+                OpKind::NearBranch64 => Some(Kind::Call),
+                OpKind::Register if plain_gpr(i.op0_register()) && i.op0_register().is_gpr64() => {
+                    Some(Kind::CallReg)
+                }
+                _ => None,
+            };
+        }
+        M::Ret => return (i.op_count() == 0).then_some(Kind::Ret),
+        M::Push => {
+            return match i.op0_kind() {
+                OpKind::Register if plain_gpr(i.op0_register()) && i.op0_register().is_gpr64() => {
+                    Some(Kind::Push)
+                }
+                OpKind::Immediate8to64 | OpKind::Immediate32to64 => Some(Kind::Push),
+                _ => None,
+            };
+        }
+        M::Pop => {
+            return (i.op0_kind() == OpKind::Register
+                && plain_gpr(i.op0_register())
+                && i.op0_register().is_gpr64())
+            .then_some(Kind::Pop);
+        }
+        _ => {}
+    }
+    if !alu(m) {
+        return None;
+    }
+    let mut mem = false;
+    let mut rsp = false;
+    for k in 0..i.op_count() {
+        match i.op_kind(k) {
+            OpKind::Register => {
+                let r = i.op_register(k);
+                if !r.is_gpr() {
+                    return None;
+                }
+                if r.full_register() == Register::RSP {
+                    if r != Register::RSP {
+                        return None; // ESP/SP/SPL: rare, left to the interpreter
+                    }
+                    rsp = true;
+                }
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => {}
+            OpKind::Memory => {
+                let b = i.memory_base();
+                let x = i.memory_index();
+                let base_ok = b == Register::None || b == Register::RIP || b.is_gpr64();
+                let index_ok = x == Register::None || (x.is_gpr64() && x != Register::RSP);
+                if !base_ok || !index_ok {
+                    return None; // 32-bit addressing
+                }
+                if b == Register::RSP && m == M::Lea {
+                    rsp = true;
+                }
+                mem = true;
+            }
+            _ => return None,
+        }
+    }
+    // The implicit stack pointer (there is none among these) or a hidden operand.
+    if m == M::Lea {
+        if rsp
+            && i.op0_register().full_register() == Register::RSP
+            && i.op0_register() != Register::RSP
+        {
+            return None;
+        }
+        return Some(if rsp || i.memory_base() == Register::RIP {
+            Kind::CopyRsp
+        } else {
+            Kind::Copy
+        });
+    }
+    if mem {
+        if rsp {
+            return None; // RSP and a memory operand together: rare
+        }
+        // BT* with a register bit offset address memory beyond the operand.
+        if matches!(m, M::Bt | M::Bts | M::Btr | M::Btc) && i.op1_kind() == OpKind::Register {
+            return None;
+        }
+        let info = info.info(i);
+        let used = info.used_memory();
+        if used.len() != 1 {
+            return None;
+        }
+        let write = !matches!(
+            used[0].access(),
+            OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess
+        );
+        let size = i.memory_size().size() as u32;
+        if !matches!(size, 1 | 2 | 4 | 8) {
+            return None;
+        }
+        return Some(Kind::Mem { write, size });
+    }
+    Some(if rsp { Kind::CopyRsp } else { Kind::Copy })
+}
+
+/// The GPRs (by number) `i` reads or writes, explicitly or implicitly.
+pub fn used_gprs(i: &Instruction, info: &mut InstructionInfoFactory) -> u16 {
+    let mut set = 0u16;
+    for u in info.info(i).used_registers() {
+        let r = u.register();
+        if r.is_gpr() {
+            set |= 1 << r.full_register().number();
+        }
+    }
+    for r in [i.memory_base(), i.memory_index()] {
+        if r.is_gpr() {
+            set |= 1 << r.full_register().number();
+        }
+    }
+    set
+}
+
+/// Whether `i` names a high byte register (AH..BH), which cannot be encoded with
+/// a REX prefix: its scratch registers must then be among the first eight.
+pub fn uses_high_byte(i: &Instruction) -> bool {
+    (0..i.op_count()).any(|k| {
+        i.op_kind(k) == OpKind::Register
+            && matches!(
+                i.op_register(k),
+                Register::AH | Register::CH | Register::DH | Register::BH
+            )
+    })
+}

@@ -1,0 +1,118 @@
+//! The per-vCPU context native code works on. While translated guest code runs,
+//! the host stack pointer points at [`Ctx`], so every field is `[rsp + offset]`
+//! and no host register is taken away from the guest: guest RAX..R15 live in the
+//! same host registers, except RSP, whose guest value lives in `gpr[4]`.
+//! Below the context lies a host stack area for `pushfq` and helper calls.
+
+use std::mem::offset_of;
+
+/// Entries of each inline TLB table (direct-mapped by linear page number).
+pub const TLB_SIZE: usize = 1024;
+/// A tag no page-aligned address equals.
+pub const TLB_INVALID: u64 = 1;
+
+/// Kernel-mode reads, kernel-mode writes, user-mode reads, user-mode writes.
+pub const TABLES: usize = 4;
+
+/// One inline TLB entry: `tag` is the page's linear address, `addend` turns a
+/// linear address in that page into a host address.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlbEntry {
+    pub tag: u64,
+    pub addend: u64,
+}
+
+/// Why native code returned.
+pub const EXIT_CONTINUE: u64 = 0;
+/// Interpret the instruction at `exit_rip` (a TLB miss the fill could not serve).
+pub const EXIT_INTERPRET: u64 = 1;
+/// The instruction budget ran out before the block at `exit_rip`.
+pub const EXIT_BUDGET: u64 = 2;
+
+#[repr(C, align(64))]
+pub struct Ctx {
+    /// Guest GPRs in encoding order (in on entry, out on exit); `gpr[4]` is the
+    /// guest RSP throughout.
+    pub gpr: [u64; 16],
+    /// Guest arithmetic flags (OF SF ZF AF PF CF), in and out.
+    pub flags: u64,
+    /// Scratch registers' guest values while a rewritten instruction runs.
+    pub spill: [u64; 4],
+    pub host_rsp: u64,
+    pub exit_rip: u64,
+    pub exit_kind: u64,
+    /// Instructions left; each block subtracts its length on entry.
+    pub budget: i64,
+    /// Instructions a block counted on entry but did not run (it left early).
+    pub uncounted: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    /// `helpers::fill`, called on an inline TLB miss.
+    pub fill_fn: u64,
+    /// Where the entry trampoline jumps.
+    pub entry: u64,
+    /// Caller-saved guest registers across a helper call.
+    pub saved: [u64; 16],
+    /// The `helpers::Env` of the current run.
+    pub env: *mut std::ffi::c_void,
+    pub helper_ret: u64,
+    pub tlb: [[TlbEntry; TLB_SIZE]; TABLES],
+}
+
+/// Host stack below the context (helpers run on it).
+pub const STACK: usize = 256 * 1024;
+
+/// The context with its stack area, heap-allocated once per vCPU.
+#[repr(C, align(64))]
+pub struct Frame {
+    pub stack: [u8; STACK],
+    pub ctx: Ctx,
+}
+
+impl Frame {
+    pub fn new() -> Box<Frame> {
+        let layout = std::alloc::Layout::new::<Frame>();
+        // SAFETY: Frame has a non-zero size; every field of it is an integer, an
+        // array of integers or a raw pointer, for which all-zero bytes are a valid
+        // value, so the zeroed allocation is an initialised Frame that the Box
+        // owns (allocated with Frame's own layout, as Box requires).
+        let mut f = unsafe {
+            let p = std::alloc::alloc_zeroed(layout).cast::<Frame>();
+            if p.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(p)
+        };
+        f.ctx.flush(0..TABLES);
+        f
+    }
+}
+
+impl Ctx {
+    /// Invalidates the given TLB tables.
+    pub fn flush(&mut self, tables: std::ops::Range<usize>) {
+        for t in &mut self.tlb[tables] {
+            t.iter_mut().for_each(|e| e.tag = TLB_INVALID);
+        }
+    }
+}
+
+pub const GPR: i32 = offset_of!(Ctx, gpr) as i32;
+pub const RSP_SLOT: i32 = GPR + 4 * 8;
+pub const FLAGS: i32 = offset_of!(Ctx, flags) as i32;
+pub const SPILL: i32 = offset_of!(Ctx, spill) as i32;
+pub const HOST_RSP: i32 = offset_of!(Ctx, host_rsp) as i32;
+pub const EXIT_RIP: i32 = offset_of!(Ctx, exit_rip) as i32;
+pub const EXIT_KIND: i32 = offset_of!(Ctx, exit_kind) as i32;
+pub const BUDGET: i32 = offset_of!(Ctx, budget) as i32;
+pub const UNCOUNTED: i32 = offset_of!(Ctx, uncounted) as i32;
+pub const FS_BASE: i32 = offset_of!(Ctx, fs_base) as i32;
+pub const GS_BASE: i32 = offset_of!(Ctx, gs_base) as i32;
+pub const FILL_FN: i32 = offset_of!(Ctx, fill_fn) as i32;
+pub const ENTRY: i32 = offset_of!(Ctx, entry) as i32;
+pub const SAVED: i32 = offset_of!(Ctx, saved) as i32;
+pub const HELPER_RET: i32 = offset_of!(Ctx, helper_ret) as i32;
+pub const TLB: i32 = offset_of!(Ctx, tlb) as i32;
+/// Bytes per TLB table.
+pub const TABLE_BYTES: i32 = (TLB_SIZE * std::mem::size_of::<TlbEntry>()) as i32;

@@ -1,0 +1,756 @@
+//! Translation of one decoded guest block into host code.
+//!
+//! Guest GPRs stay in the host registers of the same number; the host RSP points
+//! at the [`Ctx`](crate::ctx::Ctx) (see ctx.rs). An instruction with a memory
+//! operand is run on a host address: three scratch registers the instruction does
+//! not use are spilled to the context, the linear address is computed with LEA,
+//! looked up in the inline TLB (tag compare, add), and the instruction is
+//! re-encoded with `[scratch]` as its operand. A miss calls `helpers::fill`; when
+//! that cannot give a host address (a fault, MMIO, a page crossing, a store to a
+//! page holding code) the block exits before the instruction and the interpreter
+//! runs it, so guest state is exact at that boundary. The guest's arithmetic
+//! flags live in the host flags; the probe saves them (pushfq) only where a
+//! later instruction may read them before they are overwritten.
+
+use iced_x86::code_asm::{CodeAssembler, CodeLabel};
+use iced_x86::{
+    BlockEncoderOptions, Code, ConditionCode, IcedError, Instruction, InstructionInfoFactory,
+    MemoryOperand, Mnemonic as M, OpKind, Register, RflagsBits,
+};
+
+use crate::classify::{classify, host_form, used_gprs, uses_high_byte, Kind};
+use crate::ctx;
+
+/// The arithmetic flags the translator keeps in host RFLAGS.
+const ARITH: u32 = RflagsBits::OF
+    | RflagsBits::SF
+    | RflagsBits::ZF
+    | RflagsBits::AF
+    | RflagsBits::PF
+    | RflagsBits::CF;
+
+const R64: [Register; 16] = [
+    Register::RAX,
+    Register::RCX,
+    Register::RDX,
+    Register::RBX,
+    Register::RSP,
+    Register::RBP,
+    Register::RSI,
+    Register::RDI,
+    Register::R8,
+    Register::R9,
+    Register::R10,
+    Register::R11,
+    Register::R12,
+    Register::R13,
+    Register::R14,
+    Register::R15,
+];
+
+/// Registers the System V ABI lets a helper clobber.
+const CALLER_SAVED: [usize; 9] = [0, 1, 2, 6, 7, 8, 9, 10, 11];
+
+/// What a block's translation needs from its surroundings.
+pub struct Env<'a> {
+    /// Where the common exit routine is.
+    pub exit: u64,
+    /// Host entry of an already translated block for guest `rip` on the same page
+    /// with the same privilege, if any (for direct links).
+    pub lookup: &'a dyn Fn(u64) -> Option<u64>,
+    /// Inline TLB tables for this privilege: (read, write) table numbers.
+    pub tables: (usize, usize),
+}
+
+/// A translated block.
+pub struct Translated {
+    pub code: Vec<u8>,
+    /// Exit stubs that can later be linked: (stub host address, guest target).
+    pub links: Vec<(u64, u64)>,
+}
+
+/// Deferred out-of-line code.
+enum Outline {
+    /// TLB miss path of a memory access.
+    Miss {
+        label: CodeLabel,
+        resume: CodeLabel,
+        fallback: CodeLabel,
+        regs: [usize; 3],
+        info: u64,
+        pushed: bool,
+        rip: u64,
+        uncounted: u64,
+    },
+    /// An exit that may later be linked to a block for `target`.
+    Link { label: CodeLabel, target: u64 },
+    /// Budget exhausted at block entry.
+    Budget {
+        label: CodeLabel,
+        pushed: bool,
+        rip: u64,
+        uncounted: u64,
+    },
+}
+
+struct Asm {
+    a: CodeAssembler,
+    /// Bytes pushed on the host stack since the context was at `[rsp]`.
+    bias: i32,
+    outlines: Vec<Outline>,
+}
+
+/// Why a block could not be translated.
+#[derive(Debug)]
+pub enum Fail {
+    Encode(IcedError),
+    Unsupported(&'static str),
+}
+
+impl From<IcedError> for Fail {
+    fn from(e: IcedError) -> Fail {
+        Fail::Encode(e)
+    }
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fail::Encode(e) => write!(f, "encoding: {e}"),
+            Fail::Unsupported(w) => write!(f, "unsupported: {w}"),
+        }
+    }
+}
+
+type R<T> = Result<T, Fail>;
+
+fn mem(off: i32) -> MemoryOperand {
+    MemoryOperand::with_base_displ(Register::RSP, off as i64)
+}
+
+impl Asm {
+    fn add(&mut self, i: Instruction) -> R<()> {
+        Ok(self.a.add_instruction(i)?)
+    }
+    /// `mov [ctx + off], reg64`
+    fn st(&mut self, off: i32, r: usize) -> R<()> {
+        self.add(Instruction::with2(
+            Code::Mov_rm64_r64,
+            mem(off + self.bias),
+            R64[r],
+        )?)
+    }
+    /// `mov reg64, [ctx + off]`
+    fn ld(&mut self, r: usize, off: i32) -> R<()> {
+        self.add(Instruction::with2(
+            Code::Mov_r64_rm64,
+            R64[r],
+            mem(off + self.bias),
+        )?)
+    }
+    fn st_imm32(&mut self, off: i32, v: u32) -> R<()> {
+        self.add(Instruction::with2(
+            Code::Mov_rm32_imm32,
+            mem(off + self.bias),
+            v,
+        )?)
+    }
+    fn mov_imm(&mut self, r: usize, v: u64) -> R<()> {
+        self.add(Instruction::with2(Code::Mov_r64_imm64, R64[r], v)?)
+    }
+    fn lea(&mut self, r: usize, m: MemoryOperand) -> R<()> {
+        self.add(Instruction::with2(Code::Lea_r64_m, R64[r], m)?)
+    }
+    fn pushfq(&mut self) -> R<()> {
+        self.a.pushfq()?;
+        self.bias += 8;
+        Ok(())
+    }
+    fn popfq(&mut self) -> R<()> {
+        self.a.popfq()?;
+        self.bias -= 8;
+        Ok(())
+    }
+
+    /// Leaves native code with `exit_rip = rip`.
+    fn exit(&mut self, exit: u64, rip: u64, kind: u64, uncounted: u64) -> R<()> {
+        debug_assert_eq!(self.bias, 0);
+        self.st_imm32(ctx::EXIT_RIP, rip as u32)?;
+        self.st_imm32(ctx::EXIT_RIP + 4, (rip >> 32) as u32)?;
+        if kind != 0 {
+            self.st_imm32(ctx::EXIT_KIND, kind as u32)?;
+        }
+        if uncounted != 0 {
+            self.st_imm32(ctx::UNCOUNTED, uncounted as u32)?;
+        }
+        Ok(self.a.jmp(exit)?)
+    }
+
+    /// Goes on at guest `target`: a direct jump to its translation if there is
+    /// one, else an exit stub that may be linked later.
+    fn goto(&mut self, env: &Env, target: u64, page: u64) -> R<()> {
+        if target & !0xfff == page {
+            if let Some(host) = (env.lookup)(target) {
+                return Ok(self.a.jmp(host)?);
+            }
+            let label = self.a.create_label();
+            self.a.jmp(label)?;
+            // The stub itself comes out of line so that it can be patched alone.
+            self.outlines.push(Outline::Link { label, target });
+            return Ok(());
+        }
+        self.exit(env.exit, target, 0, 0)
+    }
+}
+
+/// Picks `n` scratch registers not in `used` (and never RSP).
+fn scratch(used: u16, low_only: bool, n: usize) -> Option<[usize; 3]> {
+    let mut out = [0usize; 3];
+    let mut k = 0;
+    // Prefer registers whose encoding needs no REX and are caller-saved.
+    for r in [1usize, 2, 6, 7, 0, 3, 5, 8, 9, 10, 11, 12, 13, 14, 15] {
+        if k == n {
+            break;
+        }
+        if used & (1 << r) != 0 || (low_only && r >= 8) {
+            continue;
+        }
+        out[k] = r;
+        k += 1;
+    }
+    (k == n).then_some(out)
+}
+
+/// Flag effects for liveness: (read, killed) arithmetic flags.
+fn flag_effects(i: &Instruction, kind: Kind) -> (u32, u32) {
+    match kind {
+        Kind::Nop
+        | Kind::Push
+        | Kind::Pop
+        | Kind::Jmp
+        | Kind::Call
+        | Kind::Ret
+        | Kind::JmpReg
+        | Kind::CallReg => (0, 0),
+        _ => {
+            let read = i.rflags_read() & ARITH;
+            // Shifts and rotates leave the flags alone for a zero count.
+            let killed = if matches!(
+                i.mnemonic(),
+                M::Shl
+                    | M::Sal
+                    | M::Shr
+                    | M::Sar
+                    | M::Rol
+                    | M::Ror
+                    | M::Rcl
+                    | M::Rcr
+                    | M::Shld
+                    | M::Shrd
+            ) {
+                0
+            } else {
+                i.rflags_modified() & ARITH
+            };
+            (read, killed)
+        }
+    }
+}
+
+/// Translates the longest translatable prefix of `insns` (a decoded block at
+/// guest `insns[0].ip()`), for host address `ip`. Fails if the first
+/// instruction is not translatable.
+pub fn translate(insns: &[Instruction], ip: u64, env: &Env) -> Result<Translated, Fail> {
+    let mut info = InstructionInfoFactory::new();
+    let mut kinds = Vec::with_capacity(insns.len());
+    for i in insns {
+        let Some(k) = classify(i, &mut info) else {
+            break;
+        };
+        kinds.push(k);
+        if k.ends_block() {
+            break;
+        }
+    }
+    if kinds.is_empty() {
+        return Err(Fail::Unsupported("first instruction"));
+    }
+    emit(&insns[..kinds.len()], &kinds, ip, env, &mut info)
+}
+
+fn emit(
+    insns: &[Instruction],
+    kinds: &[Kind],
+    ip: u64,
+    env: &Env,
+    info: &mut InstructionInfoFactory,
+) -> R<Translated> {
+    let n = insns.len();
+    let start = insns[0].ip();
+    let page = start & !0xfff;
+    // live[k]: arithmetic flags live before instruction k (live[n]: after the block).
+    let mut live = vec![0u32; n + 1];
+    live[n] = ARITH;
+    for k in (0..n).rev() {
+        let (read, killed) = flag_effects(&insns[k], kinds[k]);
+        live[k] = read | (live[k + 1] & !killed);
+    }
+    let mut s = Asm {
+        a: CodeAssembler::new(64)?,
+        bias: 0,
+        outlines: Vec::new(),
+    };
+
+    // Entry: count the block against the budget.
+    let entry_pushed = live[0] != 0;
+    if entry_pushed {
+        s.pushfq()?;
+    }
+    let budget_label = s.a.create_label();
+    s.add(Instruction::with2(
+        Code::Sub_rm64_imm32,
+        MemoryOperand::with_base_displ(Register::RSP, (ctx::BUDGET + s.bias) as i64),
+        n as u32,
+    )?)?;
+    s.a.js(budget_label)?;
+    s.outlines.push(Outline::Budget {
+        label: budget_label,
+        pushed: entry_pushed,
+        rip: start,
+        uncounted: n as u64,
+    });
+    if entry_pushed {
+        s.popfq()?;
+    }
+
+    let mut ended = false;
+    for (k, (i, &kind)) in insns.iter().zip(kinds).enumerate() {
+        let uncounted = (n - k) as u64;
+        let used = used_gprs(i, info);
+        let low = uses_high_byte(i);
+        let flags_live = live[k] != 0;
+        match kind {
+            Kind::Nop => {}
+            Kind::Copy => s.add(host_form(i))?,
+            Kind::CopyRsp => copy_rsp(&mut s, i, used)?,
+            Kind::Mem { write, size } => {
+                let regs = scratch(used, low, 3).ok_or(Fail::Unsupported("no scratch"))?;
+                let a = regs[0];
+                spill(&mut s, regs)?;
+                address(&mut s, i, regs)?;
+                probe(
+                    &mut s,
+                    env,
+                    regs,
+                    size,
+                    write,
+                    flags_live,
+                    i.ip(),
+                    uncounted,
+                )?;
+                s.ld(regs[1], ctx::SPILL + 8)?;
+                s.ld(regs[2], ctx::SPILL + 16)?;
+                let mut j = host_form(i);
+                j.set_memory_base(R64[a]);
+                j.set_memory_index(Register::None);
+                j.set_memory_index_scale(1);
+                j.set_memory_displacement64(0);
+                j.set_memory_displ_size(0);
+                j.set_segment_prefix(Register::None);
+                s.add(j)?;
+                s.ld(a, ctx::SPILL)?;
+            }
+            Kind::Push | Kind::Call | Kind::CallReg => {
+                let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+                let (a, b) = (regs[0], regs[1]);
+                spill(&mut s, regs)?;
+                s.ld(a, ctx::RSP_SLOT)?;
+                s.lea(a, MemoryOperand::with_base_displ(R64[a], -8))?;
+                probe(&mut s, env, regs, 8, true, flags_live, i.ip(), uncounted)?;
+                match kind {
+                    Kind::Push if i.op0_kind() == OpKind::Register => {
+                        let src = i.op0_register().number();
+                        s.add(Instruction::with2(
+                            Code::Mov_rm64_r64,
+                            MemoryOperand::with_base(R64[a]),
+                            R64[src],
+                        )?)?;
+                    }
+                    Kind::Push => {
+                        let v = i.immediate(0);
+                        s.mov_imm(b, v)?;
+                        s.add(Instruction::with2(
+                            Code::Mov_rm64_r64,
+                            MemoryOperand::with_base(R64[a]),
+                            R64[b],
+                        )?)?;
+                    }
+                    _ => {
+                        s.mov_imm(b, i.next_ip())?;
+                        s.add(Instruction::with2(
+                            Code::Mov_rm64_r64,
+                            MemoryOperand::with_base(R64[a]),
+                            R64[b],
+                        )?)?;
+                    }
+                }
+                s.ld(a, ctx::RSP_SLOT)?;
+                s.lea(a, MemoryOperand::with_base_displ(R64[a], -8))?;
+                s.st(ctx::RSP_SLOT, a)?;
+                unspill(&mut s, regs)?;
+                match kind {
+                    Kind::Call => {
+                        s.goto(env, i.near_branch64(), page)?;
+                        ended = true;
+                    }
+                    Kind::CallReg => {
+                        s.st(ctx::EXIT_RIP, i.op0_register().number())?;
+                        s.a.jmp(env.exit)?;
+                        ended = true;
+                    }
+                    _ => {}
+                }
+            }
+            Kind::Pop | Kind::Ret => {
+                let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+                let (a, b) = (regs[0], regs[1]);
+                spill(&mut s, regs)?;
+                s.ld(a, ctx::RSP_SLOT)?;
+                probe(&mut s, env, regs, 8, false, flags_live, i.ip(), uncounted)?;
+                if kind == Kind::Pop {
+                    let dst = i.op0_register().number();
+                    s.add(Instruction::with2(
+                        Code::Mov_r64_rm64,
+                        R64[dst],
+                        MemoryOperand::with_base(R64[a]),
+                    )?)?;
+                } else {
+                    s.add(Instruction::with2(
+                        Code::Mov_r64_rm64,
+                        R64[a],
+                        MemoryOperand::with_base(R64[a]),
+                    )?)?;
+                    s.st(ctx::EXIT_RIP, a)?;
+                }
+                s.ld(b, ctx::RSP_SLOT)?;
+                s.lea(b, MemoryOperand::with_base_displ(R64[b], 8))?;
+                s.st(ctx::RSP_SLOT, b)?;
+                unspill(&mut s, regs)?;
+                if kind == Kind::Ret {
+                    s.a.jmp(env.exit)?;
+                    ended = true;
+                }
+            }
+            Kind::Jmp => {
+                s.goto(env, i.near_branch64(), page)?;
+                ended = true;
+            }
+            Kind::JmpReg => {
+                s.st(ctx::EXIT_RIP, i.op0_register().number())?;
+                s.a.jmp(env.exit)?;
+                ended = true;
+            }
+            Kind::Jcc => {
+                let mut taken = s.a.create_label();
+                jcc(&mut s.a, i.condition_code(), taken)?;
+                s.goto(env, i.next_ip(), page)?;
+                s.a.set_label(&mut taken)?;
+                s.goto(env, i.near_branch64(), page)?;
+                ended = true;
+            }
+        }
+    }
+    if !ended {
+        let next = insns[n - 1].next_ip();
+        s.goto(env, next, page)?;
+    }
+
+    // Out-of-line code.
+    let outlines = std::mem::take(&mut s.outlines);
+    let mut link_labels = Vec::new();
+    for o in outlines {
+        match o {
+            Outline::Miss {
+                mut label,
+                resume,
+                mut fallback,
+                regs,
+                info,
+                pushed,
+                rip,
+                uncounted,
+            } => {
+                s.a.set_label(&mut label)?;
+                s.bias = if pushed { 8 } else { 0 };
+                miss(&mut s, regs, info)?;
+                s.add(Instruction::with2(
+                    Code::Test_rm64_r64,
+                    R64[regs[0]],
+                    R64[regs[0]],
+                )?)?;
+                s.a.jz(fallback)?;
+                s.a.jmp(resume)?;
+                s.a.set_label(&mut fallback)?;
+                unspill(&mut s, regs)?;
+                if pushed {
+                    s.popfq()?;
+                }
+                s.exit(env.exit, rip, ctx::EXIT_INTERPRET, uncounted)?;
+            }
+            Outline::Link { mut label, target } => {
+                s.a.set_label(&mut label)?;
+                link_labels.push((label, target));
+                s.exit(env.exit, target, 0, 0)?;
+            }
+            Outline::Budget {
+                mut label,
+                pushed,
+                rip,
+                uncounted,
+            } => {
+                s.a.set_label(&mut label)?;
+                s.bias = if pushed { 8 } else { 0 };
+                if pushed {
+                    s.popfq()?;
+                }
+                s.exit(env.exit, rip, ctx::EXIT_BUDGET, uncounted)?;
+            }
+        }
+    }
+    let res =
+        s.a.assemble_options(ip, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+    let mut links = Vec::with_capacity(link_labels.len());
+    for (label, target) in &link_labels {
+        links.push((res.label_ip(label)?, *target));
+    }
+    Ok(Translated {
+        code: res.inner.code_buffer,
+        links,
+    })
+}
+
+fn spill(s: &mut Asm, regs: [usize; 3]) -> R<()> {
+    for (k, &r) in regs.iter().enumerate() {
+        s.st(ctx::SPILL + 8 * k as i32, r)?;
+    }
+    Ok(())
+}
+
+fn unspill(s: &mut Asm, regs: [usize; 3]) -> R<()> {
+    for (k, &r) in regs.iter().enumerate() {
+        s.ld(r, ctx::SPILL + 8 * k as i32)?;
+    }
+    Ok(())
+}
+
+/// Linear address of `i`'s memory operand into scratch `regs[0]` (may use regs[2]).
+fn address(s: &mut Asm, i: &Instruction, regs: [usize; 3]) -> R<()> {
+    let (a, c) = (regs[0], regs[2]);
+    let base = i.memory_base();
+    let index = i.memory_index();
+    let scale = i.memory_index_scale();
+    if base == Register::RIP {
+        s.mov_imm(a, i.ip_rel_memory_address())?;
+    } else {
+        let disp = i.memory_displacement64() as i64;
+        let disp = if i32::try_from(disp).is_ok() {
+            disp
+        } else {
+            return Err(Fail::Unsupported("64-bit displacement"));
+        };
+        let b = if base == Register::RSP {
+            s.ld(a, ctx::RSP_SLOT)?;
+            R64[a]
+        } else {
+            base
+        };
+        s.lea(
+            a,
+            MemoryOperand::new(
+                b,
+                index,
+                scale,
+                disp,
+                if disp == 0 { 0 } else { 1 },
+                false,
+                Register::None,
+            ),
+        )?;
+    }
+    match i.memory_segment() {
+        Register::FS => {
+            s.ld(c, ctx::FS_BASE)?;
+            s.lea(a, MemoryOperand::with_base_index(R64[a], R64[c]))?;
+        }
+        Register::GS => {
+            s.ld(c, ctx::GS_BASE)?;
+            s.lea(a, MemoryOperand::with_base_index(R64[a], R64[c]))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Inline TLB probe: turns the linear address in `regs[0]` into a host address,
+/// or takes the miss path. Clobbers regs[1], regs[2] and (if not live) flags.
+#[allow(clippy::too_many_arguments)]
+fn probe(
+    s: &mut Asm,
+    env: &Env,
+    regs: [usize; 3],
+    size: u32,
+    write: bool,
+    flags_live: bool,
+    rip: u64,
+    uncounted: u64,
+) -> R<()> {
+    let (a, b, c) = (regs[0], regs[1], regs[2]);
+    if flags_live {
+        s.pushfq()?;
+    }
+    let table = if write { env.tables.1 } else { env.tables.0 };
+    let off = ctx::TLB + table as i32 * ctx::TABLE_BYTES;
+    // b = index * 16
+    s.add(Instruction::with2(Code::Mov_r64_rm64, R64[b], R64[a])?)?;
+    s.add(Instruction::with2(Code::Shr_rm64_imm8, R64[b], 8u32)?)?;
+    s.add(Instruction::with2(
+        Code::And_rm64_imm32,
+        R64[b],
+        (ctx::TLB_SIZE as i32 - 1) << 4,
+    )?)?;
+    // c = page of the access's last byte: differs from the tag if it crosses a page.
+    s.lea(c, MemoryOperand::with_base_displ(R64[a], size as i64 - 1))?;
+    s.add(Instruction::with2(Code::And_rm64_imm32, R64[c], -4096i32)?)?;
+    let entry = |d: i32| {
+        MemoryOperand::new(
+            Register::RSP,
+            R64[b],
+            1,
+            (off + d + s.bias) as i64,
+            1,
+            false,
+            Register::None,
+        )
+    };
+    let tag = entry(0);
+    let addend = entry(8);
+    s.add(Instruction::with2(Code::Cmp_r64_rm64, R64[c], tag)?)?;
+    let label = s.a.create_label();
+    let mut resume = s.a.create_label();
+    let fallback = s.a.create_label();
+    s.a.jne(label)?;
+    s.add(Instruction::with2(Code::Add_r64_rm64, R64[a], addend)?)?;
+    s.a.set_label(&mut resume)?;
+    // A label must sit on an instruction: the popfq or a zero-cost placeholder.
+    if flags_live {
+        s.popfq()?;
+    } else {
+        s.a.nop()?;
+    }
+    let info = size as u64 | (write as u64) << 8 | (table as u64) << 9;
+    s.outlines.push(Outline::Miss {
+        label,
+        resume,
+        fallback,
+        regs,
+        info,
+        pushed: flags_live,
+        rip,
+        uncounted,
+    });
+    Ok(())
+}
+
+/// TLB miss: calls `helpers::fill(ctx, lin, info)`; leaves the host address (or
+/// 0) in regs[0]. Guest registers the call may clobber are saved around it.
+fn miss(s: &mut Asm, regs: [usize; 3], info: u64) -> R<()> {
+    let a = regs[0];
+    for &r in &CALLER_SAVED {
+        s.st(ctx::SAVED + 8 * r as i32, r)?;
+    }
+    s.add(Instruction::with2(
+        Code::Mov_r64_rm64,
+        Register::RSI,
+        R64[a],
+    )?)?;
+    s.add(Instruction::with2(
+        Code::Mov_r32_imm32,
+        Register::EDX,
+        info as u32,
+    )?)?;
+    s.lea(
+        7,
+        MemoryOperand::with_base_displ(Register::RSP, s.bias as i64),
+    )?;
+    // The System V ABI wants RSP 16-byte aligned at the call; the context is.
+    let pad = if s.bias % 16 != 0 { 8 } else { 0 };
+    if pad != 0 {
+        s.lea(4, MemoryOperand::with_base_displ(Register::RSP, -pad))?;
+        s.bias += pad as i32;
+    }
+    s.add(Instruction::with1(
+        Code::Call_rm64,
+        mem(ctx::FILL_FN + s.bias),
+    )?)?;
+    if pad != 0 {
+        s.lea(4, MemoryOperand::with_base_displ(Register::RSP, pad))?;
+        s.bias -= pad as i32;
+    }
+    s.st(ctx::HELPER_RET, 0)?;
+    for &r in &CALLER_SAVED {
+        s.ld(r, ctx::SAVED + 8 * r as i32)?;
+    }
+    s.ld(a, ctx::HELPER_RET)
+}
+
+/// An instruction naming RSP (or a LEA with an RSP or RIP-relative base).
+fn copy_rsp(s: &mut Asm, i: &Instruction, used: u16) -> R<()> {
+    if i.mnemonic() == M::Lea && i.memory_base() == Register::RIP {
+        // The address is a constant; LEA would compute it relative to the host code.
+        let dst = i.op0_register();
+        let v = i.ip_rel_memory_address();
+        return match dst.size() {
+            8 => s.mov_imm(dst.number(), v),
+            4 => s.add(Instruction::with2(Code::Mov_r32_imm32, dst, v as u32)?),
+            _ => Err(Fail::Unsupported("16-bit LEA")),
+        };
+    }
+    let regs = scratch(used, uses_high_byte(i), 1).ok_or(Fail::Unsupported("no scratch"))?;
+    let t = regs[0];
+    s.st(ctx::SPILL + 24, t)?;
+    s.ld(t, ctx::RSP_SLOT)?;
+    let mut j = host_form(i);
+    for k in 0..j.op_count() {
+        if j.op_kind(k) == OpKind::Register && j.op_register(k) == Register::RSP {
+            j.set_op_register(k, R64[t]);
+        }
+    }
+    if j.memory_base() == Register::RSP {
+        j.set_memory_base(R64[t]);
+    }
+    s.add(j)?;
+    s.st(ctx::RSP_SLOT, t)?;
+    s.ld(t, ctx::SPILL + 24)
+}
+
+fn jcc(a: &mut CodeAssembler, cc: ConditionCode, l: CodeLabel) -> R<()> {
+    Ok(match cc {
+        ConditionCode::o => a.jo(l),
+        ConditionCode::no => a.jno(l),
+        ConditionCode::b => a.jb(l),
+        ConditionCode::ae => a.jae(l),
+        ConditionCode::e => a.je(l),
+        ConditionCode::ne => a.jne(l),
+        ConditionCode::be => a.jbe(l),
+        ConditionCode::a => a.ja(l),
+        ConditionCode::s => a.js(l),
+        ConditionCode::ns => a.jns(l),
+        ConditionCode::p => a.jp(l),
+        ConditionCode::np => a.jnp(l),
+        ConditionCode::l => a.jl(l),
+        ConditionCode::ge => a.jge(l),
+        ConditionCode::le => a.jle(l),
+        ConditionCode::g => a.jg(l),
+        ConditionCode::None => return Err(Fail::Unsupported("no condition")),
+    }?)
+}

@@ -1,0 +1,75 @@
+//! Rust functions native code calls. They run on the context's stack area with
+//! the guest registers saved by the caller (see emit.rs).
+
+use x86_emu::mmu::Access;
+use x86_emu::{Bus, Cpu};
+
+use crate::ctx::{Ctx, TlbEntry, TLB_SIZE};
+
+/// What a helper may touch during one native run: the CPU and its bus, which the
+/// dispatcher does not use while native code runs.
+pub struct Env {
+    pub cpu: *mut Cpu,
+    pub bus: *mut dyn Bus,
+}
+
+fn canonical(lin: u64) -> bool {
+    ((lin as i64) << 16 >> 16) as u64 == lin
+}
+
+/// Inline TLB miss for linear address `lin`; `info` = size | write << 8 |
+/// table << 9. Fills the entry and returns the host address, or 0 when the
+/// access must go to the interpreter.
+///
+/// # Safety
+///
+/// `ctx` must be the context of the current native run, whose `env` points at a
+/// live [`Env`].
+pub unsafe extern "C" fn fill(ctx: *mut Ctx, lin: u64, info: u64) -> u64 {
+    // SAFETY: the caller's contract: ctx is the running context and env is live;
+    // the dispatcher holds no reference to either the CPU or the bus meanwhile.
+    let (ctx, cpu, bus) = unsafe {
+        let ctx = &mut *ctx;
+        let env = &mut *(ctx.env as *mut Env);
+        (ctx, &mut *env.cpu, &mut *env.bus)
+    };
+    let size = info & 0xff;
+    let write = info & 0x100 != 0;
+    let table = (info >> 9) as usize & 3;
+    match translate(cpu, bus, lin, size, write, table) {
+        Some(e) => {
+            ctx.tlb[table][(lin >> 12) as usize % TLB_SIZE] = e;
+            lin.wrapping_add(e.addend)
+        }
+        None => 0,
+    }
+}
+
+/// The TLB entry for `lin`'s page, if native accesses may use it.
+fn translate(
+    cpu: &mut Cpu,
+    bus: &mut dyn Bus,
+    lin: u64,
+    size: u64,
+    write: bool,
+    table: usize,
+) -> Option<TlbEntry> {
+    if !canonical(lin) || (lin & 0xfff) + size > 0x1000 {
+        return None;
+    }
+    let phys = cpu.probe(bus, lin, if write { Access::Write } else { Access::Read })?;
+    // Kernel-mode tables never hold user pages, so SMAP needs no check inline.
+    if table < 2 && cpu.probe_user(bus, lin) {
+        return None;
+    }
+    // Stores to pages holding code must invalidate translations: slow path.
+    if write && cpu.code_map().is_code(phys >> 12) {
+        return None;
+    }
+    let host = bus.host_addr(phys & !0xfff)? as u64;
+    let page = lin & !0xfff;
+    Some(TlbEntry {
+        tag: page,
+        addend: host.wrapping_sub(page),
+    })
+}

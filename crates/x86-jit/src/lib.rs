@@ -1,0 +1,429 @@
+//! x86-jit: a same-ISA translator for [`x86_emu`]. Guest and host are both
+//! x86-64, so most guest integer code runs on the host CPU as it is: register
+//! instructions are re-encoded unchanged, memory operands are rewritten to host
+//! addresses through an inline software TLB, and control flow leaves through exit
+//! stubs that are linked directly to the next block once it is translated.
+//! Everything else — privileged and I/O instructions, `cpuid`, string
+//! instructions, SSE, faults — is left to the interpreter, which stays the
+//! reference: [`Jit::run`] is a drop-in replacement for [`Cpu::run`].
+//!
+//! Blocks come from the interpreter's block cache ([`Cpu::block_at_rip`]), so a
+//! translation is dropped exactly when the interpreter drops the decoded block
+//! (a write to its page by any vCPU, DMA into user code pages). `unsafe` is
+//! confined to this crate: the executable buffer (codebuf.rs), the context's
+//! allocation (ctx.rs), the call into native code here and the helper
+//! (helpers.rs).
+
+mod classify;
+mod codebuf;
+mod ctx;
+mod emit;
+mod helpers;
+
+use std::collections::HashMap;
+use std::io;
+use std::time::Instant;
+
+use iced_x86::code_asm::*;
+use x86_emu::block::BlockId;
+use x86_emu::{Bus, Cpu, StopReason};
+
+use crate::codebuf::CodeBuf;
+use crate::ctx::{Frame, TABLES};
+
+/// Size of each vCPU's code cache; when full it is emptied and refilled.
+const CODE_CACHE: usize = 64 << 20;
+/// Executions of a block in the interpreter before it is translated.
+const HOT: u32 = 2;
+/// The arithmetic flags in RFLAGS.
+const ARITH_FLAGS: u64 = 0x8d5;
+
+/// Counters for `HAKO_EMU_STATS`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JitStats {
+    /// Blocks translated.
+    pub blocks: u64,
+    /// Time spent translating, in nanoseconds.
+    pub translate_ns: u64,
+    /// Guest instructions run by native code.
+    pub native_insns: u64,
+    /// Guest instructions run by the interpreter.
+    pub interp_insns: u64,
+    /// Times the code cache was emptied because it was full.
+    pub flushes: u64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    serial: u64,
+    hits: u32,
+    cpl: u8,
+    /// Host entry, 0 if not translated.
+    host: u64,
+    /// Not translatable (its first instruction is the interpreter's).
+    never: bool,
+}
+
+/// (physical address, guest RIP, CPL) of a block.
+type Key = (u64, u64, u8);
+
+/// The translator of one vCPU (not shared between threads).
+pub struct Jit {
+    frame: Box<Frame>,
+    code: CodeBuf,
+    /// Bytes of trampolines at the start of the code buffer.
+    base_len: usize,
+    enter: u64,
+    exit: u64,
+    slots: Vec<Slot>,
+    /// Translations by key, with the code-map generation they were made at.
+    map: HashMap<Key, (u64, u32)>,
+    /// Exit stubs waiting for a block to be translated.
+    pending: HashMap<Key, Vec<u64>>,
+    tlb_epoch: u64,
+    code_epoch: u64,
+    cr: (u64, u64, u64),
+    pub stats: JitStats,
+    /// `HAKO_JIT_DEBUG`: interpreted block starts by mnemonic, printed on drop.
+    debug: Option<HashMap<String, u64>>,
+}
+
+impl Drop for Jit {
+    fn drop(&mut self) {
+        if let Some(d) = &self.debug {
+            let mut v: Vec<_> = d.iter().collect();
+            v.sort_by(|a, b| b.1.cmp(a.1));
+            eprintln!("x86-jit: {:?}", self.stats);
+            for (m, n) in v.iter().take(30) {
+                eprintln!("x86-jit: interpreted from {m}: {n}");
+            }
+        }
+    }
+}
+
+// SAFETY: a Jit owns its code buffer and context outright (no aliasing pointers
+// into them exist outside it); moving it to another thread moves that ownership.
+unsafe impl Send for Jit {}
+
+impl Jit {
+    /// A translator with an empty code cache.
+    pub fn new() -> io::Result<Jit> {
+        let mut code = CodeBuf::new(CODE_CACHE)?;
+        let (enter, exit) = trampolines(&mut code).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut frame = Frame::new();
+        frame.ctx.fill_fn = helpers::fill as *const () as u64;
+        Ok(Jit {
+            frame,
+            base_len: code.used(),
+            code,
+            enter,
+            exit,
+            slots: Vec::new(),
+            map: HashMap::new(),
+            pending: HashMap::new(),
+            tlb_epoch: u64::MAX,
+            code_epoch: u64::MAX,
+            cr: (0, 0, 0),
+            stats: JitStats::default(),
+            debug: std::env::var_os("HAKO_JIT_DEBUG").map(|_| HashMap::new()),
+        })
+    }
+
+    /// Bytes of translated code in the cache.
+    pub fn code_bytes(&self) -> usize {
+        self.code.used() - self.base_len
+    }
+
+    /// Runs up to `budget` guest instructions, like [`Cpu::run`] (and with the
+    /// same stop reasons), translating hot blocks.
+    pub fn run(&mut self, cpu: &mut Cpu, bus: &mut dyn Bus, budget: u64) -> StopReason {
+        let end = cpu.icount + budget;
+        while cpu.icount < end {
+            if cpu.halted {
+                return StopReason::Halted;
+            }
+            if cpu.bitness != 64 || cpu.tracing() {
+                let before = cpu.icount;
+                let r = cpu.run(bus, end - cpu.icount);
+                self.stats.interp_insns += cpu.icount - before;
+                return r;
+            }
+            if cpu.int_shadow {
+                if let Some(r) = self.interpret(cpu, bus, true) {
+                    return r;
+                }
+                continue;
+            }
+            let id = match cpu.block_at_rip(bus) {
+                Ok(id) => id,
+                Err(_) => {
+                    // The fetch faults: the interpreter raises it.
+                    if let Some(r) = self.interpret(cpu, bus, true) {
+                        return r;
+                    }
+                    continue;
+                }
+            };
+            let host = self.host_for(cpu, id);
+            if host == 0 {
+                if let Some(r) = self.interpret(cpu, bus, false) {
+                    return r;
+                }
+                continue;
+            }
+            match self.native(cpu, bus, host, end - cpu.icount) {
+                ctx::EXIT_INTERPRET => {
+                    if let Some(d) = self.debug.as_mut() {
+                        *d.entry("(memory fallback)".into()).or_default() += 1;
+                    }
+                    if let Some(r) = self.interpret(cpu, bus, true) {
+                        return r;
+                    }
+                }
+                // Less budget left than the next block is long.
+                ctx::EXIT_BUDGET => break,
+                _ => {}
+            }
+        }
+        StopReason::Yield
+    }
+
+    /// Interprets one instruction (`exact`) or one block; `Some` if the run
+    /// must end there.
+    fn interpret(&mut self, cpu: &mut Cpu, bus: &mut dyn Bus, exact: bool) -> Option<StopReason> {
+        let before = cpu.icount;
+        let r = if exact {
+            cpu.run_exact(bus, 1)
+        } else {
+            cpu.run(bus, 1)
+        };
+        self.stats.interp_insns += cpu.icount - before;
+        match r {
+            StopReason::Yield if !cpu.stop_requested() => None,
+            r => Some(r),
+        }
+    }
+
+    /// The host entry for block `id`, translating it once it is hot; 0 if it
+    /// stays with the interpreter for now.
+    fn host_for(&mut self, cpu: &mut Cpu, id: BlockId) -> u64 {
+        let b = cpu.block(id);
+        if b.serial == 0 || b.npages != 1 || b.bitness != 64 {
+            return 0;
+        }
+        let (serial, phys, rip) = (b.serial, b.phys, b.vstart);
+        let cpl = cpu.cpl;
+        let i = id as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, Slot::default());
+        }
+        let s = &mut self.slots[i];
+        if s.serial != serial || s.cpl != cpl {
+            *s = Slot {
+                serial,
+                cpl,
+                ..Slot::default()
+            };
+        }
+        if s.host != 0 || s.never {
+            if s.never {
+                if let Some(d) = self.debug.as_mut() {
+                    let b = cpu.block(id);
+                    let key = format!(
+                        "{:?} {}",
+                        b.insns[0].mnemonic(),
+                        if b.npages != 1 { "(2 pages)" } else { "" }
+                    );
+                    *d.entry(key).or_default() += 1;
+                }
+            }
+            return s.host;
+        }
+        s.hits += 1;
+        if s.hits < HOT {
+            return 0;
+        }
+        let host = self.translate(cpu, id, (phys, rip, cpl));
+        let s = &mut self.slots[i];
+        s.host = host;
+        s.never = host == 0;
+        host
+    }
+
+    fn translate(&mut self, cpu: &Cpu, id: BlockId, key: Key) -> u64 {
+        let t0 = Instant::now();
+        let b = cpu.block(id);
+        let (phys, rip, cpl) = key;
+        let page_phys = phys & !0xfff;
+        let page_rip = rip & !0xfff;
+        let gen = cpu.code_map().current(phys >> 12);
+        let tables = if cpl == 3 { (2, 3) } else { (0, 1) };
+        let mut attempt = 0;
+        loop {
+            let ip = self.code.next_ip();
+            let map = &self.map;
+            let lookup = |target: u64| -> Option<u64> {
+                let k = (page_phys | (target & 0xfff), target, cpl);
+                map.get(&k).filter(|e| e.1 == gen).map(|e| e.0)
+            };
+            let env = emit::Env {
+                exit: self.exit,
+                lookup: &lookup,
+                tables,
+            };
+            let t = match emit::translate(&b.insns, ip, &env) {
+                Ok(t) => t,
+                Err(e) => {
+                    if let Some(d) = self.debug.as_mut() {
+                        let m = b.insns[0].mnemonic();
+                        *d.entry(format!("(failed {m:?}: {e})")).or_default() += 1;
+                    }
+                    return 0;
+                }
+            };
+            if !self.code.push(&t.code) {
+                if attempt > 0 {
+                    return 0;
+                }
+                attempt += 1;
+                self.flush_code();
+                continue;
+            }
+            debug_assert_eq!(page_rip, rip & !0xfff);
+            self.map.insert(key, (ip, gen));
+            // Link the stubs that were waiting for this block.
+            if let Some(stubs) = self.pending.remove(&key) {
+                for at in stubs {
+                    self.code.patch_jmp(at, ip);
+                }
+            }
+            for (at, target) in t.links {
+                let k = (page_phys | (target & 0xfff), target, cpl);
+                self.pending.entry(k).or_default().push(at);
+            }
+            self.stats.blocks += 1;
+            self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
+            return ip;
+        }
+    }
+
+    /// Empties the code cache.
+    fn flush_code(&mut self) {
+        self.code.truncate(self.base_len);
+        self.map.clear();
+        self.pending.clear();
+        self.slots.iter_mut().for_each(|s| *s = Slot::default());
+        self.stats.flushes += 1;
+    }
+
+    /// Runs native code from `host` with at most `budget` instructions; returns
+    /// the exit kind with the CPU's state updated.
+    fn native(&mut self, cpu: &mut Cpu, bus: &mut dyn Bus, host: u64, budget: u64) -> u64 {
+        let tlb_epoch = cpu.tlb_epoch();
+        let code_epoch = cpu.code_map().epoch();
+        let cr = (cpu.cr0, cpu.cr4, cpu.efer);
+        let c = &mut self.frame.ctx;
+        if tlb_epoch != self.tlb_epoch || cr != self.cr {
+            c.flush(0..TABLES);
+            self.tlb_epoch = tlb_epoch;
+            self.cr = cr;
+            self.code_epoch = code_epoch;
+        } else if code_epoch != self.code_epoch {
+            // A page became code: no native stores to it from now on.
+            c.flush(1..2);
+            c.flush(3..4);
+            self.code_epoch = code_epoch;
+        }
+        let full_flags = cpu.flags.get();
+        c.gpr = cpu.gpr;
+        c.flags = full_flags & ARITH_FLAGS;
+        c.fs_base = cpu.seg[x86_emu::cpu::FS].base;
+        c.gs_base = cpu.seg[x86_emu::cpu::GS].base;
+        let start = budget.min(i64::MAX as u64) as i64;
+        c.budget = start;
+        c.uncounted = 0;
+        c.exit_kind = ctx::EXIT_CONTINUE;
+        c.entry = host;
+        let bus_ptr: *mut (dyn Bus + '_) = bus;
+        // SAFETY: only the lifetime bound of the trait object changes; the pointer
+        // is used by helpers during the call below only, while `bus` is alive.
+        let bus_ptr: *mut (dyn Bus + 'static) = unsafe { std::mem::transmute(bus_ptr) };
+        let mut env = helpers::Env {
+            cpu: cpu as *mut Cpu,
+            bus: bus_ptr,
+        };
+        c.env = (&mut env as *mut helpers::Env).cast();
+        let ctx_ptr: *mut ctx::Ctx = c;
+        // SAFETY: `enter` is the trampoline made by `trampolines`, taking the context
+        // in RDI; `host` is a translation in this vCPU's code buffer made for the
+        // current CPL, page generation and 64-bit mode (checked by `host_for`), and
+        // every translation leaves through `exit`, which restores the host's
+        // callee-saved registers and stack. While it runs, helpers reach the CPU
+        // and the bus only through `env`, and nothing else uses them.
+        unsafe {
+            let f: unsafe extern "C" fn(*mut ctx::Ctx) = std::mem::transmute(self.enter as usize);
+            f(ctx_ptr);
+        }
+        let c = &mut self.frame.ctx;
+        c.env = std::ptr::null_mut();
+        cpu.gpr = c.gpr;
+        cpu.flags
+            .load((full_flags & !ARITH_FLAGS) | (c.flags & ARITH_FLAGS));
+        cpu.rip = c.exit_rip;
+        let ran = (start - c.budget) as u64 - c.uncounted;
+        cpu.icount += ran;
+        self.stats.native_insns += ran;
+        c.exit_kind
+    }
+}
+
+/// Emits the entry and exit trampolines at the start of `code`.
+fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64), iced_x86::IcedError> {
+    use crate::ctx::*;
+    const GUEST: [AsmRegister64; 16] = [
+        rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
+    ];
+    let mut a = CodeAssembler::new(64)?;
+    let mut exit_label = a.create_label();
+    // enter(ctx: rdi)
+    for r in [rbx, rbp, r12, r13, r14, r15] {
+        a.push(r)?;
+    }
+    a.mov(qword_ptr(rdi + HOST_RSP), rsp)?;
+    a.mov(rsp, rdi)?;
+    a.push(qword_ptr(rsp + FLAGS))?;
+    a.popfq()?;
+    for (k, r) in GUEST.iter().enumerate() {
+        if k != 4 && k != 7 {
+            a.mov(*r, qword_ptr(rsp + (GPR + 8 * k as i32)))?;
+        }
+    }
+    a.mov(rdi, qword_ptr(rsp + (GPR + 8 * 7)))?;
+    a.jmp(qword_ptr(rsp + ENTRY))?;
+    // exit: guest flags are the host flags; the context is at [rsp].
+    a.set_label(&mut exit_label)?;
+    a.mov(qword_ptr(rsp + GPR), rax)?;
+    a.pushfq()?;
+    a.pop(rax)?;
+    a.mov(qword_ptr(rsp + FLAGS), rax)?;
+    for (k, r) in GUEST.iter().enumerate() {
+        if k != 4 && k != 0 {
+            a.mov(qword_ptr(rsp + (GPR + 8 * k as i32)), *r)?;
+        }
+    }
+    a.mov(rsp, qword_ptr(rsp + HOST_RSP))?;
+    for r in [r15, r14, r13, r12, rbp, rbx] {
+        a.pop(r)?;
+    }
+    a.ret()?;
+    let ip = code.next_ip();
+    let res = a.assemble_options(
+        ip,
+        iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+    )?;
+    let exit = res.label_ip(&exit_label)?;
+    if !code.push(&res.inner.code_buffer) {
+        panic!("the code buffer cannot hold the trampolines");
+    }
+    Ok((ip, exit))
+}
