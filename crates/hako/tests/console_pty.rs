@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{accels, hako};
+use common::{accel_flags, accels, hako};
 
 struct Pty {
     master: File,
@@ -52,15 +52,9 @@ fn lflag(fd: &OwnedFd) -> libc::tcflag_t {
 fn start(accel: &str, pty: &Pty) -> (Child, mpsc::Receiver<u8>) {
     let elf = test_guests::build("echo").expect("build guests/echo.c");
     let mut child = hako()
-        .args([
-            "run",
-            "--kernel",
-            elf.to_str().unwrap(),
-            "--accel",
-            accel,
-            "--memory",
-            "64M",
-        ])
+        .args(["run", "--kernel", elf.to_str().unwrap()])
+        .args(accel_flags(accel))
+        .args(["--memory", "64M"])
         .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -7,21 +7,15 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{accels, hako, run_watchdog, Run};
+use common::{accel_flags, accels, hako, run_watchdog, Run};
 
 /// Runs `hako run` on a test guest with a watchdog.
 fn hako_run(kernel: &Path, accel: &str, extra: &[&str]) -> Run {
     let mut cmd = hako();
-    cmd.args([
-        "run",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--accel",
-        accel,
-        "--memory",
-        "128M",
-    ])
-    .args(extra);
+    cmd.args(["run", "--kernel", kernel.to_str().unwrap()])
+        .args(accel_flags(accel))
+        .args(["--memory", "128M"])
+        .args(extra);
     run_watchdog(&mut cmd, Duration::from_secs(120))
 }
 
@@ -118,16 +112,9 @@ fn on_reboot_restart_boots_the_guest_again() {
     let elf = test_guests::build("hello").expect("build guests/hello.c");
     for accel in accels() {
         let mut child = hako()
-            .args([
-                "run",
-                "--kernel",
-                elf.to_str().unwrap(),
-                "--accel",
-                accel,
-                "--memory",
-                "64M",
-            ])
-            .args(["--on-reboot", "restart"])
+            .args(["run", "--kernel", elf.to_str().unwrap()])
+            .args(accel_flags(accel))
+            .args(["--memory", "64M", "--on-reboot", "restart"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

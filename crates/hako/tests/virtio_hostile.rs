@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{accels, hako, run_watchdog, Run};
+use common::{accel_flags, accels, hako, run_watchdog, Run};
 
 const WATCHDOG: Duration = Duration::from_secs(120);
 
@@ -101,14 +101,8 @@ fn hako_run(kernel: &Path, disk: &Path, accel: &str, transport: Transport) -> Ru
     let mut cmd = hako();
     cmd.args(["run", "--kernel"])
         .arg(kernel)
-        .args([
-            "--accel",
-            accel,
-            "--memory",
-            "128M",
-            "--virtio",
-            transport.arg(),
-        ])
+        .args(accel_flags(accel))
+        .args(["--memory", "128M", "--virtio", transport.arg()])
         .args(["--cmdline", &format!("ram_mib=128 mmio={mmio}")])
         .arg("--disk")
         .arg(format!("{},format=raw", disk.display()));

@@ -111,12 +111,21 @@ pub fn kvm_usable() -> bool {
         .is_ok()
 }
 
-/// Accelerators to test here: `kvm` where /dev/kvm opens, `emu` always.
+/// Accelerators to test here: `kvm` where /dev/kvm opens, `emu` (with the
+/// translator) and `emu-interp` (`--accel emu --jit off`) always.
 pub fn accels() -> Vec<&'static str> {
-    ["kvm", "emu"]
+    ["kvm", "emu", "emu-interp"]
         .into_iter()
         .filter(|a| *a != "kvm" || kvm_usable())
         .collect()
+}
+
+/// The `hako run` flags that select `accel` (a name from [`accels`]).
+pub fn accel_flags(accel: &str) -> Vec<&str> {
+    match accel {
+        "emu-interp" => vec!["--accel", "emu", "--jit", "off"],
+        a => vec!["--accel", a],
+    }
 }
 
 /// Boots the default guest running `script`, with a watchdog.
@@ -124,20 +133,14 @@ pub fn boot(accel: &str, script: &str, extra: &[&str], limit: Duration) -> Run {
     let (kernel, initrd) = default_guest();
     let cmdline = format!("console=ttyS0 quiet hako.cmd={}", base64(script.as_bytes()));
     let mut cmd = hako();
-    cmd.args([
-        "run",
-        "--accel",
-        accel,
-        "--memory",
-        "512M",
-        "--cmdline",
-        &cmdline,
-    ])
-    .arg("--kernel")
-    .arg(&kernel)
-    .arg("--initrd")
-    .arg(&initrd)
-    .args(extra);
+    cmd.arg("run")
+        .args(accel_flags(accel))
+        .args(["--memory", "512M", "--cmdline", &cmdline])
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&initrd)
+        .args(extra);
     run_watchdog(&mut cmd, limit)
 }
 
