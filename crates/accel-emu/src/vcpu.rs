@@ -77,6 +77,9 @@ impl EmuVcpu {
                 c.set_code_map(self.shared.code.clone());
                 c
             };
+            if let Some(j) = self.jit.as_mut() {
+                j.reset();
+            }
             self.wait_for_sipi = true;
             l = lock(&slot.lapic);
         }

@@ -40,7 +40,7 @@ pub struct Block {
     /// bytes come from, as they were when it was decoded.
     pub pages: [(u64, u32); 2],
     pub npages: u8,
-    /// Unique per decode in this vCPU's cache (0: not cached, decoded for one use).
+    /// Unique per decode in the process (0: not cached, decoded for one use).
     pub serial: u64,
 }
 
@@ -81,9 +81,12 @@ pub struct BlockCache {
     page_blocks: HashMap<u64, Vec<BlockId>>,
     /// (page, generation) of recently verified user code pages.
     checked: Vec<(u64, u64)>,
-    /// Last [`Block::serial`] given out.
-    serial: u64,
 }
+
+/// Last [`Block::serial`] given out, by any vCPU's cache: serials are unique in
+/// the process, so a translation keyed by one never matches a block of another
+/// CPU (or of a CPU recreated by INIT).
+static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 const CHECKED_SIZE: usize = 256;
 
@@ -96,7 +99,6 @@ impl Default for BlockCache {
             fast: vec![NONE; FAST_SIZE],
             page_blocks: HashMap::new(),
             checked: vec![(u64::MAX, 0); CHECKED_SIZE],
-            serial: 0,
         }
     }
 }
@@ -204,8 +206,7 @@ impl BlockCache {
     }
 
     fn insert(&mut self, mut b: Block) -> BlockId {
-        self.serial += 1;
-        b.serial = self.serial;
+        b.serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let phys = b.phys;
         if let Some(&old) = self.map.get(&phys) {
             // Same physical start decoded for another linear address or mode:

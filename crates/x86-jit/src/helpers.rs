@@ -13,6 +13,8 @@ pub struct Env {
     pub bus: *mut dyn Bus,
 }
 
+const CR4_SMAP: u64 = 1 << 21;
+
 fn canonical(lin: u64) -> bool {
     ((lin as i64) << 16 >> 16) as u64 == lin
 }
@@ -58,8 +60,9 @@ fn translate(
         return None;
     }
     let phys = cpu.probe(bus, lin, if write { Access::Write } else { Access::Read })?;
-    // Kernel-mode tables never hold user pages, so SMAP needs no check inline.
-    if table < 2 && cpu.probe_user(bus, lin) {
+    // With SMAP on, kernel-mode tables hold no user pages, so STAC/CLAC need no
+    // check inline (the table is flushed when CR4 changes).
+    if table < 2 && cpu.cr4 & CR4_SMAP != 0 && cpu.probe_user(bus, lin) {
         return None;
     }
     // Stores to pages holding code must invalidate translations: slow path.

@@ -84,6 +84,7 @@ pub struct Jit {
     code_epoch: u64,
     cr: (u64, u64, u64),
     pub stats: JitStats,
+    hot: u32,
     /// `HAKO_JIT_DEBUG`: interpreted block starts by mnemonic, printed on drop.
     debug: Option<HashMap<String, u64>>,
 }
@@ -125,8 +126,23 @@ impl Jit {
             code_epoch: u64::MAX,
             cr: (0, 0, 0),
             stats: JitStats::default(),
+            hot: HOT,
             debug: std::env::var_os("HAKO_JIT_DEBUG").map(|_| HashMap::new()),
         })
+    }
+
+    /// Translates blocks after `n` interpreted executions (default 2; 1 translates
+    /// every block the first time it runs, as tests want).
+    pub fn set_hot_threshold(&mut self, n: u32) {
+        self.hot = n.max(1);
+    }
+
+    /// Forgets every translation and TLB entry: for a CPU that was replaced (INIT)
+    /// or that now runs over other memory.
+    pub fn reset(&mut self) {
+        self.flush_code();
+        self.frame.ctx.flush(0..TABLES);
+        self.tlb_epoch = u64::MAX;
     }
 
     /// Bytes of translated code in the cache.
@@ -240,7 +256,7 @@ impl Jit {
             return s.host;
         }
         s.hits += 1;
-        if s.hits < HOT {
+        if s.hits < self.hot {
             return 0;
         }
         let host = self.translate(cpu, id, (phys, rip, cpl));

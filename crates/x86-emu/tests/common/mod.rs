@@ -59,6 +59,9 @@ impl Bus for TestBus {
         0
     }
     fn set_cr8(&mut self, _val: u64) {}
+    fn host_addr(&mut self, addr: u64) -> Option<usize> {
+        ((addr as usize) < self.ram.len()).then(|| self.ram.as_mut_ptr() as usize + addr as usize)
+    }
 }
 
 /// Builds a machine with `code` at CODE, long mode, RSP = STACK.

@@ -71,6 +71,9 @@ impl Bus for FlatBus {
         0
     }
     fn set_cr8(&mut self, _val: u64) {}
+    fn host_addr(&mut self, addr: u64) -> Option<usize> {
+        ((addr as usize) < self.ram.len()).then(|| self.ram.as_mut_ptr() as usize + addr as usize)
+    }
 }
 
 /// The state an emulated run ends in, in the native harness' terms.
@@ -102,10 +105,11 @@ fn to_host(m: &Machine, v: u64) -> u64 {
     }
 }
 
-/// Runs `body` in the emulator from `m`'s state (RSP excepted). `Err` describes an
-/// emulator stop other than reaching the trailing HLT (an exception it raised, an
-/// unimplemented instruction...).
-pub fn run_emulated(body: &[u8], m: &Machine) -> Result<EmuResult, String> {
+/// Runs `body` in the emulator from `m`'s state (RSP excepted), through the
+/// translator (`jit`, translating every block the first time) or the interpreter
+/// alone. `Err` describes an emulator stop other than reaching the trailing HLT (an
+/// exception it raised, an unimplemented instruction...).
+pub fn run_emulated(body: &[u8], m: &Machine, jit: bool) -> Result<EmuResult, String> {
     let mut bus = FlatBus { ram: vec![0; RAM] };
     let code = CODE as usize;
     bus.ram[code..code + body.len()].copy_from_slice(body);
@@ -165,8 +169,16 @@ pub fn run_emulated(body: &[u8], m: &Machine) -> Result<EmuResult, String> {
     cpu.set_state(&s);
     // POPF, STI, I/O... end a run early with `Yield`; keep going up to a budget.
     let mut stop = StopReason::Yield;
+    let mut jit = jit.then(|| {
+        let mut j = x86_jit::Jit::new().expect("translator");
+        j.set_hot_threshold(1);
+        j
+    });
     for _ in 0..100 {
-        stop = cpu.run(&mut bus, 10_000);
+        stop = match jit.as_mut() {
+            Some(j) => j.run(&mut cpu, &mut bus, 10_000),
+            None => cpu.run(&mut bus, 10_000),
+        };
         if stop != StopReason::Yield {
             break;
         }

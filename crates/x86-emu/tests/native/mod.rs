@@ -267,7 +267,8 @@ impl Machine {
 /// Runs `snip` in the emulator and natively from `m`'s state (leaving the native result in
 /// `m`) and describes any difference: GPRs (RSP excepted), RFLAGS under `flag_mask`, the
 /// scratch memory, and when `check_fx` the x87/SSE state (FXSAVE image without
-/// FOP/FIP/FDP). `None` when they agree.
+/// FOP/FIP/FDP). The same run through the translator must end exactly like the
+/// interpreter's. `None` when they agree.
 pub fn native_vs_emu(
     snip: &Snippet,
     m: &mut Machine,
@@ -275,12 +276,32 @@ pub fn native_vs_emu(
     check_fx: bool,
 ) -> Option<String> {
     let before = format!("gpr={:x?} rflags={:#x}", m.gpr, m.rflags);
-    let emu = match emu::run_emulated(&snip.body, m) {
+    let emu = match emu::run_emulated(&snip.body, m, false) {
         Ok(e) => e,
         Err(e) => return Some(format!("{e}; input {before}")),
     };
-    snip.run(m);
     let mut d = Vec::new();
+    match emu::run_emulated(&snip.body, m, true) {
+        Ok(j) => {
+            for i in (0..16).filter(|&i| j.gpr[i] != emu.gpr[i]) {
+                d.push(format!(
+                    "translator gpr{i}={:#x}, interpreter {:#x}",
+                    j.gpr[i], emu.gpr[i]
+                ));
+            }
+            if (j.rflags ^ emu.rflags) & flag_mask != 0 {
+                d.push(format!(
+                    "translator rflags={:#x}, interpreter {:#x}",
+                    j.rflags, emu.rflags
+                ));
+            }
+            if j.mem != emu.mem || j.fx != emu.fx {
+                d.push("translator memory or x87/SSE state differs from the interpreter's".into());
+            }
+        }
+        Err(e) => d.push(format!("translator: {e}")),
+    }
+    snip.run(m);
     for i in (0..16).filter(|&i| i != RSP) {
         if m.gpr[i] != emu.gpr[i] {
             d.push(format!("gpr{i}: cpu={:#x} emu={:#x}", m.gpr[i], emu.gpr[i]));
