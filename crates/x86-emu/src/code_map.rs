@@ -39,6 +39,9 @@ pub struct CodeMap {
     /// Bumped whenever a page starts holding code: a vCPU that caches write
     /// permission for pages outside this map (a translator's TLB) drops it.
     epoch: AtomicU64,
+    /// Bumped whenever a page holding code is written: caches of translations
+    /// looked up by address alone (a translator's jump table) drop theirs.
+    writes: AtomicU64,
 }
 
 impl Default for CodeMap {
@@ -46,6 +49,7 @@ impl Default for CodeMap {
         CodeMap {
             chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
             epoch: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
         }
     }
 }
@@ -89,6 +93,12 @@ impl CodeMap {
         self.current(pn) & CODE != 0
     }
 
+    /// Counts the writes to pages holding code (see the `writes` field).
+    #[inline]
+    pub fn write_epoch(&self) -> u64 {
+        self.writes.load(Ordering::Acquire)
+    }
+
     /// Counts the pages that started holding code (see the `epoch` field).
     #[inline]
     pub fn epoch(&self) -> u64 {
@@ -113,7 +123,10 @@ impl CodeMap {
             // Next generation, bit clear: the page is code-free until decoded again.
             let next = (v & !CODE).wrapping_add(2);
             match w.compare_exchange_weak(v, next, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return true,
+                Ok(_) => {
+                    self.writes.fetch_add(1, Ordering::AcqRel);
+                    return true;
+                }
                 Err(cur) => v = cur,
             }
         }

@@ -29,6 +29,8 @@ pub const EXIT_CONTINUE: u64 = 0;
 pub const EXIT_INTERPRET: u64 = 1;
 /// The instruction budget ran out before the block at `exit_rip`.
 pub const EXIT_BUDGET: u64 = 2;
+/// An indirect or cross-page jump to `exit_rip` missed the jump table.
+pub const EXIT_JUMP_MISS: u64 = 3;
 
 #[repr(C, align(64))]
 pub struct Ctx {
@@ -57,7 +59,28 @@ pub struct Ctx {
     /// The `helpers::Env` of the current run.
     pub env: *mut std::ffi::c_void,
     pub helper_ret: u64,
+    /// Where the jump-table lookup jumps on a hit.
+    pub jmp_tmp: u64,
+    /// Minus the current jump-table salt (see `jump_key`).
+    pub neg_salt: u64,
     pub tlb: [[TlbEntry; TLB_SIZE]; TABLES],
+    /// Jump table, per privilege class (kernel, user): guest RIP + salt, indexed
+    /// by the RIP's low 16 bits...
+    pub jump_keys: [[u64; JUMP_SIZE]; 2],
+    /// ...and the host entry of that block.
+    pub jump_hosts: [[u64; JUMP_SIZE]; 2],
+}
+
+/// Jump-table entries per privilege class.
+pub const JUMP_SIZE: usize = 1 << 16;
+
+/// The jump-table key of `rip` under `salt`. Entries are invalidated wholesale by
+/// moving the salt in steps of 2^48: keys of one class differ from each other by
+/// less than 2^47 (their RIPs are all canonical in the same half), so an old
+/// entry never matches after a step; an all-zero entry never matches a canonical
+/// RIP while the salt's step count is in 1..=0xffff.
+pub fn jump_key(rip: u64, salt: u64) -> u64 {
+    rip.wrapping_add(salt)
 }
 
 /// Host stack below the context (helpers run on it).
@@ -114,5 +137,11 @@ pub const ENTRY: i32 = offset_of!(Ctx, entry) as i32;
 pub const SAVED: i32 = offset_of!(Ctx, saved) as i32;
 pub const HELPER_RET: i32 = offset_of!(Ctx, helper_ret) as i32;
 pub const TLB: i32 = offset_of!(Ctx, tlb) as i32;
+pub const JMP_TMP: i32 = offset_of!(Ctx, jmp_tmp) as i32;
+pub const NEG_SALT: i32 = offset_of!(Ctx, neg_salt) as i32;
+pub const JUMP_KEYS: i32 = offset_of!(Ctx, jump_keys) as i32;
+pub const JUMP_HOSTS: i32 = offset_of!(Ctx, jump_hosts) as i32;
+/// Bytes per jump-table array.
+pub const JUMP_BYTES: i32 = (JUMP_SIZE * 8) as i32;
 /// Bytes per TLB table.
 pub const TABLE_BYTES: i32 = (TLB_SIZE * std::mem::size_of::<TlbEntry>()) as i32;

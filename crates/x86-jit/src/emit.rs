@@ -58,6 +58,9 @@ pub struct Env<'a> {
     /// Host entry of an already translated block for guest `rip` on the same page
     /// with the same privilege, if any (for direct links).
     pub lookup: &'a dyn Fn(u64) -> Option<u64>,
+    /// The jump-table routine for this privilege: goes on at the guest RIP in
+    /// `exit_rip` through the jump table, or exits.
+    pub jump_table: u64,
     /// Inline TLB tables for this privilege: (read, write) table numbers.
     pub tables: (usize, usize),
 }
@@ -199,7 +202,9 @@ impl Asm {
             self.outlines.push(Outline::Link { label, target });
             return Ok(());
         }
-        self.exit(env.exit, target, 0, 0)
+        self.st_imm32(ctx::EXIT_RIP, target as u32)?;
+        self.st_imm32(ctx::EXIT_RIP + 4, (target >> 32) as u32)?;
+        Ok(self.a.jmp(env.jump_table)?)
     }
 }
 
@@ -405,7 +410,7 @@ fn emit(
                     }
                     Kind::CallReg => {
                         s.st(ctx::EXIT_RIP, i.op0_register().number())?;
-                        s.a.jmp(env.exit)?;
+                        s.a.jmp(env.jump_table)?;
                         ended = true;
                     }
                     _ => {}
@@ -437,7 +442,7 @@ fn emit(
                 s.st(ctx::RSP_SLOT, b)?;
                 unspill(&mut s, regs)?;
                 if kind == Kind::Ret {
-                    s.a.jmp(env.exit)?;
+                    s.a.jmp(env.jump_table)?;
                     ended = true;
                 }
             }
@@ -447,7 +452,7 @@ fn emit(
             }
             Kind::JmpReg => {
                 s.st(ctx::EXIT_RIP, i.op0_register().number())?;
-                s.a.jmp(env.exit)?;
+                s.a.jmp(env.jump_table)?;
                 ended = true;
             }
             Kind::Jcc => {

@@ -51,6 +51,10 @@ pub struct JitStats {
     pub interp_insns: u64,
     /// Times the code cache was emptied because it was full.
     pub flushes: u64,
+    /// Entries into native code from the dispatcher.
+    pub entries: u64,
+    /// Exits by kind: continue, interpret, budget, jump-table miss.
+    pub exits: [u64; 4],
 }
 
 #[derive(Clone, Copy, Default)]
@@ -75,6 +79,11 @@ pub struct Jit {
     base_len: usize,
     enter: u64,
     exit: u64,
+    /// Jump-table routines (kernel, user).
+    jump_table: [u64; 2],
+    /// Salt steps of the jump table (see `ctx::jump_key`), 1..=0xffff.
+    salt_steps: u64,
+    write_epoch: u64,
     slots: Vec<Slot>,
     /// Translations by key, with the code-map generation they were made at.
     map: HashMap<Key, (u64, u32)>,
@@ -85,6 +94,7 @@ pub struct Jit {
     cr: (u64, u64, u64),
     pub stats: JitStats,
     hot: u32,
+    last_continue: bool,
     /// `HAKO_JIT_DEBUG`: interpreted block starts by mnemonic, printed on drop.
     debug: Option<HashMap<String, u64>>,
 }
@@ -110,7 +120,8 @@ impl Jit {
     /// A translator with an empty code cache.
     pub fn new() -> io::Result<Jit> {
         let mut code = CodeBuf::new(CODE_CACHE)?;
-        let (enter, exit) = trampolines(&mut code).map_err(|e| io::Error::other(e.to_string()))?;
+        let (enter, exit, jump_table) =
+            trampolines(&mut code).map_err(|e| io::Error::other(e.to_string()))?;
         let mut frame = Frame::new();
         frame.ctx.fill_fn = helpers::fill as *const () as u64;
         Ok(Jit {
@@ -119,6 +130,9 @@ impl Jit {
             code,
             enter,
             exit,
+            jump_table,
+            salt_steps: 0,
+            write_epoch: u64::MAX,
             slots: Vec::new(),
             map: HashMap::new(),
             pending: HashMap::new(),
@@ -126,7 +140,11 @@ impl Jit {
             code_epoch: u64::MAX,
             cr: (0, 0, 0),
             stats: JitStats::default(),
-            hot: HOT,
+            last_continue: false,
+            hot: std::env::var("HAKO_JIT_HOT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(HOT),
             debug: std::env::var_os("HAKO_JIT_DEBUG").map(|_| HashMap::new()),
         })
     }
@@ -135,6 +153,18 @@ impl Jit {
     /// every block the first time it runs, as tests want).
     pub fn set_hot_threshold(&mut self, n: u32) {
         self.hot = n.max(1);
+    }
+
+    /// Invalidates the whole jump table.
+    fn new_salt(&mut self) {
+        self.salt_steps += 1;
+        if self.salt_steps > 0xffff {
+            for t in &mut self.frame.ctx.jump_keys {
+                t.iter_mut().for_each(|k| *k = 0);
+            }
+            self.salt_steps = 1;
+        }
+        self.frame.ctx.neg_salt = (self.salt_steps << 48).wrapping_neg();
     }
 
     /// Forgets every translation and TLB entry: for a CPU that was replaced (INIT)
@@ -181,6 +211,19 @@ impl Jit {
                 }
             };
             let host = self.host_for(cpu, id);
+            if let Some(d) = self.debug.as_mut() {
+                if std::mem::take(&mut self.last_continue) {
+                    let b = cpu.block(id);
+                    let what = if host != 0 {
+                        "translated"
+                    } else if b.npages != 1 {
+                        "two pages"
+                    } else {
+                        "not translated"
+                    };
+                    *d.entry(format!("(continue exit to a {what} block)")).or_default() += 1;
+                }
+            }
             if host == 0 {
                 if let Some(r) = self.interpret(cpu, bus, false) {
                     return r;
@@ -198,7 +241,7 @@ impl Jit {
                 }
                 // Less budget left than the next block is long.
                 ctx::EXIT_BUDGET => break,
-                _ => {}
+                _ => self.last_continue = true,
             }
         }
         StopReason::Yield
@@ -285,6 +328,7 @@ impl Jit {
             let env = emit::Env {
                 exit: self.exit,
                 lookup: &lookup,
+                jump_table: self.jump_table[usize::from(cpl == 3)],
                 tables,
             };
             let t = match emit::translate(&b.insns, ip, &env) {
@@ -315,7 +359,11 @@ impl Jit {
             }
             for (at, target) in t.links {
                 let k = (page_phys | (target & 0xfff), target, cpl);
-                self.pending.entry(k).or_default().push(at);
+                match self.map.get(&k) {
+                    // A link to itself (a loop) or to a block the lookup missed.
+                    Some(&(host, g)) if g == gen => self.code.patch_jmp(at, host),
+                    _ => self.pending.entry(k).or_default().push(at),
+                }
             }
             self.stats.blocks += 1;
             self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
@@ -325,6 +373,7 @@ impl Jit {
 
     /// Empties the code cache.
     fn flush_code(&mut self) {
+        self.new_salt();
         self.code.truncate(self.base_len);
         self.map.clear();
         self.pending.clear();
@@ -337,7 +386,19 @@ impl Jit {
     fn native(&mut self, cpu: &mut Cpu, bus: &mut dyn Bus, host: u64, budget: u64) -> u64 {
         let tlb_epoch = cpu.tlb_epoch();
         let code_epoch = cpu.code_map().epoch();
+        let write_epoch = cpu.code_map().write_epoch();
         let cr = (cpu.cr0, cpu.cr4, cpu.efer);
+        // The jump table holds translations by linear address: valid while no
+        // mapping changed and no code was written.
+        if tlb_epoch != self.tlb_epoch || cr != self.cr || write_epoch != self.write_epoch {
+            self.new_salt();
+            self.write_epoch = write_epoch;
+        }
+        let class = usize::from(cpu.cpl == 3);
+        let slot = (cpu.rip & 0xffff) as usize;
+        let salt = self.salt_steps << 48;
+        self.frame.ctx.jump_keys[class][slot] = ctx::jump_key(cpu.rip, salt);
+        self.frame.ctx.jump_hosts[class][slot] = host;
         let c = &mut self.frame.ctx;
         if tlb_epoch != self.tlb_epoch || cr != self.cr {
             c.flush(0..TABLES);
@@ -355,6 +416,7 @@ impl Jit {
         c.flags = full_flags & ARITH_FLAGS;
         c.fs_base = cpu.seg[x86_emu::cpu::FS].base;
         c.gs_base = cpu.seg[x86_emu::cpu::GS].base;
+        self.stats.entries += 1;
         let start = budget.min(i64::MAX as u64) as i64;
         c.budget = start;
         c.uncounted = 0;
@@ -389,12 +451,14 @@ impl Jit {
         let ran = (start - c.budget) as u64 - c.uncounted;
         cpu.icount += ran;
         self.stats.native_insns += ran;
+        self.stats.exits[c.exit_kind as usize & 3] += 1;
         c.exit_kind
     }
 }
 
-/// Emits the entry and exit trampolines at the start of `code`.
-fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64), iced_x86::IcedError> {
+/// Emits the entry and exit trampolines and the two jump-table routines at the
+/// start of `code`.
+fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2]), iced_x86::IcedError> {
     use crate::ctx::*;
     const GUEST: [AsmRegister64; 16] = [
         rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
@@ -432,14 +496,48 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64), iced_x86::IcedError> {
         a.pop(r)?;
     }
     a.ret()?;
+    // Jump table: the guest RIP is in exit_rip, all guest registers and flags are
+    // live, so only flag-free instructions (NOT, LEA, JRCXZ) compare the key.
+    let mut tables = [a.create_label(), a.create_label()];
+    for (class, table) in tables.iter_mut().enumerate() {
+        let keys = JUMP_KEYS + class as i32 * JUMP_BYTES;
+        let hosts = JUMP_HOSTS + class as i32 * JUMP_BYTES;
+        let mut hit = a.create_label();
+        a.set_label(table)?;
+        a.mov(qword_ptr(rsp + SPILL), rcx)?;
+        a.mov(qword_ptr(rsp + (SPILL + 8)), rdx)?;
+        a.mov(qword_ptr(rsp + (SPILL + 16)), rax)?;
+        a.mov(rcx, qword_ptr(rsp + EXIT_RIP))?;
+        a.movzx(edx, cx)?;
+        a.mov(rax, qword_ptr(rsp + rdx * 8 + keys))?;
+        a.mov(rdx, qword_ptr(rsp + rdx * 8 + hosts))?;
+        a.mov(qword_ptr(rsp + JMP_TMP), rdx)?;
+        a.mov(rdx, qword_ptr(rsp + NEG_SALT))?;
+        // rcx = key - rip - salt = (!rip + 1) + key - salt
+        a.not(rcx)?;
+        a.lea(rcx, qword_ptr(rcx + rax + 1))?;
+        a.lea(rcx, qword_ptr(rcx + rdx))?;
+        a.jrcxz(hit)?;
+        a.mov(rcx, qword_ptr(rsp + SPILL))?;
+        a.mov(rdx, qword_ptr(rsp + (SPILL + 8)))?;
+        a.mov(rax, qword_ptr(rsp + (SPILL + 16)))?;
+        a.mov(dword_ptr(rsp + EXIT_KIND), EXIT_JUMP_MISS as u32)?;
+        a.jmp(exit_label)?;
+        a.set_label(&mut hit)?;
+        a.mov(rcx, qword_ptr(rsp + SPILL))?;
+        a.mov(rdx, qword_ptr(rsp + (SPILL + 8)))?;
+        a.mov(rax, qword_ptr(rsp + (SPILL + 16)))?;
+        a.jmp(qword_ptr(rsp + JMP_TMP))?;
+    }
     let ip = code.next_ip();
     let res = a.assemble_options(
         ip,
         iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
     )?;
     let exit = res.label_ip(&exit_label)?;
+    let jump = [res.label_ip(&tables[0])?, res.label_ip(&tables[1])?];
     if !code.push(&res.inner.code_buffer) {
         panic!("the code buffer cannot hold the trampolines");
     }
-    Ok((ip, exit))
+    Ok((ip, exit, jump))
 }
