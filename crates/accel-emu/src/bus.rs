@@ -246,6 +246,26 @@ impl Bus for EmuBus<'_> {
         self.ram(addr, 1).is_some()
     }
 
+    fn read_bytes(&mut self, addr: u64, buf: &mut [u8]) {
+        match self.ram(addr, buf.len()) {
+            Some((s, off)) if s.read_slice(buf, off).is_ok() => {}
+            _ => buf
+                .iter_mut()
+                .enumerate()
+                .for_each(|(k, b)| *b = self.read(addr + k as u64, 1) as u8),
+        }
+    }
+
+    fn write_bytes(&mut self, addr: u64, data: &[u8]) {
+        match self.ram(addr, data.len()) {
+            Some((s, off)) if s.write_slice(data, off).is_ok() => {}
+            _ => data
+                .iter()
+                .enumerate()
+                .for_each(|(k, &b)| self.write(addr + k as u64, 1, b as u64)),
+        }
+    }
+
     fn host_addr(&mut self, addr: u64) -> Option<usize> {
         let page = addr & !0xfff;
         let (s, off) = self.ram(page, 0x1000)?;

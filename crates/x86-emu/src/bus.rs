@@ -37,4 +37,17 @@ pub trait Bus {
     fn host_addr(&mut self, _addr: u64) -> Option<usize> {
         None
     }
+    /// Reads `buf.len()` bytes of RAM at `addr` (within one page; string
+    /// instructions copy a page at a time). The default reads byte by byte.
+    fn read_bytes(&mut self, addr: u64, buf: &mut [u8]) {
+        for (k, b) in buf.iter_mut().enumerate() {
+            *b = self.read(addr + k as u64, 1) as u8;
+        }
+    }
+    /// Writes `data` to RAM at `addr` (within one page).
+    fn write_bytes(&mut self, addr: u64, data: &[u8]) {
+        for (k, &b) in data.iter().enumerate() {
+            self.write(addr + k as u64, 1, b as u64);
+        }
+    }
 }

@@ -18,10 +18,11 @@ pub enum Kind {
     /// scratch register around it.
     CopyRsp,
     /// One explicit memory operand, rewritten to a host address after an inline
-    /// TLB probe.
+    /// TLB probe; `aligned`: the access faults unless 16-byte aligned (SSE).
     Mem {
         write: bool,
         size: u32,
+        aligned: bool,
     },
     Push,
     Pop,
@@ -32,13 +33,25 @@ pub enum Kind {
     Ret,
     JmpReg,
     CallReg,
+    /// `jmp`/`call` through a 64-bit memory operand.
+    JmpMem,
+    CallMem,
+    /// Unsigned 32/64-bit DIV by a register, guarded against #DE.
+    Div,
 }
 
 impl Kind {
     pub fn ends_block(self) -> bool {
         matches!(
             self,
-            Kind::Jcc | Kind::Jmp | Kind::Call | Kind::Ret | Kind::JmpReg | Kind::CallReg
+            Kind::Jcc
+                | Kind::Jmp
+                | Kind::Call
+                | Kind::Ret
+                | Kind::JmpReg
+                | Kind::CallReg
+                | Kind::JmpMem
+                | Kind::CallMem
         )
     }
 }
@@ -150,6 +163,33 @@ fn is_cmov(m: M) -> bool {
     )
 }
 
+/// SSE/SSE2 instructions (what the guest's CPUID offers and the interpreter
+/// implements) that the host runs as they are, given the guest's XMM registers and
+/// MXCSR are loaded (the dispatcher checks that MXCSR masks every exception and
+/// CR0/CR4 allow SSE). MXCSR accesses, FXSAVE and MASKMOVDQU (an implicit
+/// operand) stay with the interpreter; MMX forms are excluded by their operands.
+fn is_sse(i: &Instruction) -> bool {
+    use iced_x86::CpuidFeature as F;
+    let f = i.cpuid_features();
+    !f.is_empty()
+        && f.iter().all(|x| matches!(x, F::SSE | F::SSE2))
+        && !matches!(
+            i.mnemonic(),
+            M::Ldmxcsr | M::Stmxcsr | M::Fxsave | M::Fxrstor | M::Maskmovdqu | M::Clflush
+        )
+        && (0..i.op_count()).all(|k| i.op_kind(k) != OpKind::Register || !i.op_register(k).is_mm())
+}
+
+/// A 64-bit memory operand with 64-bit addressing (a jump or call target).
+fn mem64(i: &Instruction) -> bool {
+    let b = i.memory_base();
+    let x = i.memory_index();
+    i.memory_size().size() == 8
+        && (b == Register::None || b == Register::RIP || b.is_gpr64())
+        && (x == Register::None || (x.is_gpr64() && x != Register::RSP))
+        && (b == Register::RIP || i.memory_displ_size() != 8)
+}
+
 /// Whether `r` is a general-purpose register other than the stack pointer.
 fn plain_gpr(r: Register) -> bool {
     r.is_gpr() && r.full_register() != Register::RSP
@@ -177,17 +217,28 @@ pub fn host_form(i: &Instruction) -> Instruction {
     j
 }
 
-/// Classifies `i`; `None` means the interpreter must run it.
-pub fn classify(i: &Instruction, info: &mut InstructionInfoFactory) -> Option<Kind> {
+/// Classifies `i`; `None` means the interpreter must run it. `sse`: whether SSE
+/// instructions may run natively now.
+pub fn classify(i: &Instruction, info: &mut InstructionInfoFactory, sse: bool) -> Option<Kind> {
     let m = i.mnemonic();
-    if i.is_invalid() || i.has_rep_prefix() && !matches!(m, M::Tzcnt | M::Lzcnt | M::Popcnt) {
+    let sse = sse && is_sse(i);
+    // F2/F3 are part of many SSE opcodes; elsewhere they mean REP (string ops).
+    let rep_ok = sse || matches!(m, M::Tzcnt | M::Lzcnt | M::Popcnt);
+    if i.is_invalid() || (i.has_rep_prefix() || i.has_repne_prefix()) && !rep_ok {
         return None;
     }
-    if i.has_repne_prefix() || i.has_xacquire_prefix() || i.has_xrelease_prefix() {
+    if i.has_xacquire_prefix() || i.has_xrelease_prefix() {
         return None;
     }
     match m {
-        M::Nop | M::Endbr64 | M::Pause => return Some(Kind::Nop),
+        M::Nop
+        | M::Endbr64
+        | M::Pause
+        | M::Prefetcht0
+        | M::Prefetcht1
+        | M::Prefetcht2
+        | M::Prefetchnta
+        | M::Prefetchw => return Some(Kind::Nop),
         M::Jo
         | M::Jno
         | M::Jb
@@ -212,6 +263,7 @@ pub fn classify(i: &Instruction, info: &mut InstructionInfoFactory) -> Option<Ki
                 OpKind::Register if plain_gpr(i.op0_register()) && i.op0_register().is_gpr64() => {
                     Some(Kind::JmpReg)
                 }
+                OpKind::Memory if mem64(i) => Some(Kind::JmpMem),
                 _ => None,
             };
         }
@@ -221,8 +273,14 @@ pub fn classify(i: &Instruction, info: &mut InstructionInfoFactory) -> Option<Ki
                 OpKind::Register if plain_gpr(i.op0_register()) && i.op0_register().is_gpr64() => {
                     Some(Kind::CallReg)
                 }
+                OpKind::Memory if mem64(i) => Some(Kind::CallMem),
                 _ => None,
             };
+        }
+        M::Div => {
+            let r = i.op0_register();
+            let ok = i.op0_kind() == OpKind::Register && plain_gpr(r) && matches!(r.size(), 4 | 8);
+            return ok.then_some(Kind::Div);
         }
         M::Ret => return (i.op_count() == 0).then_some(Kind::Ret),
         M::Push => {
@@ -242,7 +300,7 @@ pub fn classify(i: &Instruction, info: &mut InstructionInfoFactory) -> Option<Ki
         }
         _ => {}
     }
-    if !alu(m) {
+    if !alu(m) && !sse {
         return None;
     }
     let mut mem = false;
@@ -251,6 +309,9 @@ pub fn classify(i: &Instruction, info: &mut InstructionInfoFactory) -> Option<Ki
         match i.op_kind(k) {
             OpKind::Register => {
                 let r = i.op_register(k);
+                if sse && r.is_xmm() {
+                    continue;
+                }
                 if !r.is_gpr() {
                     return None;
                 }
@@ -317,10 +378,16 @@ pub fn classify(i: &Instruction, info: &mut InstructionInfoFactory) -> Option<Ki
             OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess
         );
         let size = i.memory_size().size() as u32;
-        if !matches!(size, 1 | 2 | 4 | 8) {
+        if !matches!(size, 1 | 2 | 4 | 8 | 16) {
             return None;
         }
-        return Some(Kind::Mem { write, size });
+        // Legacy SSE faults on unaligned 16-byte operands, but for these moves.
+        let aligned = size == 16 && !matches!(m, M::Movups | M::Movupd | M::Movdqu);
+        return Some(Kind::Mem {
+            write,
+            size,
+            aligned,
+        });
     }
     Some(if rsp { Kind::CopyRsp } else { Kind::Copy })
 }

@@ -63,6 +63,16 @@ pub struct Ctx {
     pub jmp_tmp: u64,
     /// Minus the current jump-table salt (see `jump_key`).
     pub neg_salt: u64,
+    /// A TLB miss's linear address and `helpers::fill` info, for the fill routine.
+    pub miss_lin: u64,
+    pub miss_info: u64,
+    /// Guest MXCSR while native code runs (in and out), and the host's.
+    pub mxcsr: u32,
+    pub host_mxcsr: u32,
+    /// Guest XMM0..15 (in and out).
+    pub xmm: [u128; 16],
+    /// XMM registers across a helper call.
+    pub xmm_saved: [u128; 16],
     pub tlb: [[TlbEntry; TLB_SIZE]; TABLES],
     /// Jump table, per privilege class (kernel, user): guest RIP + salt, indexed
     /// by the RIP's low 16 bits...
@@ -137,6 +147,12 @@ pub const ENTRY: i32 = offset_of!(Ctx, entry) as i32;
 pub const SAVED: i32 = offset_of!(Ctx, saved) as i32;
 pub const HELPER_RET: i32 = offset_of!(Ctx, helper_ret) as i32;
 pub const TLB: i32 = offset_of!(Ctx, tlb) as i32;
+pub const MISS_LIN: i32 = offset_of!(Ctx, miss_lin) as i32;
+pub const MISS_INFO: i32 = offset_of!(Ctx, miss_info) as i32;
+pub const MXCSR: i32 = offset_of!(Ctx, mxcsr) as i32;
+pub const HOST_MXCSR: i32 = offset_of!(Ctx, host_mxcsr) as i32;
+pub const XMM: i32 = offset_of!(Ctx, xmm) as i32;
+pub const XMM_SAVED: i32 = offset_of!(Ctx, xmm_saved) as i32;
 pub const JMP_TMP: i32 = offset_of!(Ctx, jmp_tmp) as i32;
 pub const NEG_SALT: i32 = offset_of!(Ctx, neg_salt) as i32;
 pub const JUMP_KEYS: i32 = offset_of!(Ctx, jump_keys) as i32;

@@ -21,6 +21,9 @@ use iced_x86::{
 use crate::classify::{classify, host_form, used_gprs, uses_high_byte, Kind};
 use crate::ctx;
 
+/// Probe size meaning "16 bytes, 16-byte aligned" (helpers::fill decodes it).
+pub const ALIGNED16: u32 = 0x80 | 16;
+
 /// The arithmetic flags the translator keeps in host RFLAGS.
 const ARITH: u32 = RflagsBits::OF
     | RflagsBits::SF
@@ -48,9 +51,6 @@ const R64: [Register; 16] = [
     Register::R15,
 ];
 
-/// Registers the System V ABI lets a helper clobber.
-const CALLER_SAVED: [usize; 9] = [0, 1, 2, 6, 7, 8, 9, 10, 11];
-
 /// What a block's translation needs from its surroundings.
 pub struct Env<'a> {
     /// Where the common exit routine is.
@@ -61,6 +61,8 @@ pub struct Env<'a> {
     /// The jump-table routine for this privilege: goes on at the guest RIP in
     /// `exit_rip` through the jump table, or exits.
     pub jump_table: u64,
+    /// The TLB fill routines, called with 0 and 8 bytes pushed.
+    pub fill: [u64; 2],
     /// Inline TLB tables for this privilege: (read, write) table numbers.
     pub tables: (usize, usize),
 }
@@ -88,10 +90,12 @@ enum Outline {
     /// An exit that may later be linked to a block for `target`.
     Link { label: CodeLabel, target: u64 },
     /// Budget exhausted at block entry.
-    Budget {
+    /// An exit of `kind` (budget exhausted, or a guarded instruction's fallback).
+    Exit {
         label: CodeLabel,
         pushed: bool,
         rip: u64,
+        kind: u64,
         uncounted: u64,
     },
 }
@@ -265,11 +269,11 @@ fn flag_effects(i: &Instruction, kind: Kind) -> (u32, u32) {
 /// Translates the longest translatable prefix of `insns` (a decoded block at
 /// guest `insns[0].ip()`), for host address `ip`. Fails if the first
 /// instruction is not translatable.
-pub fn translate(insns: &[Instruction], ip: u64, env: &Env) -> Result<Translated, Fail> {
+pub fn translate(insns: &[Instruction], ip: u64, env: &Env, sse: bool) -> Result<Translated, Fail> {
     let mut info = InstructionInfoFactory::new();
     let mut kinds = Vec::with_capacity(insns.len());
     for i in insns {
-        let Some(k) = classify(i, &mut info) else {
+        let Some(k) = classify(i, &mut info, sse) else {
             break;
         };
         kinds.push(k);
@@ -318,7 +322,8 @@ fn emit(
         n as u32,
     )?)?;
     s.a.js(budget_label)?;
-    s.outlines.push(Outline::Budget {
+    s.outlines.push(Outline::Exit {
+        kind: ctx::EXIT_BUDGET,
         label: budget_label,
         pushed: entry_pushed,
         rip: start,
@@ -338,11 +343,16 @@ fn emit(
             Kind::Nop => {}
             Kind::Copy => s.add(host_form(i))?,
             Kind::CopyRsp => copy_rsp(&mut s, i, used)?,
-            Kind::Mem { write, size } => {
+            Kind::Mem {
+                write,
+                size,
+                aligned,
+            } => {
                 let regs = scratch(used, low, 3).ok_or(Fail::Unsupported("no scratch"))?;
                 let a = regs[0];
                 spill(&mut s, regs)?;
                 address(&mut s, i, regs)?;
+                let size = if aligned { ALIGNED16 } else { size };
                 probe(
                     &mut s,
                     env,
@@ -450,6 +460,72 @@ fn emit(
                 s.goto(env, i.near_branch64(), page)?;
                 ended = true;
             }
+            Kind::JmpMem | Kind::CallMem => {
+                // The target, loaded through the TLB like any operand.
+                let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+                let a = regs[0];
+                spill(&mut s, regs)?;
+                address(&mut s, i, regs)?;
+                probe(&mut s, env, regs, 8, false, flags_live, i.ip(), uncounted)?;
+                s.add(Instruction::with2(
+                    Code::Mov_r64_rm64,
+                    R64[a],
+                    MemoryOperand::with_base(R64[a]),
+                )?)?;
+                s.st(ctx::EXIT_RIP, a)?;
+                unspill(&mut s, regs)?;
+                if kind == Kind::CallMem {
+                    // Push the return address; exit_rip survives the probe.
+                    let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+                    let (a, b) = (regs[0], regs[1]);
+                    spill(&mut s, regs)?;
+                    s.ld(a, ctx::RSP_SLOT)?;
+                    s.lea(a, MemoryOperand::with_base_displ(R64[a], -8))?;
+                    probe(&mut s, env, regs, 8, true, flags_live, i.ip(), uncounted)?;
+                    s.mov_imm(b, i.next_ip())?;
+                    s.add(Instruction::with2(
+                        Code::Mov_rm64_r64,
+                        MemoryOperand::with_base(R64[a]),
+                        R64[b],
+                    )?)?;
+                    s.ld(a, ctx::RSP_SLOT)?;
+                    s.lea(a, MemoryOperand::with_base_displ(R64[a], -8))?;
+                    s.st(ctx::RSP_SLOT, a)?;
+                    unspill(&mut s, regs)?;
+                }
+                s.a.jmp(env.jump_table)?;
+                ended = true;
+            }
+            Kind::Div => {
+                // #DE (zero divisor or quotient overflow) iff high half >= divisor:
+                // then the interpreter runs it and raises. Flags are undefined after
+                // DIV, so the compare may clobber them.
+                let d = i.op0_register();
+                let hi = if d.size() == 8 {
+                    Register::RDX
+                } else {
+                    Register::EDX
+                };
+                let code = if d.size() == 8 {
+                    Code::Cmp_r64_rm64
+                } else {
+                    Code::Cmp_r32_rm32
+                };
+                let label = s.a.create_label();
+                if flags_live {
+                    return Err(Fail::Unsupported("flags live across DIV"));
+                }
+                s.add(Instruction::with2(code, hi, d)?)?;
+                s.a.jae(label)?;
+                s.outlines.push(Outline::Exit {
+                    label,
+                    pushed: false,
+                    rip: i.ip(),
+                    kind: ctx::EXIT_INTERPRET,
+                    uncounted,
+                });
+                s.add(*i)?;
+            }
             Kind::JmpReg => {
                 s.st(ctx::EXIT_RIP, i.op0_register().number())?;
                 s.a.jmp(env.jump_table)?;
@@ -487,7 +563,7 @@ fn emit(
             } => {
                 s.a.set_label(&mut label)?;
                 s.bias = if pushed { 8 } else { 0 };
-                miss(&mut s, regs, info)?;
+                miss(&mut s, env, regs, info)?;
                 s.add(Instruction::with2(
                     Code::Test_rm64_r64,
                     R64[regs[0]],
@@ -507,10 +583,11 @@ fn emit(
                 link_labels.push((label, target));
                 s.exit(env.exit, target, 0, 0)?;
             }
-            Outline::Budget {
+            Outline::Exit {
                 mut label,
                 pushed,
                 rip,
+                kind,
                 uncounted,
             } => {
                 s.a.set_label(&mut label)?;
@@ -518,7 +595,7 @@ fn emit(
                 if pushed {
                     s.popfq()?;
                 }
-                s.exit(env.exit, rip, ctx::EXIT_BUDGET, uncounted)?;
+                s.exit(env.exit, rip, kind, uncounted)?;
             }
         }
     }
@@ -623,9 +700,19 @@ fn probe(
         R64[b],
         (ctx::TLB_SIZE as i32 - 1) << 4,
     )?)?;
-    // c = page of the access's last byte: differs from the tag if it crosses a page.
-    s.lea(c, MemoryOperand::with_base_displ(R64[a], size as i64 - 1))?;
-    s.add(Instruction::with2(Code::And_rm64_imm32, R64[c], -4096i32)?)?;
+    if size == ALIGNED16 {
+        // c = page, with the low 4 bits kept: differs from the tag if misaligned.
+        s.add(Instruction::with2(Code::Mov_r64_rm64, R64[c], R64[a])?)?;
+        s.add(Instruction::with2(
+            Code::And_rm64_imm32,
+            R64[c],
+            -4096i32 | 15,
+        )?)?;
+    } else {
+        // c = page of the access's last byte: differs from the tag if it crosses a page.
+        s.lea(c, MemoryOperand::with_base_displ(R64[a], size as i64 - 1))?;
+        s.add(Instruction::with2(Code::And_rm64_imm32, R64[c], -4096i32)?)?;
+    }
     let entry = |d: i32| {
         MemoryOperand::new(
             Register::RSP,
@@ -666,45 +753,14 @@ fn probe(
     Ok(())
 }
 
-/// TLB miss: calls `helpers::fill(ctx, lin, info)`; leaves the host address (or
-/// 0) in regs[0]. Guest registers the call may clobber are saved around it.
-fn miss(s: &mut Asm, regs: [usize; 3], info: u64) -> R<()> {
+/// TLB miss: calls the shared fill routine (which saves what a helper call may
+/// clobber and calls `helpers::fill`); leaves the host address (or 0) in regs[0].
+fn miss(s: &mut Asm, env: &Env, regs: [usize; 3], info: u64) -> R<()> {
     let a = regs[0];
-    for &r in &CALLER_SAVED {
-        s.st(ctx::SAVED + 8 * r as i32, r)?;
-    }
-    s.add(Instruction::with2(
-        Code::Mov_r64_rm64,
-        Register::RSI,
-        R64[a],
-    )?)?;
-    s.add(Instruction::with2(
-        Code::Mov_r32_imm32,
-        Register::EDX,
-        info as u32,
-    )?)?;
-    s.lea(
-        7,
-        MemoryOperand::with_base_displ(Register::RSP, s.bias as i64),
-    )?;
-    // The System V ABI wants RSP 16-byte aligned at the call; the context is.
-    let pad = if s.bias % 16 != 0 { 8 } else { 0 };
-    if pad != 0 {
-        s.lea(4, MemoryOperand::with_base_displ(Register::RSP, -pad))?;
-        s.bias += pad as i32;
-    }
-    s.add(Instruction::with1(
-        Code::Call_rm64,
-        mem(ctx::FILL_FN + s.bias),
-    )?)?;
-    if pad != 0 {
-        s.lea(4, MemoryOperand::with_base_displ(Register::RSP, pad))?;
-        s.bias -= pad as i32;
-    }
-    s.st(ctx::HELPER_RET, 0)?;
-    for &r in &CALLER_SAVED {
-        s.ld(r, ctx::SAVED + 8 * r as i32)?;
-    }
+    s.st(ctx::MISS_LIN, a)?;
+    s.st_imm32(ctx::MISS_INFO, info as u32)?;
+    let routine = env.fill[usize::from(s.bias != 0)];
+    s.a.call(routine)?;
     s.ld(a, ctx::HELPER_RET)
 }
 

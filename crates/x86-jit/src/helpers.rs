@@ -35,7 +35,13 @@ pub unsafe extern "C" fn fill(ctx: *mut Ctx, lin: u64, info: u64) -> u64 {
         let env = &mut *(ctx.env as *mut Env);
         (ctx, &mut *env.cpu, &mut *env.bus)
     };
-    let size = info & 0xff;
+    let (size, aligned) = match info & 0xff {
+        s if s == crate::emit::ALIGNED16 as u64 => (16, true),
+        s => (s, false),
+    };
+    if aligned && lin % 16 != 0 {
+        return 0; // the interpreter raises #GP
+    }
     let write = info & 0x100 != 0;
     let table = (info >> 9) as usize & 3;
     match translate(cpu, bus, lin, size, write, table) {
@@ -65,8 +71,10 @@ fn translate(
     if table < 2 && cpu.cr4 & CR4_SMAP != 0 && cpu.probe_user(bus, lin) {
         return None;
     }
-    // Stores to pages holding code must invalidate translations: slow path.
-    if write && cpu.code_map().is_code(phys >> 12) {
+    // Stores to pages holding code must invalidate translations: slow path. So
+    // must stores to pages that ever held code: another vCPU may decode one again
+    // at any time, and this TLB entry would then hide the store from the code map.
+    if write && cpu.code_map().current(phys >> 12) != 0 {
         return None;
     }
     let host = bus.host_addr(phys & !0xfff)? as u64;

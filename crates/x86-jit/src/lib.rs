@@ -33,8 +33,9 @@ use crate::ctx::{Frame, TABLES};
 
 /// Size of each vCPU's code cache; when full it is emptied and refilled.
 const CODE_CACHE: usize = 64 << 20;
-/// Executions of a block in the interpreter before it is translated.
-const HOT: u32 = 2;
+/// Executions of a block in the interpreter before it is translated (boot code
+/// mostly runs once: translating it would cost more than interpreting it).
+const HOT: u32 = 16;
 /// The arithmetic flags in RFLAGS.
 const ARITH_FLAGS: u64 = 0x8d5;
 
@@ -81,6 +82,8 @@ pub struct Jit {
     exit: u64,
     /// Jump-table routines (kernel, user).
     jump_table: [u64; 2],
+    /// TLB fill routines (see emit::Env::fill).
+    fill: [u64; 2],
     /// Salt steps of the jump table (see `ctx::jump_key`), 1..=0xffff.
     salt_steps: u64,
     write_epoch: u64,
@@ -94,6 +97,8 @@ pub struct Jit {
     cr: (u64, u64, u64),
     pub stats: JitStats,
     hot: u32,
+    /// Whether translations may contain SSE instructions (see `sse_native`).
+    sse: bool,
     last_continue: bool,
     /// `HAKO_JIT_DEBUG`: interpreted block starts by mnemonic, printed on drop.
     debug: Option<HashMap<String, u64>>,
@@ -120,7 +125,7 @@ impl Jit {
     /// A translator with an empty code cache.
     pub fn new() -> io::Result<Jit> {
         let mut code = CodeBuf::new(CODE_CACHE)?;
-        let (enter, exit, jump_table) =
+        let (enter, exit, jump_table, fill) =
             trampolines(&mut code).map_err(|e| io::Error::other(e.to_string()))?;
         let mut frame = Frame::new();
         frame.ctx.fill_fn = helpers::fill as *const () as u64;
@@ -131,6 +136,7 @@ impl Jit {
             enter,
             exit,
             jump_table,
+            fill,
             salt_steps: 0,
             write_epoch: u64::MAX,
             slots: Vec::new(),
@@ -141,6 +147,7 @@ impl Jit {
             cr: (0, 0, 0),
             stats: JitStats::default(),
             last_continue: false,
+            sse: false,
             hot: std::env::var("HAKO_JIT_HOT")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -149,7 +156,7 @@ impl Jit {
         })
     }
 
-    /// Translates blocks after `n` interpreted executions (default 2; 1 translates
+    /// Translates blocks after `n` interpreted executions (default 16; 1 translates
     /// every block the first time it runs, as tests want).
     pub fn set_hot_threshold(&mut self, n: u32) {
         self.hot = n.max(1);
@@ -188,6 +195,14 @@ impl Jit {
             if cpu.halted {
                 return StopReason::Halted;
             }
+            let sse = sse_native(cpu);
+            if sse != self.sse {
+                // No SSE translation may survive into a state where it could trap.
+                if !sse {
+                    self.flush_code();
+                }
+                self.sse = sse;
+            }
             if cpu.bitness != 64 || cpu.tracing() {
                 let before = cpu.icount;
                 let r = cpu.run(bus, end - cpu.icount);
@@ -221,7 +236,8 @@ impl Jit {
                     } else {
                         "not translated"
                     };
-                    *d.entry(format!("(continue exit to a {what} block)")).or_default() += 1;
+                    *d.entry(format!("(continue exit to a {what} block)"))
+                        .or_default() += 1;
                 }
             }
             if host == 0 {
@@ -289,8 +305,9 @@ impl Jit {
                 if let Some(d) = self.debug.as_mut() {
                     let b = cpu.block(id);
                     let key = format!(
-                        "{:?} {}",
+                        "{:?} ({:?}) {}",
                         b.insns[0].mnemonic(),
+                        b.insns[0].op0_kind(),
                         if b.npages != 1 { "(2 pages)" } else { "" }
                     );
                     *d.entry(key).or_default() += 1;
@@ -329,9 +346,10 @@ impl Jit {
                 exit: self.exit,
                 lookup: &lookup,
                 jump_table: self.jump_table[usize::from(cpl == 3)],
+                fill: self.fill,
                 tables,
             };
-            let t = match emit::translate(&b.insns, ip, &env) {
+            let t = match emit::translate(&b.insns, ip, &env, self.sse) {
                 Ok(t) => t,
                 Err(e) => {
                     if let Some(d) = self.debug.as_mut() {
@@ -413,6 +431,8 @@ impl Jit {
         }
         let full_flags = cpu.flags.get();
         c.gpr = cpu.gpr;
+        c.xmm = cpu.fpu.xmm;
+        c.mxcsr = cpu.fpu.mxcsr;
         c.flags = full_flags & ARITH_FLAGS;
         c.fs_base = cpu.seg[x86_emu::cpu::FS].base;
         c.gs_base = cpu.seg[x86_emu::cpu::GS].base;
@@ -445,6 +465,8 @@ impl Jit {
         let c = &mut self.frame.ctx;
         c.env = std::ptr::null_mut();
         cpu.gpr = c.gpr;
+        cpu.fpu.xmm = c.xmm;
+        cpu.fpu.mxcsr = c.mxcsr;
         cpu.flags
             .load((full_flags & !ARITH_FLAGS) | (c.flags & ARITH_FLAGS));
         cpu.rip = c.exit_rip;
@@ -456,13 +478,33 @@ impl Jit {
     }
 }
 
+/// Whether SSE instructions may run natively: the guest masks every SIMD
+/// floating-point exception (so none can trap in the host) and CR0/CR4 let SSE
+/// run without #NM/#UD (so the host needs no checks). Otherwise SSE instructions
+/// are left to the interpreter.
+fn sse_native(cpu: &Cpu) -> bool {
+    const CR0_EM: u64 = 1 << 2;
+    const CR0_TS: u64 = 1 << 3;
+    const CR4_OSFXSR: u64 = 1 << 9;
+    cpu.fpu.mxcsr & 0x1f80 == 0x1f80
+        && cpu.cr0 & (CR0_EM | CR0_TS) == 0
+        && cpu.cr4 & CR4_OSFXSR != 0
+}
+
 /// Emits the entry and exit trampolines and the two jump-table routines at the
 /// start of `code`.
-fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2]), iced_x86::IcedError> {
+#[allow(clippy::type_complexity)]
+fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 2]), iced_x86::IcedError> {
     use crate::ctx::*;
     const GUEST: [AsmRegister64; 16] = [
         rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
     ];
+    const XMMS: [AsmRegisterXmm; 16] = [
+        xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
+        xmm14, xmm15,
+    ];
+    // What a helper call may clobber (System V): these GPRs and every XMM.
+    const CALLER_SAVED: [usize; 9] = [0, 1, 2, 6, 7, 8, 9, 10, 11];
     let mut a = CodeAssembler::new(64)?;
     let mut exit_label = a.create_label();
     // enter(ctx: rdi)
@@ -471,6 +513,11 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2]), iced_x86::Ice
     }
     a.mov(qword_ptr(rdi + HOST_RSP), rsp)?;
     a.mov(rsp, rdi)?;
+    a.stmxcsr(dword_ptr(rsp + HOST_MXCSR))?;
+    a.ldmxcsr(dword_ptr(rsp + MXCSR))?;
+    for (k, x) in XMMS.iter().enumerate() {
+        a.movdqu(*x, xmmword_ptr(rsp + (XMM + 16 * k as i32)))?;
+    }
     a.push(qword_ptr(rsp + FLAGS))?;
     a.popfq()?;
     for (k, r) in GUEST.iter().enumerate() {
@@ -491,6 +538,11 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2]), iced_x86::Ice
             a.mov(qword_ptr(rsp + (GPR + 8 * k as i32)), *r)?;
         }
     }
+    for (k, x) in XMMS.iter().enumerate() {
+        a.movdqu(xmmword_ptr(rsp + (XMM + 16 * k as i32)), *x)?;
+    }
+    a.stmxcsr(dword_ptr(rsp + MXCSR))?;
+    a.ldmxcsr(dword_ptr(rsp + HOST_MXCSR))?;
     a.mov(rsp, qword_ptr(rsp + HOST_RSP))?;
     for r in [r15, r14, r13, r12, rbp, rbx] {
         a.pop(r)?;
@@ -529,6 +581,41 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2]), iced_x86::Ice
         a.mov(rax, qword_ptr(rsp + (SPILL + 16)))?;
         a.jmp(qword_ptr(rsp + JMP_TMP))?;
     }
+    // TLB fill: called (return address pushed) from a miss path with `bias` bytes
+    // already pushed; the context is at [rsp + bias + 8].
+    let mut fills = [a.create_label(), a.create_label()];
+    for (k, fill) in fills.iter_mut().enumerate() {
+        let mut b = 8 * k as i32 + 8;
+        a.set_label(fill)?;
+        for &r in &CALLER_SAVED {
+            a.mov(qword_ptr(rsp + (SAVED + 8 * r as i32 + b)), GUEST[r])?;
+        }
+        for (n, x) in XMMS.iter().enumerate() {
+            a.movdqu(xmmword_ptr(rsp + (XMM_SAVED + 16 * n as i32 + b)), *x)?;
+        }
+        a.lea(rdi, qword_ptr(rsp + b))?;
+        a.mov(rsi, qword_ptr(rsp + (MISS_LIN + b)))?;
+        a.mov(rdx, qword_ptr(rsp + (MISS_INFO + b)))?;
+        // The ABI wants RSP 16-byte aligned at the call; the context is.
+        let pad = if b % 16 != 0 { 8 } else { 0 };
+        if pad != 0 {
+            a.lea(rsp, qword_ptr(rsp - pad))?;
+            b += pad;
+        }
+        a.call(qword_ptr(rsp + (FILL_FN + b)))?;
+        if pad != 0 {
+            a.lea(rsp, qword_ptr(rsp + pad))?;
+            b -= pad;
+        }
+        a.mov(qword_ptr(rsp + (HELPER_RET + b)), rax)?;
+        for (n, x) in XMMS.iter().enumerate() {
+            a.movdqu(*x, xmmword_ptr(rsp + (XMM_SAVED + 16 * n as i32 + b)))?;
+        }
+        for &r in &CALLER_SAVED {
+            a.mov(GUEST[r], qword_ptr(rsp + (SAVED + 8 * r as i32 + b)))?;
+        }
+        a.ret()?;
+    }
     let ip = code.next_ip();
     let res = a.assemble_options(
         ip,
@@ -536,8 +623,9 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2]), iced_x86::Ice
     )?;
     let exit = res.label_ip(&exit_label)?;
     let jump = [res.label_ip(&tables[0])?, res.label_ip(&tables[1])?];
+    let fill = [res.label_ip(&fills[0])?, res.label_ip(&fills[1])?];
     if !code.push(&res.inner.code_buffer) {
         panic!("the code buffer cannot hold the trampolines");
     }
-    Ok((ip, exit, jump))
+    Ok((ip, exit, jump, fill))
 }

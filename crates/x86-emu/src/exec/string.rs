@@ -65,6 +65,15 @@ impl Cpu {
         };
         let src_seg = seg_index(i.memory_segment());
         let m = mask(es);
+        if rep && asz == 8 && delta == es as u64 {
+            match mn {
+                M::Movsb | M::Movsw | M::Movsd | M::Movsq => {
+                    self.rep_pages(bus, es, Some(src_seg))?
+                }
+                M::Stosb | M::Stosw | M::Stosd | M::Stosq => self.rep_pages(bus, es, None)?,
+                _ => {}
+            }
+        }
         loop {
             if rep && self.gpr[RCX] & am == 0 {
                 break;
@@ -138,6 +147,59 @@ impl Cpu {
                     break;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Forward `rep movs` (`src` is its source segment) or `rep stos` in 64-bit
+    /// addressing, a page-bounded chunk of whole elements at a time, with the
+    /// registers advanced after each chunk (so a fault leaves them exact). Leaves
+    /// what it cannot do in chunks (an element crossing a page, MMIO, an
+    /// overlapping copy closer than a chunk) to the element loop.
+    fn rep_pages(&mut self, bus: &mut dyn Bus, es: u8, src: Option<usize>) -> XResult<()> {
+        let es = es as u64;
+        let mut buf = [0u8; 0x1000];
+        let user = self.cpl == 3;
+        while self.gpr[RCX] != 0 {
+            let di = self.lin(ES, self.gpr[RDI]);
+            let mut room = 0x1000 - (di & 0xfff);
+            let si = src.map(|s| self.lin(s, self.gpr[RSI]));
+            if let Some(si) = si {
+                room = room.min(0x1000 - (si & 0xfff));
+                let gap = di.wrapping_sub(si);
+                if gap < room {
+                    room = gap; // the copy reads what it wrote: element by element
+                }
+            }
+            let n = (room / es).min(self.gpr[RCX]);
+            if n == 0 {
+                return Ok(());
+            }
+            let len = (n * es) as usize;
+            let dp = self.translate(bus, di, crate::mmu::Access::Write, user)?;
+            let sp = match si {
+                Some(si) => Some(self.translate(bus, si, crate::mmu::Access::Read, user)?),
+                None => None,
+            };
+            if !bus.is_ram(dp) || sp.is_some_and(|p| !bus.is_ram(p)) {
+                return Ok(());
+            }
+            match sp {
+                Some(sp) => bus.read_bytes(sp, &mut buf[..len]),
+                None => {
+                    let v = self.gpr[RAX].to_le_bytes();
+                    for (k, b) in buf[..len].iter_mut().enumerate() {
+                        *b = v[k % es as usize];
+                    }
+                }
+            }
+            bus.write_bytes(dp, &buf[..len]);
+            self.code_write_check(dp);
+            self.gpr[RDI] = self.gpr[RDI].wrapping_add(n * es);
+            if src.is_some() {
+                self.gpr[RSI] = self.gpr[RSI].wrapping_add(n * es);
+            }
+            self.gpr[RCX] -= n;
         }
         Ok(())
     }
