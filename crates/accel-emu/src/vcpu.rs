@@ -38,7 +38,7 @@ impl EmuVcpu {
         cpu.set_code_map(shared.code.clone());
         cpu.set_trace(trace);
         let jit = if shared.jit.load(Ordering::Relaxed) {
-            match x86_jit::Jit::new() {
+            match x86_jit::Jit::new(Some(shared.jit_group.clone())) {
                 Ok(j) => Some(j),
                 Err(e) => {
                     tracing::warn!(vcpu = id, "no translator, interpreting only: {e}");

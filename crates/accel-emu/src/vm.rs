@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub code: Arc<x86_emu::CodeMap>,
     /// Whether vCPUs run hot code through the translator.
     pub jit: AtomicBool,
+    /// The vCPUs' translators, told when a page starts holding code.
+    pub jit_group: Arc<x86_jit::JitGroup>,
 }
 
 impl Shared {
@@ -178,7 +180,12 @@ impl EmuVm {
             split_lock: Mutex::new(()),
             code: Arc::default(),
             jit: AtomicBool::new(cfg!(target_arch = "x86_64")),
+            jit_group: x86_jit::JitGroup::new(),
         };
+        let group = shared.jit_group.clone();
+        shared
+            .code
+            .set_new_code_hook(Box::new(move |pn| group.page_became_code(pn)));
         Ok(EmuVm {
             shared: Arc::new(shared),
             created: Mutex::new(vec![false; num_cpus as usize]),

@@ -50,10 +50,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
     /// emu only: translate hot guest code to host code (on), or interpret every
-    /// instruction (off). auto: on with one vCPU, off with more (the translator
-    /// still has a known cross-vCPU code-modification bug, see docs/translator.md).
-    /// The translator needs an x86-64 host.
-    #[arg(long, value_enum, default_value_t = JitArg::Auto)]
+    /// instruction (off). The translator needs an x86-64 host.
+    #[arg(long, value_enum, default_value_t = JitArg::On)]
     jit: JitArg,
     /// A virtio-blk disk: PATH[,format=raw|qcow2][,readonly=on][,serial=ID]. Repeatable.
     /// The format is probed from the header when not given.
@@ -74,7 +72,6 @@ pub struct RunArgs {
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum JitArg {
-    Auto,
     On,
     Off,
 }
@@ -119,11 +116,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
         cpus: a.cpus,
         accel,
         trace: a.trace,
-        jit: match a.jit {
-            JitArg::On => true,
-            JitArg::Off => false,
-            JitArg::Auto => a.cpus == 1,
-        },
+        jit: a.jit == JitArg::On,
         disks: a.disk,
         console: match a.console {
             ConsoleArg::Serial => ConsoleKind::Serial,

@@ -1,7 +1,7 @@
 //! End to end: Debian's stock cloud kernel with the busybox initramfs of
-//! scripts/default-guest.sh boots under `hako run --accel emu` (1 vCPU with the
-//! translator, 4 vCPUs and 1 vCPU interpreting only), computes, and powers off; its
-//! results must equal the host's.
+//! scripts/default-guest.sh boots under `hako run --accel emu` (with the translator
+//! on 1 and 4 vCPUs, and interpreting only), computes, and powers off; its results
+//! must equal the host's.
 
 mod common;
 

@@ -42,6 +42,10 @@ pub struct CodeMap {
     /// Bumped whenever a page holding code is written: caches of translations
     /// looked up by address alone (a translator's jump table) drop theirs.
     writes: AtomicU64,
+    /// Called with a page number when the page starts holding code, before its
+    /// bytes are read: a translator drops every vCPU's native write permission
+    /// for it there.
+    hook: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
 impl Default for CodeMap {
@@ -50,6 +54,7 @@ impl Default for CodeMap {
             chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
             epoch: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            hook: OnceLock::new(),
         }
     }
 }
@@ -83,8 +88,17 @@ impl CodeMap {
         let old = chunk[(pn as usize) % CHUNK_PAGES].fetch_or(CODE, Ordering::AcqRel);
         if old & CODE == 0 {
             self.epoch.fetch_add(1, Ordering::AcqRel);
+            if let Some(h) = self.hook.get() {
+                h(pn);
+            }
         }
         old | CODE
+    }
+
+    /// Sets the hook called when a page starts holding code (once per map;
+    /// `false` if one was set already).
+    pub fn set_new_code_hook(&self, f: Box<dyn Fn(u64) + Send + Sync>) -> bool {
+        self.hook.set(f).is_ok()
     }
 
     /// Whether some vCPU has decoded code on page `pn` since it was last written.

@@ -289,7 +289,7 @@ fn translator_agrees_with_the_interpreter_on_random_programs() {
     let mut rng = Rng(seed);
     let mut stats = x86_jit::JitStats::default();
     for p in 0..programs {
-        let mut jit = x86_jit::Jit::new().expect("translator");
+        let mut jit = x86_jit::Jit::new(None).expect("translator");
         jit.set_hot_threshold(1);
         let len = 8 + rng.below(40) as usize;
         let (mut c1, mut b1) = machine(|a| program(a, &mut rng, len));

@@ -5,6 +5,7 @@
 //! Below the context lies a host stack area for `pushfq` and helper calls.
 
 use std::mem::offset_of;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Entries of each inline TLB table (direct-mapped by linear page number).
 pub const TLB_SIZE: usize = 1024;
@@ -15,12 +16,31 @@ pub const TLB_INVALID: u64 = 1;
 pub const TABLES: usize = 4;
 
 /// One inline TLB entry: `tag` is the page's linear address, `addend` turns a
-/// linear address in that page into a host address.
+/// linear address in that page into a host address, `phys` is the guest-physical
+/// page number (for shoot-downs). Atomics, because another vCPU's thread may
+/// invalidate a write entry (see `JitGroup`); native code reads them as plain
+/// 64-bit loads, which is what an atomic is on x86-64.
 #[repr(C)]
-#[derive(Clone, Copy)]
 pub struct TlbEntry {
-    pub tag: u64,
-    pub addend: u64,
+    pub tag: AtomicU64,
+    pub addend: AtomicU64,
+    pub phys: AtomicU64,
+    _pad: u64,
+}
+
+/// log2 of the size of a TlbEntry (the probe scales the index by it).
+pub const TLB_ENTRY_SHIFT: u32 = 5;
+const _: () = assert!(std::mem::size_of::<TlbEntry>() == 1 << TLB_ENTRY_SHIFT);
+
+impl TlbEntry {
+    /// Makes the entry map linear page `page` to `host_page` (guest page `phys`).
+    pub fn set(&self, page: u64, host_page: u64, phys: u64) {
+        self.tag.store(TLB_INVALID, Ordering::Relaxed);
+        self.addend
+            .store(host_page.wrapping_sub(page), Ordering::Relaxed);
+        self.phys.store(phys, Ordering::Relaxed);
+        self.tag.store(page, Ordering::Release);
+    }
 }
 
 /// Why native code returned.
@@ -107,10 +127,10 @@ impl Frame {
     pub fn new() -> Box<Frame> {
         let layout = std::alloc::Layout::new::<Frame>();
         // SAFETY: Frame has a non-zero size; every field of it is an integer, an
-        // array of integers or a raw pointer, for which all-zero bytes are a valid
-        // value, so the zeroed allocation is an initialised Frame that the Box
+        // atomic integer, an array of those or a raw pointer, for which all-zero
+        // bytes are a valid value, so the zeroed allocation is an initialised Frame that the Box
         // owns (allocated with Frame's own layout, as Box requires).
-        let mut f = unsafe {
+        let f = unsafe {
             let p = std::alloc::alloc_zeroed(layout).cast::<Frame>();
             if p.is_null() {
                 std::alloc::handle_alloc_error(layout);
@@ -124,9 +144,10 @@ impl Frame {
 
 impl Ctx {
     /// Invalidates the given TLB tables.
-    pub fn flush(&mut self, tables: std::ops::Range<usize>) {
-        for t in &mut self.tlb[tables] {
-            t.iter_mut().for_each(|e| e.tag = TLB_INVALID);
+    pub fn flush(&self, tables: std::ops::Range<usize>) {
+        for t in &self.tlb[tables] {
+            t.iter()
+                .for_each(|e| e.tag.store(TLB_INVALID, Ordering::Relaxed));
         }
     }
 }

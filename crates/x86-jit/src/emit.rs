@@ -692,13 +692,17 @@ fn probe(
     }
     let table = if write { env.tables.1 } else { env.tables.0 };
     let off = ctx::TLB + table as i32 * ctx::TABLE_BYTES;
-    // b = index * 16
+    // b = index * entry size
     s.add(Instruction::with2(Code::Mov_r64_rm64, R64[b], R64[a])?)?;
-    s.add(Instruction::with2(Code::Shr_rm64_imm8, R64[b], 8u32)?)?;
+    s.add(Instruction::with2(
+        Code::Shr_rm64_imm8,
+        R64[b],
+        12 - ctx::TLB_ENTRY_SHIFT,
+    )?)?;
     s.add(Instruction::with2(
         Code::And_rm64_imm32,
         R64[b],
-        (ctx::TLB_SIZE as i32 - 1) << 4,
+        (ctx::TLB_SIZE as i32 - 1) << ctx::TLB_ENTRY_SHIFT,
     )?)?;
     if size == ALIGNED16 {
         // c = page, with the low 4 bits kept: differs from the tag if misaligned.

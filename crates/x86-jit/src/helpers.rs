@@ -4,7 +4,7 @@
 use x86_emu::mmu::Access;
 use x86_emu::{Bus, Cpu};
 
-use crate::ctx::{Ctx, TlbEntry, TLB_SIZE};
+use crate::ctx::{Ctx, TLB_SIZE};
 
 /// What a helper may touch during one native run: the CPU and its bus, which the
 /// dispatcher does not use while native code runs.
@@ -31,7 +31,7 @@ pub unsafe extern "C" fn fill(ctx: *mut Ctx, lin: u64, info: u64) -> u64 {
     // SAFETY: the caller's contract: ctx is the running context and env is live;
     // the dispatcher holds no reference to either the CPU or the bus meanwhile.
     let (ctx, cpu, bus) = unsafe {
-        let ctx = &mut *ctx;
+        let ctx = &*ctx;
         let env = &mut *(ctx.env as *mut Env);
         (ctx, &mut *env.cpu, &mut *env.bus)
     };
@@ -45,15 +45,16 @@ pub unsafe extern "C" fn fill(ctx: *mut Ctx, lin: u64, info: u64) -> u64 {
     let write = info & 0x100 != 0;
     let table = (info >> 9) as usize & 3;
     match translate(cpu, bus, lin, size, write, table) {
-        Some(e) => {
-            ctx.tlb[table][(lin >> 12) as usize % TLB_SIZE] = e;
-            lin.wrapping_add(e.addend)
+        Some((page, host_page, phys)) => {
+            ctx.tlb[table][(lin >> 12) as usize % TLB_SIZE].set(page, host_page, phys);
+            lin.wrapping_add(host_page.wrapping_sub(page))
         }
         None => 0,
     }
 }
 
-/// The TLB entry for `lin`'s page, if native accesses may use it.
+/// (linear page, host page, guest page number) of `lin`'s page, if native
+/// accesses may use it.
 fn translate(
     cpu: &mut Cpu,
     bus: &mut dyn Bus,
@@ -61,7 +62,7 @@ fn translate(
     size: u64,
     write: bool,
     table: usize,
-) -> Option<TlbEntry> {
+) -> Option<(u64, u64, u64)> {
     if !canonical(lin) || (lin & 0xfff) + size > 0x1000 {
         return None;
     }
@@ -78,9 +79,5 @@ fn translate(
         return None;
     }
     let host = bus.host_addr(phys & !0xfff)? as u64;
-    let page = lin & !0xfff;
-    Some(TlbEntry {
-        tag: page,
-        addend: host.wrapping_sub(page),
-    })
+    Some((lin & !0xfff, host, phys >> 12))
 }

@@ -95,6 +95,7 @@ pub struct Jit {
     tlb_epoch: u64,
     code_epoch: u64,
     cr: (u64, u64, u64),
+    group: Option<std::sync::Arc<JitGroup>>,
     pub stats: JitStats,
     hot: u32,
     /// Whether translations may contain SSE instructions (see `sse_native`).
@@ -106,6 +107,10 @@ pub struct Jit {
 
 impl Drop for Jit {
     fn drop(&mut self) {
+        if let Some(g) = &self.group {
+            let me = std::ptr::addr_of!(self.frame.ctx) as usize;
+            g.members().retain(|&c| c != me);
+        }
         if let Some(d) = &self.debug {
             let mut v: Vec<_> = d.iter().collect();
             v.sort_by(|a, b| b.1.cmp(a.1));
@@ -122,13 +127,17 @@ impl Drop for Jit {
 unsafe impl Send for Jit {}
 
 impl Jit {
-    /// A translator with an empty code cache.
-    pub fn new() -> io::Result<Jit> {
+    /// A translator with an empty code cache, a member of `group` (the vCPUs of
+    /// one VM) if given.
+    pub fn new(group: Option<std::sync::Arc<JitGroup>>) -> io::Result<Jit> {
         let mut code = CodeBuf::new(CODE_CACHE)?;
         let (enter, exit, jump_table, fill) =
             trampolines(&mut code).map_err(|e| io::Error::other(e.to_string()))?;
         let mut frame = Frame::new();
         frame.ctx.fill_fn = helpers::fill as *const () as u64;
+        if let Some(g) = &group {
+            g.members().push(std::ptr::addr_of!(frame.ctx) as usize);
+        }
         Ok(Jit {
             frame,
             base_len: code.used(),
@@ -145,6 +154,7 @@ impl Jit {
             tlb_epoch: u64::MAX,
             code_epoch: u64::MAX,
             cr: (0, 0, 0),
+            group,
             stats: JitStats::default(),
             last_continue: false,
             sse: false,
@@ -215,6 +225,9 @@ impl Jit {
                 }
                 continue;
             }
+            // Read before the block is validated: a code write after this point
+            // must keep the block out of the jump table (see `native`).
+            let writes = cpu.code_map().write_epoch();
             let id = match cpu.block_at_rip(bus) {
                 Ok(id) => id,
                 Err(_) => {
@@ -246,7 +259,7 @@ impl Jit {
                 }
                 continue;
             }
-            match self.native(cpu, bus, host, end - cpu.icount) {
+            match self.native(cpu, bus, host, end - cpu.icount, writes) {
                 ctx::EXIT_INTERPRET => {
                     if let Some(d) = self.debug.as_mut() {
                         *d.entry("(memory fallback)".into()).or_default() += 1;
@@ -332,7 +345,9 @@ impl Jit {
         let (phys, rip, cpl) = key;
         let page_phys = phys & !0xfff;
         let page_rip = rip & !0xfff;
-        let gen = cpu.code_map().current(phys >> 12);
+        // The generation the block was decoded at: links between blocks of one page
+        // are only made between decodes of the same generation.
+        let gen = b.pages[0].1;
         let tables = if cpl == 3 { (2, 3) } else { (0, 1) };
         let mut attempt = 0;
         loop {
@@ -401,7 +416,15 @@ impl Jit {
 
     /// Runs native code from `host` with at most `budget` instructions; returns
     /// the exit kind with the CPU's state updated.
-    fn native(&mut self, cpu: &mut Cpu, bus: &mut dyn Bus, host: u64, budget: u64) -> u64 {
+    /// `writes`: the code map's write epoch before the block was validated.
+    fn native(
+        &mut self,
+        cpu: &mut Cpu,
+        bus: &mut dyn Bus,
+        host: u64,
+        budget: u64,
+        writes: u64,
+    ) -> u64 {
         let tlb_epoch = cpu.tlb_epoch();
         let code_epoch = cpu.code_map().epoch();
         let write_epoch = cpu.code_map().write_epoch();
@@ -412,36 +435,33 @@ impl Jit {
             self.new_salt();
             self.write_epoch = write_epoch;
         }
-        let class = usize::from(cpu.cpl == 3);
-        let slot = (cpu.rip & 0xffff) as usize;
-        let salt = self.salt_steps << 48;
-        self.frame.ctx.jump_keys[class][slot] = ctx::jump_key(cpu.rip, salt);
-        self.frame.ctx.jump_hosts[class][slot] = host;
-        let c = &mut self.frame.ctx;
+        // Enter the block in the jump table, unless code was written since it was
+        // validated (it may be stale then, and the salt already counts that write).
+        if writes == write_epoch {
+            let class = usize::from(cpu.cpl == 3);
+            let slot = (cpu.rip & 0xffff) as usize;
+            let salt = self.salt_steps << 48;
+            self.frame.ctx.jump_keys[class][slot] = ctx::jump_key(cpu.rip, salt);
+            self.frame.ctx.jump_hosts[class][slot] = host;
+        }
+        // The context is reached through a raw pointer, never a reference to all
+        // of it: other vCPUs' threads may invalidate its TLB entries (JitGroup)
+        // at any time, through the atomics; everything else is this thread's.
+        let c: *mut ctx::Ctx = std::ptr::addr_of_mut!(self.frame.ctx);
         if tlb_epoch != self.tlb_epoch || cr != self.cr {
-            c.flush(0..TABLES);
+            self.frame.ctx.flush(0..TABLES);
             self.tlb_epoch = tlb_epoch;
             self.cr = cr;
             self.code_epoch = code_epoch;
         } else if code_epoch != self.code_epoch {
             // A page became code: no native stores to it from now on.
-            c.flush(1..2);
-            c.flush(3..4);
+            self.frame.ctx.flush(1..2);
+            self.frame.ctx.flush(3..4);
             self.code_epoch = code_epoch;
         }
         let full_flags = cpu.flags.get();
-        c.gpr = cpu.gpr;
-        c.xmm = cpu.fpu.xmm;
-        c.mxcsr = cpu.fpu.mxcsr;
-        c.flags = full_flags & ARITH_FLAGS;
-        c.fs_base = cpu.seg[x86_emu::cpu::FS].base;
-        c.gs_base = cpu.seg[x86_emu::cpu::GS].base;
         self.stats.entries += 1;
         let start = budget.min(i64::MAX as u64) as i64;
-        c.budget = start;
-        c.uncounted = 0;
-        c.exit_kind = ctx::EXIT_CONTINUE;
-        c.entry = host;
         let bus_ptr: *mut (dyn Bus + '_) = bus;
         // SAFETY: only the lifetime bound of the trait object changes; the pointer
         // is used by helpers during the call below only, while `bus` is alive.
@@ -450,8 +470,22 @@ impl Jit {
             cpu: cpu as *mut Cpu,
             bus: bus_ptr,
         };
-        c.env = (&mut env as *mut helpers::Env).cast();
-        let ctx_ptr: *mut ctx::Ctx = c;
+        // SAFETY: `c` points at this Jit's live context; the fields written here are
+        // only ever accessed by this thread (field places, no reference to the
+        // whole context is made).
+        unsafe {
+            (*c).gpr = cpu.gpr;
+            (*c).xmm = cpu.fpu.xmm;
+            (*c).mxcsr = cpu.fpu.mxcsr;
+            (*c).flags = full_flags & ARITH_FLAGS;
+            (*c).fs_base = cpu.seg[x86_emu::cpu::FS].base;
+            (*c).gs_base = cpu.seg[x86_emu::cpu::GS].base;
+            (*c).budget = start;
+            (*c).uncounted = 0;
+            (*c).exit_kind = ctx::EXIT_CONTINUE;
+            (*c).entry = host;
+            (*c).env = (&mut env as *mut helpers::Env).cast();
+        }
         // SAFETY: `enter` is the trampoline made by `trampolines`, taking the context
         // in RDI; `host` is a translation in this vCPU's code buffer made for the
         // current CPL, page generation and 64-bit mode (checked by `host_for`), and
@@ -460,21 +494,33 @@ impl Jit {
         // and the bus only through `env`, and nothing else uses them.
         unsafe {
             let f: unsafe extern "C" fn(*mut ctx::Ctx) = std::mem::transmute(self.enter as usize);
-            f(ctx_ptr);
+            f(c);
         }
-        let c = &mut self.frame.ctx;
-        c.env = std::ptr::null_mut();
-        cpu.gpr = c.gpr;
-        cpu.fpu.xmm = c.xmm;
-        cpu.fpu.mxcsr = c.mxcsr;
+        // SAFETY: as for the writes above; native code has returned.
+        let (gpr, xmm, mxcsr, flags, rip, left, uncounted, kind) = unsafe {
+            (*c).env = std::ptr::null_mut();
+            (
+                (*c).gpr,
+                (*c).xmm,
+                (*c).mxcsr,
+                (*c).flags,
+                (*c).exit_rip,
+                (*c).budget,
+                (*c).uncounted,
+                (*c).exit_kind,
+            )
+        };
+        cpu.gpr = gpr;
+        cpu.fpu.xmm = xmm;
+        cpu.fpu.mxcsr = mxcsr;
         cpu.flags
-            .load((full_flags & !ARITH_FLAGS) | (c.flags & ARITH_FLAGS));
-        cpu.rip = c.exit_rip;
-        let ran = (start - c.budget) as u64 - c.uncounted;
+            .load((full_flags & !ARITH_FLAGS) | (flags & ARITH_FLAGS));
+        cpu.rip = rip;
+        let ran = (start - left) as u64 - uncounted;
         cpu.icount += ran;
         self.stats.native_insns += ran;
-        self.stats.exits[c.exit_kind as usize & 3] += 1;
-        c.exit_kind
+        self.stats.exits[kind as usize & 3] += 1;
+        kind
     }
 }
 
@@ -628,4 +674,45 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 2]), ice
         panic!("the code buffer cannot hold the trampolines");
     }
     Ok((ip, exit, jump, fill))
+}
+
+/// The translators of one VM's vCPUs. When a guest page starts holding code, every
+/// vCPU's inline-TLB write entries for it are dropped at once (`page_became_code`,
+/// hooked into the VM's `CodeMap`), so that no vCPU keeps storing to it natively,
+/// unseen by the code map. (A store whose probe hit just before the drop may still
+/// land without being seen: a window of a few instructions, as in QEMU.)
+#[derive(Default)]
+pub struct JitGroup {
+    /// Addresses of the members' contexts.
+    ctxs: std::sync::Mutex<Vec<usize>>,
+}
+
+impl JitGroup {
+    pub fn new() -> std::sync::Arc<JitGroup> {
+        std::sync::Arc::default()
+    }
+
+    fn members(&self) -> std::sync::MutexGuard<'_, Vec<usize>> {
+        self.ctxs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops every member's write permission for guest page `pn`.
+    pub fn page_became_code(&self, pn: u64) {
+        let members = self.members();
+        for &c in members.iter() {
+            // SAFETY: a member's context stays allocated until its Jit leaves the
+            // group (in Drop, under this lock). Only the TLB tables are reached,
+            // through a pointer to that field (no reference to the rest of the
+            // context, which its owner mutates), and they consist of atomics.
+            let tlb = unsafe { &*std::ptr::addr_of!((*(c as *const ctx::Ctx)).tlb) };
+            for table in [1, 3] {
+                for e in tlb[table].iter() {
+                    if e.phys.load(std::sync::atomic::Ordering::Relaxed) == pn {
+                        e.tag
+                            .store(ctx::TLB_INVALID, std::sync::atomic::Ordering::Release);
+                    }
+                }
+            }
+        }
+    }
 }

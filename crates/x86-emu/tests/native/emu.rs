@@ -170,7 +170,7 @@ pub fn run_emulated(body: &[u8], m: &Machine, jit: bool) -> Result<EmuResult, St
     // POPF, STI, I/O... end a run early with `Yield`; keep going up to a budget.
     let mut stop = StopReason::Yield;
     let mut jit = jit.then(|| {
-        let mut j = x86_jit::Jit::new().expect("translator");
+        let mut j = x86_jit::Jit::new(None).expect("translator");
         j.set_hot_threshold(1);
         j
     });
