@@ -107,6 +107,19 @@ fn cross_modified_code_is_seen_by_the_calling_cpu() {
 }
 
 #[test]
+fn translator_exactness_checks_agree_everywhere() {
+    // Faults from the middle of hot loops, demand paging, self-modifying code, a
+    // timer interrupt in a tight loop, locked counters on 4 vCPUs.
+    on_every_accel(
+        "jitcheck",
+        &["--cpus", "4", "--cmdline", "cpus=4"],
+        |accel, out| {
+            assert_eq!(out, test_guests::expected::jitcheck(4), "{accel}");
+        },
+    );
+}
+
+#[test]
 fn on_reboot_restart_boots_the_guest_again() {
     use std::io::{BufRead, BufReader};
     let elf = test_guests::build("hello").expect("build guests/hello.c");

@@ -51,3 +51,17 @@ pub fn outloop(count: u64) -> String {
 pub fn xmodify() -> String {
     "xmodify: starting the writer CPU\nxmodify: 300 rewrites seen in order\n".to_string()
 }
+
+/// `jitcheck` booted with `cpus=<cpus>` on a machine with that many CPUs.
+pub fn jitcheck(cpus: u32) -> String {
+    format!(
+        "jitcheck: #DE at the DIV, iteration 1999\n\
+         jitcheck: #GP at the load, iteration 2000, sum 14000\n\
+         jitcheck: #PF 16 pages faulted in, sum exact\n\
+         jitcheck: self-modifying code: 0 stale calls\n\
+         jitcheck: timer interrupt taken in a tight loop\n\
+         jitcheck: locked counter {} (exact)\n\
+         jitcheck: done\n",
+        cpus * 200_000
+    )
+}

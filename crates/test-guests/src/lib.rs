@@ -28,6 +28,7 @@ pub const GUESTS: &[&str] = &[
     "virtio_hostile",
     "echo",
     "xmodify",
+    "jitcheck",
 ];
 
 /// The repository's `guests/` folder.

@@ -92,3 +92,11 @@ fn xmodify_on_qemu() {
         assert!(ok);
     }
 }
+
+#[test]
+fn jitcheck_on_qemu() {
+    if let Some((ok, out)) = qemu("jitcheck", "cpus=3", 3) {
+        assert_eq!(out, expected::jitcheck(3));
+        assert!(ok);
+    }
+}
