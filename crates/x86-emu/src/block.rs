@@ -5,7 +5,9 @@
 //! generations of its pages in the VM-wide [`CodeMap`]; a write to one of them by
 //! any vCPU moves the generation, and the block is dropped on its next entry.
 
-use std::collections::HashMap;
+// FxHash: these maps are looked up on hot paths with integer keys, where SipHash's
+// DoS resistance buys nothing.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
@@ -95,9 +97,9 @@ impl Default for BlockCache {
         BlockCache {
             arena: Vec::new(),
             free: Vec::new(),
-            map: HashMap::new(),
+            map: HashMap::default(),
             fast: vec![NONE; FAST_SIZE],
-            page_blocks: HashMap::new(),
+            page_blocks: HashMap::default(),
             checked: vec![(u64::MAX, 0); CHECKED_SIZE],
         }
     }
@@ -172,14 +174,16 @@ impl BlockCache {
     /// Compares page `pn`'s blocks with memory; drops the page's blocks if any
     /// changed. Returns whether they were all still valid.
     fn verify_page(&mut self, bus: &mut dyn Bus, pn: u64, gen: u64) -> bool {
+        let mut buf = [0u8; 0x1000];
         let ok = self.page_blocks.get(&pn).is_none_or(|ids| {
             ids.iter().all(|&id| {
                 let b = &self.arena[id as usize];
-                b.insns.is_empty()
-                    || b.bytes
-                        .iter()
-                        .enumerate()
-                        .all(|(k, &v)| bus.read(b.phys + k as u64, 1) as u8 == v)
+                if b.insns.is_empty() {
+                    return true;
+                }
+                let now = &mut buf[..b.bytes.len()];
+                bus.read_bytes(b.phys, now);
+                *now == *b.bytes
             })
         });
         if ok {

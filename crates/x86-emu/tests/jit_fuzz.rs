@@ -105,10 +105,61 @@ const UNDEF64: [Code; 8] = [
     Code::Shrd_rm64_r64_CL,
 ];
 
+/// A REP string instruction with 64-bit addressing.
+fn string(code: Code) -> Instruction {
+    match code {
+        Code::Stosw_m16_AX => Instruction::with_rep_stosw(64),
+        Code::Stosd_m32_EAX => Instruction::with_rep_stosd(64),
+        Code::Stosq_m64_RAX => Instruction::with_rep_stosq(64),
+        Code::Movsb_m8_m8 => Instruction::with_rep_movsb(64),
+        Code::Movsw_m16_m16 => Instruction::with_rep_movsw(64),
+        Code::Movsd_m32_m32 => Instruction::with_rep_movsd(64),
+        _ => Instruction::with_rep_movsq(64),
+    }
+    .unwrap()
+}
+
 fn one(a: &mut CodeAssembler, rng: &mut Rng, depth: &mut u32) {
     let d = rng.pick(&POOL);
     let s = rng.pick(&POOL);
-    let i = match rng.below(22) {
+    let i = match rng.below(23) {
+        22 => {
+            // A forward rep stos/movs inside the data area, sometimes crossing a page.
+            let es = [1u64, 2, 4, 8][rng.below(4) as usize];
+            let n = rng.below(0x800 / es);
+            let dst = rng.below(DATA_LEN as u64 - n * es);
+            let src = rng.below(DATA_LEN as u64 - n * es);
+            let lea = |r, d| {
+                Instruction::with2(
+                    Code::Lea_r64_m,
+                    r,
+                    MemoryOperand::with_base_displ(Register::R15, d as i64),
+                )
+            };
+            a.add_instruction(lea(Register::RDI, dst).unwrap()).unwrap();
+            a.add_instruction(lea(Register::RSI, src).unwrap()).unwrap();
+            a.add_instruction(
+                Instruction::with2(Code::Mov_r32_imm32, Register::ECX, n as u32).unwrap(),
+            )
+            .unwrap();
+            let code = match (rng.below(2), es) {
+                (0, 1) => Code::Stosb_m8_AL,
+                (0, 2) => Code::Stosw_m16_AX,
+                (0, 4) => Code::Stosd_m32_EAX,
+                (0, _) => Code::Stosq_m64_RAX,
+                (_, 1) => Code::Movsb_m8_m8,
+                (_, 2) => Code::Movsw_m16_m16,
+                (_, 4) => Code::Movsd_m32_m32,
+                _ => Code::Movsq_m64_m64,
+            };
+            let mut i = Instruction::with_rep_stosb(64).unwrap();
+            i = if matches!(code, Code::Stosb_m8_AL) {
+                i
+            } else {
+                string(code)
+            };
+            Ok(i)
+        }
         0..=3 => Instruction::with2(rng.pick(&ALU64), d, s),
         4 => Instruction::with2(rng.pick(&ALU32), r32(d), r32(s)),
         5 | 6 => Instruction::with2(rng.pick(&ALU64), d, data_mem(rng, 8)),

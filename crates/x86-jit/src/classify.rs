@@ -38,6 +38,13 @@ pub enum Kind {
     CallMem,
     /// Unsigned 32/64-bit DIV by a register, guarded against #DE.
     Div,
+    /// `rep stos` / `rep movs` with 64-bit addresses (`es`: element size), run
+    /// natively when it stays within a page (the dispatcher runs native code only
+    /// with DF clear).
+    RepStr {
+        movs: bool,
+        es: u32,
+    },
 }
 
 impl Kind {
@@ -180,6 +187,32 @@ fn is_sse(i: &Instruction) -> bool {
         && (0..i.op_count()).all(|k| i.op_kind(k) != OpKind::Register || !i.op_register(k).is_mm())
 }
 
+/// `rep stos{b,w,d,q}` and `rep movs{b,w,d,q}` with RDI/RSI addressing and no
+/// segment override.
+fn rep_string(i: &Instruction) -> Option<Kind> {
+    if !i.has_rep_prefix() || i.has_repne_prefix() || i.has_lock_prefix() {
+        return None;
+    }
+    let (movs, es) = match i.mnemonic() {
+        M::Stosb => (false, 1),
+        M::Stosw => (false, 2),
+        M::Stosd => (false, 4),
+        M::Stosq => (false, 8),
+        M::Movsb => (true, 1),
+        M::Movsw => (true, 2),
+        M::Movsd => (true, 4),
+        M::Movsq => (true, 8),
+        _ => return None,
+    };
+    if i.op0_kind() != OpKind::MemoryESRDI {
+        return None;
+    }
+    if movs && (i.op1_kind() != OpKind::MemorySegRSI || i.memory_segment() != Register::DS) {
+        return None;
+    }
+    Some(Kind::RepStr { movs, es })
+}
+
 /// A 64-bit memory operand with 64-bit addressing (a jump or call target).
 fn mem64(i: &Instruction) -> bool {
     let b = i.memory_base();
@@ -221,6 +254,9 @@ pub fn host_form(i: &Instruction) -> Instruction {
 /// instructions may run natively now.
 pub fn classify(i: &Instruction, info: &mut InstructionInfoFactory, sse: bool) -> Option<Kind> {
     let m = i.mnemonic();
+    if let Some(k) = rep_string(i) {
+        return Some(k);
+    }
     let sse = sse && is_sse(i);
     // F2/F3 are part of many SSE opcodes; elsewhere they mean REP (string ops).
     let rep_ok = sse || matches!(m, M::Tzcnt | M::Lzcnt | M::Popcnt);

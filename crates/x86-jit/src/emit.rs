@@ -90,6 +90,15 @@ enum Outline {
     /// An exit that may later be linked to a block for `target`.
     Link { label: CodeLabel, target: u64 },
     /// Budget exhausted at block entry.
+    /// Back to the interpreter before the instruction at `rip`, with the scratch
+    /// registers `regs` restored (a guarded instruction's fallback).
+    Fallback {
+        label: CodeLabel,
+        regs: [usize; 3],
+        pushed: bool,
+        rip: u64,
+        uncounted: u64,
+    },
     /// An exit of `kind` (budget exhausted, or a guarded instruction's fallback).
     Exit {
         label: CodeLabel,
@@ -496,6 +505,9 @@ fn emit(
                 s.a.jmp(env.jump_table)?;
                 ended = true;
             }
+            Kind::RepStr { movs, es } => {
+                rep_string(&mut s, env, i, used, movs, es, flags_live, uncounted)?
+            }
             Kind::Div => {
                 // #DE (zero divisor or quotient overflow) iff high half >= divisor:
                 // then the interpreter runs it and raises. Flags are undefined after
@@ -572,6 +584,21 @@ fn emit(
                 s.a.jz(fallback)?;
                 s.a.jmp(resume)?;
                 s.a.set_label(&mut fallback)?;
+                unspill(&mut s, regs)?;
+                if pushed {
+                    s.popfq()?;
+                }
+                s.exit(env.exit, rip, ctx::EXIT_INTERPRET, uncounted)?;
+            }
+            Outline::Fallback {
+                mut label,
+                regs,
+                pushed,
+                rip,
+                uncounted,
+            } => {
+                s.a.set_label(&mut label)?;
+                s.bias = if pushed { 8 } else { 0 };
                 unspill(&mut s, regs)?;
                 if pushed {
                     s.popfq()?;
@@ -686,10 +713,30 @@ fn probe(
     rip: u64,
     uncounted: u64,
 ) -> R<()> {
-    let (a, b, c) = (regs[0], regs[1], regs[2]);
     if flags_live {
         s.pushfq()?;
     }
+    probe_inner(s, env, regs, size, write, flags_live, rip, uncounted)?;
+    if flags_live {
+        s.popfq()?;
+    }
+    Ok(())
+}
+
+/// The probe itself; `pushed`: the guest flags are on the host stack (the miss
+/// path's fallback pops them).
+#[allow(clippy::too_many_arguments)]
+fn probe_inner(
+    s: &mut Asm,
+    env: &Env,
+    regs: [usize; 3],
+    size: u32,
+    write: bool,
+    pushed: bool,
+    rip: u64,
+    uncounted: u64,
+) -> R<()> {
+    let (a, b, c) = (regs[0], regs[1], regs[2]);
     let table = if write { env.tables.1 } else { env.tables.0 };
     let off = ctx::TLB + table as i32 * ctx::TABLE_BYTES;
     // b = index * entry size
@@ -737,12 +784,8 @@ fn probe(
     s.a.jne(label)?;
     s.add(Instruction::with2(Code::Add_r64_rm64, R64[a], addend)?)?;
     s.a.set_label(&mut resume)?;
-    // A label must sit on an instruction: the popfq or a zero-cost placeholder.
-    if flags_live {
-        s.popfq()?;
-    } else {
-        s.a.nop()?;
-    }
+    // A label must sit on an instruction.
+    s.a.nop()?;
     let info = size as u64 | (write as u64) << 8 | (table as u64) << 9;
     s.outlines.push(Outline::Miss {
         label,
@@ -750,11 +793,111 @@ fn probe(
         fallback,
         regs,
         info,
-        pushed: flags_live,
+        pushed,
         rip,
         uncounted,
     });
     Ok(())
+}
+
+/// `rep stos`/`rep movs` (forward, 64-bit addresses) whose bytes lie within one
+/// page of each operand: run natively on the host addresses, RDI/RSI advanced by
+/// the byte count afterwards. Anything else (longer, page-crossing, MMIO, code
+/// pages) goes to the interpreter, which copies a page at a time.
+#[allow(clippy::too_many_arguments)]
+fn rep_string(
+    s: &mut Asm,
+    env: &Env,
+    i: &Instruction,
+    used: u16,
+    movs: bool,
+    es: u32,
+    flags_live: bool,
+    uncounted: u64,
+) -> R<()> {
+    let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+    let (a, b, c) = (regs[0], regs[1], regs[2]);
+    spill(s, regs)?;
+    if flags_live {
+        s.pushfq()?;
+    }
+    let fallback = s.a.create_label();
+    s.outlines.push(Outline::Fallback {
+        label: fallback,
+        regs,
+        pushed: flags_live,
+        rip: i.ip(),
+        uncounted,
+    });
+    let bytes = |s: &mut Asm| {
+        s.lea(
+            b,
+            MemoryOperand::new(
+                Register::None,
+                Register::RCX,
+                es,
+                0,
+                0,
+                false,
+                Register::None,
+            ),
+        )
+    };
+    s.add(Instruction::with2(
+        Code::Cmp_rm64_imm32,
+        Register::RCX,
+        4096i32,
+    )?)?;
+    s.a.ja(fallback)?;
+    bytes(s)?;
+    for ptr in [Register::RDI, Register::RSI]
+        .into_iter()
+        .take(1 + movs as usize)
+    {
+        s.add(Instruction::with2(Code::Mov_r64_rm64, R64[c], ptr)?)?;
+        s.add(Instruction::with2(Code::And_rm64_imm32, R64[c], 0xfffi32)?)?;
+        s.add(Instruction::with2(Code::Add_r64_rm64, R64[c], R64[b])?)?;
+        s.add(Instruction::with2(Code::Cmp_rm64_imm32, R64[c], 0x1000i32)?)?;
+        s.a.ja(fallback)?;
+    }
+    if movs {
+        s.add(Instruction::with2(
+            Code::Mov_r64_rm64,
+            R64[a],
+            Register::RSI,
+        )?)?;
+        probe_inner(s, env, regs, 1, false, flags_live, i.ip(), uncounted)?;
+        s.st(ctx::SPILL + 24, a)?;
+    }
+    s.add(Instruction::with2(
+        Code::Mov_r64_rm64,
+        R64[a],
+        Register::RDI,
+    )?)?;
+    probe_inner(s, env, regs, 1, true, flags_live, i.ip(), uncounted)?;
+    // Guest RDI/RSI aside (the helper save area is free here); host addresses in.
+    s.st(ctx::SAVED + 8 * 7, 7)?;
+    s.add(Instruction::with2(
+        Code::Mov_r64_rm64,
+        Register::RDI,
+        R64[a],
+    )?)?;
+    if movs {
+        s.st(ctx::SAVED + 8 * 6, 6)?;
+        s.ld(6, ctx::SPILL + 24)?;
+    }
+    bytes(s)?;
+    if flags_live {
+        s.popfq()?;
+    }
+    s.add(host_form(i))?;
+    s.ld(7, ctx::SAVED + 8 * 7)?;
+    s.lea(7, MemoryOperand::with_base_index(Register::RDI, R64[b]))?;
+    if movs {
+        s.ld(6, ctx::SAVED + 8 * 6)?;
+        s.lea(6, MemoryOperand::with_base_index(Register::RSI, R64[b]))?;
+    }
+    unspill(s, regs)
 }
 
 /// TLB miss: calls the shared fill routine (which saves what a helper call may

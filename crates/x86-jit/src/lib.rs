@@ -20,7 +20,7 @@ mod ctx;
 mod emit;
 mod helpers;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::io;
 use std::time::Instant;
 
@@ -38,6 +38,7 @@ const CODE_CACHE: usize = 64 << 20;
 const HOT: u32 = 16;
 /// The arithmetic flags in RFLAGS.
 const ARITH_FLAGS: u64 = 0x8d5;
+const DF: u64 = 1 << 10;
 
 /// Counters for `HAKO_EMU_STATS`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -149,8 +150,8 @@ impl Jit {
             salt_steps: 0,
             write_epoch: u64::MAX,
             slots: Vec::new(),
-            map: HashMap::new(),
-            pending: HashMap::new(),
+            map: HashMap::default(),
+            pending: HashMap::default(),
             tlb_epoch: u64::MAX,
             code_epoch: u64::MAX,
             cr: (0, 0, 0),
@@ -162,7 +163,7 @@ impl Jit {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(HOT),
-            debug: std::env::var_os("HAKO_JIT_DEBUG").map(|_| HashMap::new()),
+            debug: std::env::var_os("HAKO_JIT_DEBUG").map(|_| HashMap::default()),
         })
     }
 
@@ -460,6 +461,10 @@ impl Jit {
             self.code_epoch = code_epoch;
         }
         let full_flags = cpu.flags.get();
+        if full_flags & DF != 0 {
+            // Translations assume DF clear (string instructions run forward).
+            return ctx::EXIT_INTERPRET;
+        }
         self.stats.entries += 1;
         let start = budget.min(i64::MAX as u64) as i64;
         let bus_ptr: *mut (dyn Bus + '_) = bus;

@@ -188,8 +188,8 @@ impl Cpu {
                 Some(sp) => bus.read_bytes(sp, &mut buf[..len]),
                 None => {
                     let v = self.gpr[RAX].to_le_bytes();
-                    for (k, b) in buf[..len].iter_mut().enumerate() {
-                        *b = v[k % es as usize];
+                    for c in buf[..len].chunks_exact_mut(es as usize) {
+                        c.copy_from_slice(&v[..es as usize]);
                     }
                 }
             }
