@@ -122,7 +122,26 @@ fn string(code: Code) -> Instruction {
 fn one(a: &mut CodeAssembler, rng: &mut Rng, depth: &mut u32) {
     let d = rng.pick(&POOL);
     let s = rng.pick(&POOL);
-    let i = match rng.below(23) {
+    let i = match rng.below(25) {
+        23 => {
+            // DIV by a nonzero memory operand, high half zero: never faults.
+            let m = data_mem(rng, 8);
+            a.add_instruction(
+                Instruction::with2(Code::Xor_r32_rm32, Register::EDX, Register::EDX).unwrap(),
+            )
+            .unwrap();
+            a.add_instruction(Instruction::with2(Code::Or_rm64_imm8, m, 1).unwrap())
+                .unwrap();
+            a.add_instruction(Instruction::with1(Code::Div_rm64, m).unwrap())
+                .unwrap();
+            // DIV leaves the flags undefined.
+            Instruction::with2(Code::Cmp_r64_rm64, rng.pick(&POOL), rng.pick(&POOL))
+        }
+        24 => Ok(Instruction::with(if rng.below(2) == 0 {
+            Code::Rdtsc
+        } else {
+            Code::Rdtscp
+        })),
         22 => {
             // A forward rep stos/movs inside the data area, sometimes crossing a page.
             let es = [1u64, 2, 4, 8][rng.below(4) as usize];

@@ -38,6 +38,14 @@ pub enum Kind {
     CallMem,
     /// Unsigned 32/64-bit DIV by a register, guarded against #DE.
     Div,
+    /// The same with a memory divisor.
+    DivMem {
+        size: u32,
+    },
+    /// RDTSC (`aux`: RDTSCP) through a helper call.
+    Rdtsc {
+        aux: bool,
+    },
     /// `rep stos` / `rep movs` with 64-bit addresses (`es`: element size), run
     /// natively when it stays within a page (the dispatcher runs native code only
     /// with DF clear).
@@ -215,10 +223,14 @@ fn rep_string(i: &Instruction) -> Option<Kind> {
 
 /// A 64-bit memory operand with 64-bit addressing (a jump or call target).
 fn mem64(i: &Instruction) -> bool {
+    i.memory_size().size() == 8 && addr64(i)
+}
+
+/// A memory operand with 64-bit addressing and at most a 32-bit displacement.
+fn addr64(i: &Instruction) -> bool {
     let b = i.memory_base();
     let x = i.memory_index();
-    i.memory_size().size() == 8
-        && (b == Register::None || b == Register::RIP || b.is_gpr64())
+    (b == Register::None || b == Register::RIP || b.is_gpr64())
         && (x == Register::None || (x.is_gpr64() && x != Register::RSP))
         && (b == Register::RIP || i.memory_displ_size() != 8)
 }
@@ -314,10 +326,17 @@ pub fn classify(i: &Instruction, info: &mut InstructionInfoFactory, sse: bool) -
             };
         }
         M::Div => {
+            if i.op0_kind() == OpKind::Memory {
+                let size = i.memory_size().size() as u32;
+                let ok = matches!(size, 4 | 8) && addr64(i);
+                return ok.then_some(Kind::DivMem { size });
+            }
             let r = i.op0_register();
             let ok = i.op0_kind() == OpKind::Register && plain_gpr(r) && matches!(r.size(), 4 | 8);
             return ok.then_some(Kind::Div);
         }
+        M::Rdtsc => return Some(Kind::Rdtsc { aux: false }),
+        M::Rdtscp => return Some(Kind::Rdtsc { aux: true }),
         M::Ret => return (i.op_count() == 0).then_some(Kind::Ret),
         M::Push => {
             return match i.op0_kind() {

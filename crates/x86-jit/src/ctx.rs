@@ -72,6 +72,10 @@ pub struct Ctx {
     pub gs_base: u64,
     /// `helpers::fill`, called on an inline TLB miss.
     pub fill_fn: u64,
+    /// `helpers::tsc`, called for RDTSC/RDTSCP.
+    pub tsc_fn: u64,
+    /// A helper's second result (TSC_AUX; bit 63: the instruction faults).
+    pub helper_aux: u64,
     /// Where the entry trampoline jumps.
     pub entry: u64,
     /// Caller-saved guest registers across a helper call.
@@ -164,6 +168,8 @@ pub const UNCOUNTED: i32 = offset_of!(Ctx, uncounted) as i32;
 pub const FS_BASE: i32 = offset_of!(Ctx, fs_base) as i32;
 pub const GS_BASE: i32 = offset_of!(Ctx, gs_base) as i32;
 pub const FILL_FN: i32 = offset_of!(Ctx, fill_fn) as i32;
+pub const TSC_FN: i32 = offset_of!(Ctx, tsc_fn) as i32;
+pub const HELPER_AUX: i32 = offset_of!(Ctx, helper_aux) as i32;
 pub const ENTRY: i32 = offset_of!(Ctx, entry) as i32;
 pub const SAVED: i32 = offset_of!(Ctx, saved) as i32;
 pub const HELPER_RET: i32 = offset_of!(Ctx, helper_ret) as i32;

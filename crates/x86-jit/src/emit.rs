@@ -61,8 +61,9 @@ pub struct Env<'a> {
     /// The jump-table routine for this privilege: goes on at the guest RIP in
     /// `exit_rip` through the jump table, or exits.
     pub jump_table: u64,
-    /// The TLB fill routines, called with 0 and 8 bytes pushed.
-    pub fill: [u64; 2],
+    /// Helper-call routines: TLB fill, then RDTSC, each called with 0 or 8 bytes
+    /// pushed.
+    pub fill: [u64; 4],
     /// Inline TLB tables for this privilege: (read, write) table numbers.
     pub tables: (usize, usize),
 }
@@ -507,6 +508,95 @@ fn emit(
             }
             Kind::RepStr { movs, es } => {
                 rep_string(&mut s, env, i, used, movs, es, flags_live, uncounted)?
+            }
+            Kind::Rdtsc { aux } => {
+                // The helper saves every register a call clobbers, but not flags.
+                if flags_live {
+                    s.pushfq()?;
+                }
+                let routine = env.fill[2 + usize::from(s.bias != 0)];
+                s.a.call(routine)?;
+                let fault = s.a.create_label();
+                s.add(Instruction::with2(
+                    Code::Cmp_rm8_imm8,
+                    MemoryOperand::with_base_displ(
+                        Register::RSP,
+                        (ctx::HELPER_AUX + 7 + s.bias) as i64,
+                    ),
+                    0u32,
+                )?)?;
+                s.a.jne(fault)?;
+                s.outlines.push(Outline::Exit {
+                    label: fault,
+                    pushed: flags_live,
+                    rip: i.ip(),
+                    kind: ctx::EXIT_INTERPRET,
+                    uncounted,
+                });
+                s.add(Instruction::with2(
+                    Code::Mov_r32_rm32,
+                    Register::EAX,
+                    mem(ctx::HELPER_RET + s.bias),
+                )?)?;
+                s.add(Instruction::with2(
+                    Code::Mov_r32_rm32,
+                    Register::EDX,
+                    mem(ctx::HELPER_RET + 4 + s.bias),
+                )?)?;
+                if aux {
+                    s.add(Instruction::with2(
+                        Code::Mov_r32_rm32,
+                        Register::ECX,
+                        mem(ctx::HELPER_AUX + s.bias),
+                    )?)?;
+                }
+                if flags_live {
+                    s.popfq()?;
+                }
+            }
+            Kind::DivMem { size } => {
+                let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+                let (a, c) = (regs[0], regs[2]);
+                spill(&mut s, regs)?;
+                address(&mut s, i, regs)?;
+                if flags_live {
+                    return Err(Fail::Unsupported("flags live across DIV"));
+                }
+                probe(&mut s, env, regs, size, false, false, i.ip(), uncounted)?;
+                let (load, cmp, div, hi, cr) = if size == 8 {
+                    (
+                        Code::Mov_r64_rm64,
+                        Code::Cmp_r64_rm64,
+                        Code::Div_rm64,
+                        Register::RDX,
+                        R64[c],
+                    )
+                } else {
+                    (
+                        Code::Mov_r32_rm32,
+                        Code::Cmp_r32_rm32,
+                        Code::Div_rm32,
+                        Register::EDX,
+                        R64[c].full_register32(),
+                    )
+                };
+                s.add(Instruction::with2(
+                    load,
+                    cr,
+                    MemoryOperand::with_base(R64[a]),
+                )?)?;
+                s.add(Instruction::with2(cmp, hi, cr)?)?;
+                let fault = s.a.create_label();
+                s.a.jae(fault)?;
+                s.outlines.push(Outline::Fallback {
+                    label: fault,
+                    regs,
+                    pushed: false,
+                    rip: i.ip(),
+                    uncounted,
+                });
+                s.add(Instruction::with1(div, cr)?)?;
+                unspill(&mut s, regs)?;
             }
             Kind::Div => {
                 // #DE (zero divisor or quotient overflow) iff high half >= divisor:

@@ -53,6 +53,29 @@ pub unsafe extern "C" fn fill(ctx: *mut Ctx, lin: u64, info: u64) -> u64 {
     }
 }
 
+/// RDTSC/RDTSCP: returns the TSC; TSC_AUX (or bit 63 set: #GP) in `helper_aux`.
+///
+/// # Safety
+///
+/// As for [`fill`].
+pub unsafe extern "C" fn tsc(ctx: *mut Ctx, _lin: u64, _info: u64) -> u64 {
+    // SAFETY: as in `fill`; of the context, only helper_aux is written.
+    let (aux, cpu, bus) = unsafe {
+        let env = &mut *((*ctx).env as *mut Env);
+        (
+            std::ptr::addr_of_mut!((*ctx).helper_aux),
+            &mut *env.cpu,
+            &mut *env.bus,
+        )
+    };
+    let (t, a) = cpu
+        .read_tsc(bus)
+        .map_or((0, 1u64 << 63), |(t, a)| (t, a as u64));
+    // SAFETY: `aux` points into the live context (see above).
+    unsafe { aux.write(a) };
+    t
+}
+
 /// (linear page, host page, guest page number) of `lin`'s page, if native
 /// accesses may use it.
 fn translate(

@@ -83,8 +83,8 @@ pub struct Jit {
     exit: u64,
     /// Jump-table routines (kernel, user).
     jump_table: [u64; 2],
-    /// TLB fill routines (see emit::Env::fill).
-    fill: [u64; 2],
+    /// Helper-call routines (see emit::Env::fill).
+    fill: [u64; 4],
     /// Salt steps of the jump table (see `ctx::jump_key`), 1..=0xffff.
     salt_steps: u64,
     write_epoch: u64,
@@ -136,6 +136,7 @@ impl Jit {
             trampolines(&mut code).map_err(|e| io::Error::other(e.to_string()))?;
         let mut frame = Frame::new();
         frame.ctx.fill_fn = helpers::fill as *const () as u64;
+        frame.ctx.tsc_fn = helpers::tsc as *const () as u64;
         if let Some(g) = &group {
             g.members().push(std::ptr::addr_of!(frame.ctx) as usize);
         }
@@ -545,7 +546,7 @@ fn sse_native(cpu: &Cpu) -> bool {
 /// Emits the entry and exit trampolines and the two jump-table routines at the
 /// start of `code`.
 #[allow(clippy::type_complexity)]
-fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 2]), iced_x86::IcedError> {
+fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 4]), iced_x86::IcedError> {
     use crate::ctx::*;
     const GUEST: [AsmRegister64; 16] = [
         rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
@@ -634,9 +635,16 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 2]), ice
     }
     // TLB fill: called (return address pushed) from a miss path with `bias` bytes
     // already pushed; the context is at [rsp + bias + 8].
-    let mut fills = [a.create_label(), a.create_label()];
+    // Helper-call routines: [fill, fill, tsc, tsc], for 0 and 8 bytes pushed.
+    let mut fills = [
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+    ];
     for (k, fill) in fills.iter_mut().enumerate() {
-        let mut b = 8 * k as i32 + 8;
+        let func = if k < 2 { FILL_FN } else { TSC_FN };
+        let mut b = 8 * (k % 2) as i32 + 8;
         a.set_label(fill)?;
         for &r in &CALLER_SAVED {
             a.mov(qword_ptr(rsp + (SAVED + 8 * r as i32 + b)), GUEST[r])?;
@@ -653,7 +661,7 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 2]), ice
             a.lea(rsp, qword_ptr(rsp - pad))?;
             b += pad;
         }
-        a.call(qword_ptr(rsp + (FILL_FN + b)))?;
+        a.call(qword_ptr(rsp + (func + b)))?;
         if pad != 0 {
             a.lea(rsp, qword_ptr(rsp + pad))?;
             b -= pad;
@@ -674,7 +682,12 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 2]), ice
     )?;
     let exit = res.label_ip(&exit_label)?;
     let jump = [res.label_ip(&tables[0])?, res.label_ip(&tables[1])?];
-    let fill = [res.label_ip(&fills[0])?, res.label_ip(&fills[1])?];
+    let fill = [
+        res.label_ip(&fills[0])?,
+        res.label_ip(&fills[1])?,
+        res.label_ip(&fills[2])?,
+        res.label_ip(&fills[3])?,
+    ];
     if !code.push(&res.inner.code_buffer) {
         panic!("the code buffer cannot hold the trampolines");
     }

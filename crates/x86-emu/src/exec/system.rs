@@ -495,6 +495,16 @@ impl Cpu {
         Ok(())
     }
 
+    /// What RDTSC/RDTSCP would return now (TSC, TSC_AUX), or `None` where they
+    /// raise #GP (CR4.TSD outside ring 0): for a translator that runs them itself.
+    pub fn read_tsc(&mut self, bus: &mut dyn Bus) -> Option<(u64, u32)> {
+        if self.cr4 & bits::CR4_TSD != 0 && self.cpl != 0 {
+            return None;
+        }
+        let t = bus.tsc().wrapping_add(self.msrs.tsc_offset);
+        Some((t, self.msrs.tsc_aux as u32))
+    }
+
     /// RDTSC/RDTSCP.
     #[inline(never)]
     pub(crate) fn rdtsc(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
