@@ -46,27 +46,52 @@ pub struct Tlb {
     /// Counts flushes, so that caches derived from translations (the
     /// translator's TLB) know when to drop theirs.
     pub epoch: u64,
+    /// The last flushes: the linear address of an INVLPG, `FULL_FLUSH` or
+    /// `NONGLOBAL_FLUSH`,
+    /// at index `epoch % FLUSH_LOG`.
+    log: [u64; FLUSH_LOG],
 }
+
+/// Flushes remembered by [`Tlb::flushes_since`].
+pub const FLUSH_LOG: usize = 16;
+/// A flush of every translation in the log.
+pub const FULL_FLUSH: u64 = u64::MAX;
+/// A flush of the non-global translations (CR3 write) in the log.
+pub const NONGLOBAL_FLUSH: u64 = u64::MAX - 1;
 
 impl Default for Tlb {
     fn default() -> Self {
         Tlb {
             entries: vec![Entry::default(); TLB_SIZE],
             epoch: 0,
+            log: [FULL_FLUSH; FLUSH_LOG],
         }
     }
 }
 
 impl Tlb {
+    fn record(&mut self, what: u64) {
+        self.epoch += 1;
+        self.log[self.epoch as usize % FLUSH_LOG] = what;
+    }
+
+    /// The flushes after epoch `since` (INVLPG addresses or the markers), if
+    /// all are still remembered.
+    pub fn flushes_since(&self, since: u64) -> Option<impl Iterator<Item = u64> + '_> {
+        let n = self.epoch.checked_sub(since)?;
+        (n as usize <= FLUSH_LOG)
+            .then(|| (since + 1..=self.epoch).map(|e| self.log[e as usize % FLUSH_LOG]))
+    }
+
     /// Drops every translation.
     pub fn flush_all(&mut self) {
-        self.epoch += 1;
+        self.record(FULL_FLUSH);
         self.entries.iter_mut().for_each(|e| e.tag = 0);
     }
 
     /// Drops non-global translations (CR3 write).
     pub fn flush_nonglobal(&mut self) {
-        self.epoch += 1;
+        self.record(NONGLOBAL_FLUSH);
         for e in self.entries.iter_mut() {
             if e.flags & E_GLOBAL == 0 {
                 e.tag = 0;
@@ -76,7 +101,7 @@ impl Tlb {
 
     /// Drops the translation of one linear address (INVLPG).
     pub fn flush_page(&mut self, lin: u64) {
-        self.epoch += 1;
+        self.record(lin);
         let vpn = lin >> 12;
         let e = &mut self.entries[vpn as usize % TLB_SIZE];
         if e.tag == vpn + 1 {
@@ -126,9 +151,22 @@ impl Cpu {
         r.is_ok()
     }
 
+    /// Whether the TLB holds `lin`'s page as a global one (survives CR3 writes).
+    pub fn is_global(&self, lin: u64) -> bool {
+        let vpn = lin >> 12;
+        let e = self.tlb.entries[vpn as usize % TLB_SIZE];
+        e.tag == vpn + 1 && e.flags & E_GLOBAL != 0
+    }
+
     /// How many times the TLB was flushed (see [`Tlb::epoch`]).
     pub fn tlb_epoch(&self) -> u64 {
         self.tlb.epoch
+    }
+
+    /// The TLB's flushes after epoch `since`, if remembered (see
+    /// [`Tlb::flushes_since`]).
+    pub fn tlb_flushes_since(&self, since: u64) -> Option<Vec<u64>> {
+        self.tlb.flushes_since(since).map(|f| f.collect())
     }
 
     /// Translates a linear address. `user` is whether the access is made with

@@ -25,7 +25,8 @@ pub struct TlbEntry {
     pub tag: AtomicU64,
     pub addend: AtomicU64,
     pub phys: AtomicU64,
-    _pad: u64,
+    /// 1 if the page is global (kept across CR3 writes).
+    pub global: AtomicU64,
 }
 
 /// log2 of the size of a TlbEntry (the probe scales the index by it).
@@ -34,11 +35,12 @@ const _: () = assert!(std::mem::size_of::<TlbEntry>() == 1 << TLB_ENTRY_SHIFT);
 
 impl TlbEntry {
     /// Makes the entry map linear page `page` to `host_page` (guest page `phys`).
-    pub fn set(&self, page: u64, host_page: u64, phys: u64) {
+    pub fn set(&self, page: u64, host_page: u64, phys: u64, global: bool) {
         self.tag.store(TLB_INVALID, Ordering::Relaxed);
         self.addend
             .store(host_page.wrapping_sub(page), Ordering::Relaxed);
         self.phys.store(phys, Ordering::Relaxed);
+        self.global.store(global as u64, Ordering::Relaxed);
         self.tag.store(page, Ordering::Release);
     }
 }
@@ -85,8 +87,8 @@ pub struct Ctx {
     pub helper_ret: u64,
     /// Where the jump-table lookup jumps on a hit.
     pub jmp_tmp: u64,
-    /// Minus the current jump-table salt (see `jump_key`).
-    pub neg_salt: u64,
+    /// Minus the current jump-table salt of each class (see `jump_key`).
+    pub neg_salt: [u64; 2],
     /// A TLB miss's linear address and `helpers::fill` info, for the fill routine.
     pub miss_lin: u64,
     pub miss_info: u64,
@@ -148,6 +150,30 @@ impl Frame {
 
 impl Ctx {
     /// Invalidates the given TLB tables.
+    /// After a CR3 write: invalidates the entries of non-global pages.
+    pub fn flush_nonglobal(&self) {
+        for t in &self.tlb {
+            for e in t.iter() {
+                if e.global.load(Ordering::Relaxed) == 0 {
+                    e.tag.store(TLB_INVALID, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Invalidates every entry for the 2 MiB region holding linear address `lin`
+    /// (an INVLPG may drop a large page, which the tables hold as 4 KiB pages).
+    pub fn flush_region(&self, lin: u64) {
+        for t in &self.tlb {
+            for e in t.iter() {
+                let tag = e.tag.load(Ordering::Relaxed);
+                if tag != TLB_INVALID && tag >> 21 == lin >> 21 {
+                    e.tag.store(TLB_INVALID, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     pub fn flush(&self, tables: std::ops::Range<usize>) {
         for t in &self.tlb[tables] {
             t.iter()

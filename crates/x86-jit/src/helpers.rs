@@ -46,7 +46,8 @@ pub unsafe extern "C" fn fill(ctx: *mut Ctx, lin: u64, info: u64) -> u64 {
     let table = (info >> 9) as usize & 3;
     match translate(cpu, bus, lin, size, write, table) {
         Some((page, host_page, phys)) => {
-            ctx.tlb[table][(lin >> 12) as usize % TLB_SIZE].set(page, host_page, phys);
+            let global = cpu.is_global(lin);
+            ctx.tlb[table][(lin >> 12) as usize % TLB_SIZE].set(page, host_page, phys, global);
             lin.wrapping_add(host_page.wrapping_sub(page))
         }
         None => 0,

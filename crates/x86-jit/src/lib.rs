@@ -86,8 +86,14 @@ pub struct Jit {
     /// Helper-call routines (see emit::Env::fill).
     fill: [u64; 4],
     /// Salt steps of the jump table (see `ctx::jump_key`), 1..=0xffff.
-    salt_steps: u64,
+    salt_steps: [u64; 2],
+    /// The kernel class of the jump table holds a block on a non-global page
+    /// (which a CR3 write may remap).
+    kernel_nonglobal: bool,
     write_epoch: u64,
+    /// 2 MiB regions (linear address >> 21) of the blocks in the jump table.
+    code_regions: [rustc_hash::FxHashSet<u64>; 2],
+    last_region: [u64; 2],
     slots: Vec<Slot>,
     /// Translations by key, with the code-map generation they were made at.
     map: HashMap<Key, (u64, u32)>,
@@ -148,8 +154,11 @@ impl Jit {
             exit,
             jump_table,
             fill,
-            salt_steps: 0,
+            salt_steps: [0; 2],
+            kernel_nonglobal: false,
             write_epoch: u64::MAX,
+            code_regions: Default::default(),
+            last_region: [u64::MAX; 2],
             slots: Vec::new(),
             map: HashMap::default(),
             pending: HashMap::default(),
@@ -176,14 +185,23 @@ impl Jit {
 
     /// Invalidates the whole jump table.
     fn new_salt(&mut self) {
-        self.salt_steps += 1;
-        if self.salt_steps > 0xffff {
-            for t in &mut self.frame.ctx.jump_keys {
-                t.iter_mut().for_each(|k| *k = 0);
-            }
-            self.salt_steps = 1;
+        self.new_class_salt(0);
+        self.new_class_salt(1);
+    }
+
+    /// Invalidates the jump table of one privilege class.
+    fn new_class_salt(&mut self, class: usize) {
+        self.code_regions[class].clear();
+        self.last_region[class] = u64::MAX;
+        self.kernel_nonglobal &= class == 1;
+        self.salt_steps[class] += 1;
+        if self.salt_steps[class] > 0xffff {
+            self.frame.ctx.jump_keys[class]
+                .iter_mut()
+                .for_each(|k| *k = 0);
+            self.salt_steps[class] = 1;
         }
-        self.frame.ctx.neg_salt = (self.salt_steps << 48).wrapping_neg();
+        self.frame.ctx.neg_salt[class] = (self.salt_steps[class] << 48).wrapping_neg();
     }
 
     /// Forgets every translation and TLB entry: for a CPU that was replaced (INIT)
@@ -431,36 +449,76 @@ impl Jit {
         let code_epoch = cpu.code_map().epoch();
         let write_epoch = cpu.code_map().write_epoch();
         let cr = (cpu.cr0, cpu.cr4, cpu.efer);
-        // The jump table holds translations by linear address: valid while no
-        // mapping changed and no code was written.
-        if tlb_epoch != self.tlb_epoch || cr != self.cr || write_epoch != self.write_epoch {
-            self.new_salt();
-            self.write_epoch = write_epoch;
+        // The inline TLB and the jump table after TLB flushes: a CR3 write keeps
+        // what maps the kernel half; an INVLPG drops its 2 MiB region.
+        let mut stale = [write_epoch != self.write_epoch; 2];
+        if tlb_epoch != self.tlb_epoch || cr != self.cr {
+            use x86_emu::mmu::{FULL_FLUSH, NONGLOBAL_FLUSH};
+            let events = if cr == self.cr {
+                cpu.tlb_flushes_since(self.tlb_epoch)
+                    .filter(|p| !p.contains(&FULL_FLUSH))
+            } else {
+                None
+            };
+            match events {
+                Some(events) => {
+                    for p in events {
+                        if p == NONGLOBAL_FLUSH {
+                            self.frame.ctx.flush_nonglobal();
+                            stale[1] = true;
+                            stale[0] |= self.kernel_nonglobal;
+                        } else {
+                            self.frame.ctx.flush_region(p);
+                            for (class, st) in stale.iter_mut().enumerate() {
+                                *st |= self.code_regions[class].contains(&(p >> 21));
+                            }
+                        }
+                    }
+                }
+                None => {
+                    self.frame.ctx.flush(0..TABLES);
+                    stale = [true; 2];
+                }
+            }
+            self.tlb_epoch = tlb_epoch;
+            self.cr = cr;
         }
+        if code_epoch != self.code_epoch {
+            // A page became code: no native stores to it from now on (JitGroup did
+            // that for entries of that page; this catches a Jit outside a group).
+            self.frame.ctx.flush(1..2);
+            self.frame.ctx.flush(3..4);
+            self.code_epoch = code_epoch;
+        }
+        // The jump table holds translations by linear address: valid while no
+        // mapping of a region holding them changed and no code was written.
+        for (class, st) in stale.into_iter().enumerate() {
+            if st {
+                self.new_class_salt(class);
+            }
+        }
+        self.write_epoch = write_epoch;
         // Enter the block in the jump table, unless code was written since it was
         // validated (it may be stale then, and the salt already counts that write).
         if writes == write_epoch {
             let class = usize::from(cpu.cpl == 3);
             let slot = (cpu.rip & 0xffff) as usize;
-            let salt = self.salt_steps << 48;
+            let salt = self.salt_steps[class] << 48;
             self.frame.ctx.jump_keys[class][slot] = ctx::jump_key(cpu.rip, salt);
             self.frame.ctx.jump_hosts[class][slot] = host;
+            // (In 64-bit mode the linear address of RIP is RIP.)
+            if class == 0 && !cpu.is_global(cpu.rip) {
+                self.kernel_nonglobal = true;
+            }
+            if self.last_region[class] != cpu.rip >> 21 {
+                self.last_region[class] = cpu.rip >> 21;
+                self.code_regions[class].insert(cpu.rip >> 21);
+            }
         }
         // The context is reached through a raw pointer, never a reference to all
         // of it: other vCPUs' threads may invalidate its TLB entries (JitGroup)
         // at any time, through the atomics; everything else is this thread's.
         let c: *mut ctx::Ctx = std::ptr::addr_of_mut!(self.frame.ctx);
-        if tlb_epoch != self.tlb_epoch || cr != self.cr {
-            self.frame.ctx.flush(0..TABLES);
-            self.tlb_epoch = tlb_epoch;
-            self.cr = cr;
-            self.code_epoch = code_epoch;
-        } else if code_epoch != self.code_epoch {
-            // A page became code: no native stores to it from now on.
-            self.frame.ctx.flush(1..2);
-            self.frame.ctx.flush(3..4);
-            self.code_epoch = code_epoch;
-        }
         let full_flags = cpu.flags.get();
         if full_flags & DF != 0 {
             // Translations assume DF clear (string instructions run forward).
@@ -616,7 +674,7 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 4]), ice
         a.mov(rax, qword_ptr(rsp + rdx * 8 + keys))?;
         a.mov(rdx, qword_ptr(rsp + rdx * 8 + hosts))?;
         a.mov(qword_ptr(rsp + JMP_TMP), rdx)?;
-        a.mov(rdx, qword_ptr(rsp + NEG_SALT))?;
+        a.mov(rdx, qword_ptr(rsp + (NEG_SALT + 8 * class as i32)))?;
         // rcx = key - rip - salt = (!rip + 1) + key - salt
         a.not(rcx)?;
         a.lea(rcx, qword_ptr(rcx + rax + 1))?;
