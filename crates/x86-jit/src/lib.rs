@@ -269,8 +269,10 @@ impl Jit {
                     } else {
                         "not translated"
                     };
-                    *d.entry(format!("(continue exit to a {what} block)"))
-                        .or_default() += 1;
+                    *d.entry(format!(
+                        "(exit by a link stub or a jump-table miss to a {what} block)"
+                    ))
+                    .or_default() += 1;
                 }
             }
             if host == 0 {
