@@ -101,12 +101,6 @@ impl CodeMap {
         self.hook.set(f).is_ok()
     }
 
-    /// Whether some vCPU has decoded code on page `pn` since it was last written.
-    #[inline]
-    pub fn is_code(&self, pn: u64) -> bool {
-        self.current(pn) & CODE != 0
-    }
-
     /// Counts the writes to pages holding code (see the `writes` field).
     #[inline]
     pub fn write_epoch(&self) -> u64 {

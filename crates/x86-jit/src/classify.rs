@@ -96,16 +96,6 @@ fn alu(m: M) -> bool {
             | M::Lea
             | M::Imul
             | M::Mul
-            | M::Shl
-            | M::Shr
-            | M::Sar
-            | M::Sal
-            | M::Rol
-            | M::Ror
-            | M::Rcl
-            | M::Rcr
-            | M::Shld
-            | M::Shrd
             | M::Bt
             | M::Bts
             | M::Btr
@@ -130,8 +120,17 @@ fn alu(m: M) -> bool {
             | M::Stc
             | M::Clc
             | M::Cmc
-    ) || is_setcc(m)
+    ) || is_shift(m)
+        || is_setcc(m)
         || is_cmov(m)
+}
+
+/// Shifts and rotates: they leave the flags alone for a zero count.
+pub fn is_shift(m: M) -> bool {
+    matches!(
+        m,
+        M::Shl | M::Sal | M::Shr | M::Sar | M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shld | M::Shrd
+    )
 }
 
 fn is_setcc(m: M) -> bool {

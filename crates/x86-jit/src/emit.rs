@@ -18,7 +18,7 @@ use iced_x86::{
     MemoryOperand, Mnemonic as M, OpKind, Register, RflagsBits,
 };
 
-use crate::classify::{classify, host_form, used_gprs, uses_high_byte, Kind};
+use crate::classify::{classify, host_form, is_shift, used_gprs, uses_high_byte, Kind};
 use crate::ctx;
 
 /// Probe size meaning "16 bytes, 16-byte aligned" (helpers::fill decodes it).
@@ -254,19 +254,7 @@ fn flag_effects(i: &Instruction, kind: Kind) -> (u32, u32) {
         _ => {
             let read = i.rflags_read() & ARITH;
             // Shifts and rotates leave the flags alone for a zero count.
-            let killed = if matches!(
-                i.mnemonic(),
-                M::Shl
-                    | M::Sal
-                    | M::Shr
-                    | M::Sar
-                    | M::Rol
-                    | M::Ror
-                    | M::Rcl
-                    | M::Rcr
-                    | M::Shld
-                    | M::Shrd
-            ) {
+            let killed = if is_shift(i.mnemonic()) {
                 0
             } else {
                 i.rflags_modified() & ARITH
@@ -386,43 +374,14 @@ fn emit(
                 s.ld(a, ctx::SPILL)?;
             }
             Kind::Push | Kind::Call | Kind::CallReg => {
-                let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
-                let (a, b) = (regs[0], regs[1]);
-                spill(&mut s, regs)?;
-                s.ld(a, ctx::RSP_SLOT)?;
-                s.lea(a, MemoryOperand::with_base_displ(R64[a], -8))?;
-                probe(&mut s, env, regs, 8, true, flags_live, i.ip(), uncounted)?;
-                match kind {
+                let value = match kind {
                     Kind::Push if i.op0_kind() == OpKind::Register => {
-                        let src = i.op0_register().number();
-                        s.add(Instruction::with2(
-                            Code::Mov_rm64_r64,
-                            MemoryOperand::with_base(R64[a]),
-                            R64[src],
-                        )?)?;
+                        Pushed::Reg(i.op0_register().number())
                     }
-                    Kind::Push => {
-                        let v = i.immediate(0);
-                        s.mov_imm(b, v)?;
-                        s.add(Instruction::with2(
-                            Code::Mov_rm64_r64,
-                            MemoryOperand::with_base(R64[a]),
-                            R64[b],
-                        )?)?;
-                    }
-                    _ => {
-                        s.mov_imm(b, i.next_ip())?;
-                        s.add(Instruction::with2(
-                            Code::Mov_rm64_r64,
-                            MemoryOperand::with_base(R64[a]),
-                            R64[b],
-                        )?)?;
-                    }
-                }
-                s.ld(a, ctx::RSP_SLOT)?;
-                s.lea(a, MemoryOperand::with_base_displ(R64[a], -8))?;
-                s.st(ctx::RSP_SLOT, a)?;
-                unspill(&mut s, regs)?;
+                    Kind::Push => Pushed::Imm(i.immediate(0)),
+                    _ => Pushed::Imm(i.next_ip()),
+                };
+                push(&mut s, env, used, value, flags_live, i.ip(), uncounted)?;
                 match kind {
                     Kind::Call => {
                         s.goto(env, i.near_branch64(), page)?;
@@ -486,22 +445,8 @@ fn emit(
                 unspill(&mut s, regs)?;
                 if kind == Kind::CallMem {
                     // Push the return address; exit_rip survives the probe.
-                    let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
-                    let (a, b) = (regs[0], regs[1]);
-                    spill(&mut s, regs)?;
-                    s.ld(a, ctx::RSP_SLOT)?;
-                    s.lea(a, MemoryOperand::with_base_displ(R64[a], -8))?;
-                    probe(&mut s, env, regs, 8, true, flags_live, i.ip(), uncounted)?;
-                    s.mov_imm(b, i.next_ip())?;
-                    s.add(Instruction::with2(
-                        Code::Mov_rm64_r64,
-                        MemoryOperand::with_base(R64[a]),
-                        R64[b],
-                    )?)?;
-                    s.ld(a, ctx::RSP_SLOT)?;
-                    s.lea(a, MemoryOperand::with_base_displ(R64[a], -8))?;
-                    s.st(ctx::RSP_SLOT, a)?;
-                    unspill(&mut s, regs)?;
+                    let ret = Pushed::Imm(i.next_ip());
+                    push(&mut s, env, used, ret, flags_live, i.ip(), uncounted)?;
                 }
                 s.a.jmp(env.jump_table)?;
                 ended = true;
@@ -726,6 +671,47 @@ fn emit(
         code: res.inner.code_buffer,
         links,
     })
+}
+
+/// What a rewritten push stores.
+enum Pushed {
+    Reg(usize),
+    Imm(u64),
+}
+
+/// Pushes `value` onto the guest stack through the TLB (RSP moves only once the
+/// store is done, so a fault leaves it as it was).
+fn push(
+    s: &mut Asm,
+    env: &Env,
+    used: u16,
+    value: Pushed,
+    flags_live: bool,
+    rip: u64,
+    uncounted: u64,
+) -> R<()> {
+    let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+    let (a, b) = (regs[0], regs[1]);
+    spill(s, regs)?;
+    s.ld(a, ctx::RSP_SLOT)?;
+    s.lea(a, MemoryOperand::with_base_displ(R64[a], -8))?;
+    probe(s, env, regs, 8, true, flags_live, rip, uncounted)?;
+    let src = match value {
+        Pushed::Reg(r) => r,
+        Pushed::Imm(v) => {
+            s.mov_imm(b, v)?;
+            b
+        }
+    };
+    s.add(Instruction::with2(
+        Code::Mov_rm64_r64,
+        MemoryOperand::with_base(R64[a]),
+        R64[src],
+    )?)?;
+    s.ld(a, ctx::RSP_SLOT)?;
+    s.lea(a, MemoryOperand::with_base_displ(R64[a], -8))?;
+    s.st(ctx::RSP_SLOT, a)?;
+    unspill(s, regs)
 }
 
 fn spill(s: &mut Asm, regs: [usize; 3]) -> R<()> {
