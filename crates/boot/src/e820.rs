@@ -43,3 +43,30 @@ pub fn e820_map(l: &MemoryLayout) -> Vec<E820Entry> {
     }
     v
 }
+
+/// The map for the RAM `mem` actually has, with `reserved` (address, size) ranges
+/// added (e.g. PCI ECAM), sorted by address. Also returns the end of RAM below 4 GiB.
+pub fn guest_map(mem: &crate::GuestMemory, reserved: &[(u64, u64)]) -> (Vec<E820Entry>, u64) {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    let mem_end = mem.last_addr().0 + 1;
+    let low_end = mem
+        .iter()
+        .map(|r| r.start_addr().0 + r.len())
+        .filter(|&e| e <= FOUR_GIB)
+        .max()
+        .unwrap_or(0);
+    let layout = MemoryLayout {
+        low: low_end,
+        high: mem_end.saturating_sub(FOUR_GIB),
+    };
+    let mut map = e820_map(&layout);
+    for &(addr, size) in reserved {
+        map.push(E820Entry {
+            addr,
+            size,
+            kind: E820_RESERVED,
+        });
+    }
+    map.sort_by_key(|e| e.addr);
+    (map, low_end)
+}

@@ -10,7 +10,7 @@ use linux_loader::loader::{bzimage::BzImage, elf::Elf, KernelLoader};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_types::CpuState;
 
-use crate::e820::e820_map;
+use crate::e820::guest_map;
 use crate::layout::*;
 use crate::long_mode;
 use crate::GuestMemory;
@@ -117,18 +117,16 @@ fn sniff(path: &Path) -> Result<KernelFormat, BootError> {
     })
 }
 
+/// Whether `path` is a Linux kernel this module boots, and which kind.
+pub fn linux_format(path: &Path) -> Option<KernelFormat> {
+    sniff(path).ok()
+}
+
 /// Loads kernel, initrd and command line into `mem`, writes boot_params, page
 /// tables and GDT, and returns the boot CPU's entry state.
 pub fn load_linux(mem: &GuestMemory, cfg: &LinuxBootConfig) -> Result<BootInfo, BootError> {
     let mem_end = mem.last_addr().0 + 1;
-    let low_end = mem
-        .iter()
-        .map(|r| {
-            vm_memory::GuestMemoryRegion::start_addr(r).0 + vm_memory::GuestMemoryRegion::len(r)
-        })
-        .filter(|&e| e <= FOUR_GIB)
-        .max()
-        .unwrap_or(0);
+    let (map, low_end) = guest_map(mem, &cfg.reserved);
     if low_end < 2 << 20 {
         return Err(BootError::MemoryTooSmall(mem_end));
     }
@@ -229,19 +227,6 @@ pub fn load_linux(mem: &GuestMemory, cfg: &LinuxBootConfig) -> Result<BootInfo, 
     }
 
     // Memory map.
-    let layout = MemoryLayout {
-        low: low_end,
-        high: mem_end.saturating_sub(FOUR_GIB),
-    };
-    let mut map = e820_map(&layout);
-    for &(addr, size) in &cfg.reserved {
-        map.push(crate::e820::E820Entry {
-            addr,
-            size,
-            kind: crate::e820::E820_RESERVED,
-        });
-    }
-    map.sort_by_key(|e| e.addr);
     for (i, e) in map.iter().enumerate() {
         params.0.e820_table[i] = boot_e820_entry {
             addr: e.addr,

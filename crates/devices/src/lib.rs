@@ -1,6 +1,9 @@
 //! Legacy PC devices: each a pure state machine plus a thin bus adapter.
 
+pub mod debug_exit;
+pub mod debugcon;
 pub mod i8042;
+pub mod pc_testdev;
 pub mod rtc;
 pub mod serial;
 
@@ -11,6 +14,8 @@ pub enum PlatformEvent {
     Reset,
     /// The guest asked to power off (ACPI S5).
     PowerOff,
+    /// The guest wrote this value to the debug-exit port (see [`debug_exit`]).
+    DebugExit(u32),
 }
 
 /// Where devices send [`PlatformEvent`]s.

@@ -6,7 +6,8 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use vmm::config::parse_size;
 use vmm::{
-    AccelKind, ConsoleKind, DiskSpec, ExitReason, Machine, OnReboot, VirtioTransport, VmConfig,
+    AccelKind, ConsoleKind, DeviceSpec, DiskSpec, ExitReason, Machine, OnReboot, VirtioTransport,
+    VmConfig,
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -24,15 +25,18 @@ pub enum AccelArg {
     after_help = "Console: the guest's first serial port (COM1) is this terminal. \
 When stdin is a terminal it is in raw mode; type Ctrl-A x to quit, Ctrl-A Ctrl-A to send Ctrl-A.\n\
 Exit status: 0 when the guest ends itself (reset, power-off, triple fault, or halts for good) \
-or is quit from the console; 1 with a one-line message when the VMM fails."
+or is quit from the console; (V << 1) | 1 (in 8 bits) when it writes V to --device isa-debug-exit; \
+1 with a one-line message when the VMM fails."
 )]
 pub struct RunArgs {
-    /// Kernel to boot: a bzImage or an ELF vmlinux, entered in 64-bit mode.
+    /// Kernel to boot: a bzImage or an ELF vmlinux, entered in 64-bit mode, or a
+    /// Multiboot v1 kernel (header in the first 8 KiB), entered in 32-bit protected mode.
     #[arg(long, value_name = "PATH")]
     kernel: PathBuf,
-    /// Initial ramdisk handed to the kernel.
-    #[arg(long, value_name = "PATH")]
-    initrd: Option<PathBuf>,
+    /// Initial ramdisk handed to a Linux kernel. For a Multiboot kernel each file is a
+    /// module: repeat the flag or separate paths with commas.
+    #[arg(long, value_name = "PATH", value_delimiter = ',')]
+    initrd: Vec<PathBuf>,
     /// Kernel command line.
     #[arg(long, value_name = "STR", default_value = "console=ttyS0")]
     cmdline: String,
@@ -68,6 +72,13 @@ pub struct RunArgs {
     /// virtio-mmio (described in the ACPI DSDT; for kernels without PCI).
     #[arg(long, value_enum, default_value_t = TransportArg::Pci)]
     virtio: TransportArg,
+    /// A device for test kernels: isa-debug-exit[,iobase=N][,iosize=N] (QEMU's: a write
+    /// of V ends hako with status (V << 1) | 1; default ports 0x501, 2 of them) or
+    /// debugcon[,iobase=N][,readback=N] (bytes written to port 0x402 go to stderr) or
+    /// pc-testdev (QEMU's test device: ports 0xe0-0xeb and 0x2000-0x2017, MMIO at
+    /// 0xff000000). Repeatable.
+    #[arg(long, value_name = "SPEC")]
+    device: Vec<DeviceSpec>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -110,7 +121,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
     };
     let cfg = VmConfig {
         kernel: a.kernel,
-        initrd: a.initrd,
+        initrds: a.initrd,
         cmdline: a.cmdline,
         memory: a.memory,
         cpus: a.cpus,
@@ -130,6 +141,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
             TransportArg::Pci => VirtioTransport::Pci,
             TransportArg::Mmio => VirtioTransport::Mmio,
         },
+        devices: a.device,
     };
     let mut term = None;
     loop {
@@ -147,6 +159,10 @@ pub fn run(a: RunArgs) -> Result<i32> {
             continue;
         }
         drop(term);
+        if let Some(status) = reason.debug_exit_status() {
+            tracing::info!("{}", reason.describe());
+            return Ok(status.into());
+        }
         if let ExitReason::Signal(n) = reason {
             eprintln!("hako: {}", reason.describe());
             return Ok(128 + n);

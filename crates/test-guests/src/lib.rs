@@ -13,6 +13,7 @@
 
 pub mod elf;
 pub mod expected;
+pub mod multiboot;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -128,36 +129,47 @@ pub fn build_in(name: &str, out_dir: &Path) -> io::Result<PathBuf> {
         .map(|c| dir.join(c))
         .chain(std::iter::once(main.clone()))
         .collect();
-    if let Ok(built) = mtime(&out) {
+    let mut args: Vec<std::ffi::OsString> = CFLAGS.iter().map(Into::into).collect();
+    args.push("-I".into());
+    args.push(dir.clone().into());
+    args.push(format!("-Wl,-T,{}", dir.join("common/guest.ld").display()).into());
+    args.push(dir.join("common/entry.S").into());
+    args.push(dir.join("common/lib.c").into());
+    args.push(main.into());
+    gcc_cached(name, &out, &sources, &args)
+}
+
+/// Links `out` with `gcc ARGS -o out` unless it is newer than every file in
+/// `sources`. Parallel tests may build the same guest: gcc writes a private name
+/// that is then renamed (atomic), so a reader never sees a half-written file.
+pub(crate) fn gcc_cached(
+    name: &str,
+    out: &Path,
+    sources: &[PathBuf],
+    args: &[std::ffi::OsString],
+) -> io::Result<PathBuf> {
+    if let Ok(built) = mtime(out) {
         let mut newest = SystemTime::UNIX_EPOCH;
-        for s in &sources {
+        for s in sources {
             newest = newest.max(mtime(s)?);
         }
         if built >= newest {
-            return Ok(out);
+            return Ok(out.to_owned());
         }
     }
+    let out_dir = out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(out_dir)?;
-    // Parallel tests may build the same guest: link to a private name, then rename
-    // (atomic), so a reader never sees a half-written file.
-    let tmp = out_dir
-        .join(format!(
-            "{name}.elf.{}.{:?}.tmp",
-            std::process::id(),
-            std::thread::current().id()
-        ))
-        .to_string_lossy()
-        .replace(['(', ')'], "");
+    let tmp = format!(
+        "{}.{}.{:?}.tmp",
+        out.display(),
+        std::process::id(),
+        std::thread::current().id()
+    )
+    .replace(['(', ')'], "");
     let output = Command::new("gcc")
-        .args(CFLAGS)
-        .arg("-I")
-        .arg(&dir)
-        .arg(format!("-Wl,-T,{}", dir.join("common/guest.ld").display()))
+        .args(args)
         .arg("-o")
         .arg(&tmp)
-        .arg(dir.join("common/entry.S"))
-        .arg(dir.join("common/lib.c"))
-        .arg(&main)
         .output()
         .map_err(|e| io::Error::new(e.kind(), format!("running gcc: {e}")))?;
     if !output.status.success() {
@@ -167,6 +179,6 @@ pub fn build_in(name: &str, out_dir: &Path) -> io::Result<PathBuf> {
             String::from_utf8_lossy(&output.stderr)
         )));
     }
-    std::fs::rename(&tmp, &out)?;
-    Ok(out)
+    std::fs::rename(&tmp, out)?;
+    Ok(out.to_owned())
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub use crate::device_spec::DeviceSpec;
+
 /// Which accelerator runs the vCPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccelKind {
@@ -105,7 +107,9 @@ impl std::str::FromStr for DiskSpec {
 #[derive(Debug, Clone)]
 pub struct VmConfig {
     pub kernel: PathBuf,
-    pub initrd: Option<PathBuf>,
+    /// `--initrd` files: at most one for a Linux kernel; for a Multiboot kernel,
+    /// each one a module.
+    pub initrds: Vec<PathBuf>,
     pub cmdline: String,
     /// Guest RAM in bytes.
     pub memory: u64,
@@ -119,6 +123,8 @@ pub struct VmConfig {
     pub console: ConsoleKind,
     pub on_reboot: OnReboot,
     pub virtio: VirtioTransport,
+    /// Optional platform devices (`--device`).
+    pub devices: Vec<DeviceSpec>,
 }
 
 impl VmConfig {
@@ -126,7 +132,7 @@ impl VmConfig {
     pub fn new(kernel: PathBuf, accel: AccelKind) -> Self {
         VmConfig {
             kernel,
-            initrd: None,
+            initrds: Vec::new(),
             cmdline: "console=ttyS0".into(),
             memory: 512 << 20,
             cpus: 1,
@@ -137,6 +143,7 @@ impl VmConfig {
             console: ConsoleKind::Serial,
             on_reboot: OnReboot::Exit,
             virtio: VirtioTransport::Pci,
+            devices: Vec::new(),
         }
     }
 }
@@ -196,7 +203,7 @@ mod tests {
         assert_eq!(d.format, Some(block::ImageFormat::Qcow2));
         assert!(d.read_only);
         assert_eq!(d.serial.as_deref(), Some("abc"));
-        assert!("a.img,format=vmdk".parse::<DiskSpec>().is_err());
+        assert!("a.img,format=vhdx".parse::<DiskSpec>().is_err());
         assert!("a.img,bogus=1".parse::<DiskSpec>().is_err());
         assert!(",readonly=on".parse::<DiskSpec>().is_err());
         assert!("a.img,readonly=maybe".parse::<DiskSpec>().is_err());

@@ -3,11 +3,16 @@
 
 pub mod config;
 pub mod console;
+pub mod device_spec;
 mod irq;
+mod kernel;
 mod machine;
 pub mod platform;
 mod run;
+mod test_devices;
 
-pub use config::{AccelKind, ConsoleKind, DiskSpec, OnReboot, VirtioTransport, VmConfig};
+pub use config::{
+    AccelKind, ConsoleKind, DeviceSpec, DiskSpec, OnReboot, VirtioTransport, VmConfig,
+};
 pub use machine::Machine;
 pub use run::ExitReason;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use accel::{GuestMemory, IoHandler, Vm};
 use anyhow::{bail, Context, Result};
 use boot::acpi::PowerEvent;
-use boot::{guest_ram_ranges, LinuxBootConfig};
+use boot::guest_ram_ranges;
 use devices::i8042::I8042;
 use devices::rtc::RtcDevice;
 use devices::serial::Serial;
@@ -19,6 +19,7 @@ use crate::console::ConsoleOut;
 use crate::irq::GsiLine;
 use crate::platform::{self, InputSink};
 use crate::run::{ExitReason, ExitState};
+use crate::{kernel, test_devices};
 
 pub const COM1_BASE: u16 = 0x3f8;
 pub const COM1_GSI: u32 = 4;
@@ -109,7 +110,7 @@ fn check(config: &VmConfig) -> Result<()> {
     // Check the files before allocating anything, so a typo fails fast.
     std::fs::metadata(&config.kernel)
         .with_context(|| format!("cannot read kernel {}", config.kernel.display()))?;
-    if let Some(i) = &config.initrd {
+    for i in &config.initrds {
         std::fs::metadata(i).with_context(|| format!("cannot read initrd {}", i.display()))?;
     }
     Ok(())
@@ -147,6 +148,7 @@ impl Machine {
             ex.request(match e {
                 PlatformEvent::Reset => ExitReason::Reset,
                 PlatformEvent::PowerOff => ExitReason::PowerOff,
+                PlatformEvent::DebugExit(v) => ExitReason::DebugExit(v),
             })
         });
         // 0x60..0x64: the i8042 data and command ports (0x61 is the PIT's, claimed by the accelerator).
@@ -156,6 +158,7 @@ impl Machine {
         rtc.rtc_mut().set_memory_size(layout.low, layout.high);
         pio.insert(0x70, 2, Arc::new(Mutex::new(rtc)))?;
 
+        let debug_events = events.clone();
         let pm = platform::pm_device(
             &vm,
             Box::new(move |e| {
@@ -175,17 +178,9 @@ impl Machine {
             Box::new(SharedOut(out)),
         )?;
 
-        let info = boot::load_linux(
-            &mem,
-            &LinuxBootConfig {
-                kernel: config.kernel.clone(),
-                initrd: config.initrd.clone(),
-                cmdline: config.cmdline.clone(),
-                acpi_rsdp: Some(plat.rsdp),
-                reserved: vec![(pci::layout::ECAM_BASE, pci::layout::ECAM_SIZE)],
-            },
-        )?;
-        tracing::info!(entry = format_args!("{:#x}", info.entry), format = ?info.format, "kernel loaded");
+        // After the platform's devices, so an overlap is reported against this flag.
+        test_devices::attach(&config.devices, &vm, &mut pio, &mut mmio, &debug_events)?;
+        let boot_cpu = kernel::load(&config, &mem, plat.rsdp)?;
         let input: InputSink = match config.console {
             ConsoleKind::Serial => Arc::new(move |b: &[u8]| lock(&serial).enqueue_input(b)),
             ConsoleKind::Virtio => plat.virtio_console_input,
@@ -196,7 +191,7 @@ impl Machine {
             buses: Arc::new(Buses { pio, mmio }),
             input,
             exit,
-            boot_cpu: info.cpu,
+            boot_cpu,
         })
     }
 

@@ -27,6 +27,8 @@ pub enum ExitReason {
     ConsoleQuit,
     /// hako received SIGTERM, SIGHUP or SIGINT.
     Signal(i32),
+    /// The guest wrote this value to the isa-debug-exit port.
+    DebugExit(u32),
     /// The VMM failed.
     Error(String),
 }
@@ -35,6 +37,14 @@ impl ExitReason {
     /// Whether the guest ended itself (or the user ended it): exit status 0.
     pub fn is_clean(&self) -> bool {
         !matches!(self, ExitReason::Error(_))
+    }
+
+    /// The exit status the guest chose through isa-debug-exit, if it did.
+    pub fn debug_exit_status(&self) -> Option<u8> {
+        match self {
+            ExitReason::DebugExit(v) => Some(devices::debug_exit::exit_status(*v)),
+            _ => None,
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -47,6 +57,10 @@ impl ExitReason {
             }
             ExitReason::ConsoleQuit => "quit from the console".into(),
             ExitReason::Signal(n) => format!("terminated by signal {n}"),
+            ExitReason::DebugExit(v) => format!(
+                "the guest wrote {v:#x} to isa-debug-exit (exit status {})",
+                devices::debug_exit::exit_status(*v)
+            ),
             ExitReason::Error(e) => e.clone(),
         }
     }

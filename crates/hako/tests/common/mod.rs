@@ -53,6 +53,8 @@ pub fn base64(data: &[u8]) -> String {
 /// What a watched run of `hako` did.
 pub struct Run {
     pub success: bool,
+    /// The exit status (None when killed by a signal).
+    pub code: Option<i32>,
     pub timed_out: bool,
     pub stdout: String,
     pub stderr: String,
@@ -92,6 +94,7 @@ pub fn run_watchdog(cmd: &mut Command, limit: Duration) -> Run {
     };
     Run {
         success: status.success(),
+        code: status.code(),
         timed_out,
         stdout: out_t.join().unwrap(),
         stderr: err_t.join().unwrap(),
