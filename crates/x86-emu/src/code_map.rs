@@ -119,6 +119,13 @@ impl CodeMap {
         self.word(pn).map_or(0, |w| w.load(Ordering::Acquire))
     }
 
+    /// Whether page `pn` holds decoded code now (a write to it must go through
+    /// [`CodeMap::written`]).
+    #[inline]
+    pub fn holds_code(&self, pn: u64) -> bool {
+        self.current(pn) & CODE != 0
+    }
+
     /// Records a write to page `pn` (call after storing the bytes). Returns whether
     /// the page held decoded code, whose blocks are now stale on every vCPU.
     #[inline]

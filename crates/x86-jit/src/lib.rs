@@ -110,6 +110,8 @@ pub struct Jit {
     last_continue: bool,
     /// `HAKO_JIT_DEBUG`: interpreted block starts by mnemonic, printed on drop.
     debug: Option<HashMap<String, u64>>,
+    /// `HAKO_JIT_PERFMAP`: /tmp/perf-PID.map, naming each block for `perf report`.
+    perf_map: Option<std::fs::File>,
 }
 
 impl Drop for Jit {
@@ -146,7 +148,7 @@ impl Jit {
         if let Some(g) = &group {
             g.members().push(std::ptr::addr_of!(frame.ctx) as usize);
         }
-        Ok(Jit {
+        let mut jit = Jit {
             frame,
             base_len: code.used(),
             code,
@@ -174,7 +176,28 @@ impl Jit {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(HOT),
             debug: std::env::var_os("HAKO_JIT_DEBUG").map(|_| HashMap::default()),
-        })
+            perf_map: None,
+        };
+        jit.perf_map = std::env::var_os("HAKO_JIT_PERFMAP").and_then(|_| {
+            let path = format!("/tmp/perf-{}.map", std::process::id());
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()?;
+            use std::io::Write;
+            let end = jit.code.next_ip();
+            let mut names = vec![(enter, "enter"), (exit, "exit")];
+            names.extend(jit.jump_table.iter().map(|&a| (a, "jump_table")));
+            names.extend(jit.fill[..2].iter().map(|&a| (a, "fill_helper")));
+            names.extend(jit.fill[2..].iter().map(|&a| (a, "tsc_helper")));
+            for (k, &(a, name)) in names.iter().enumerate() {
+                let next = names.get(k + 1).map_or(end, |n| n.0);
+                let _ = writeln!(f, "{a:x} {:x} jit_{name}", next - a);
+            }
+            Some(f)
+        });
+        Ok(jit)
     }
 
     /// Translates blocks after `n` interpreted executions (default 16; 1 translates
@@ -283,8 +306,13 @@ impl Jit {
             }
             match self.native(cpu, bus, host, end - cpu.icount, writes) {
                 ctx::EXIT_INTERPRET => {
-                    if let Some(d) = self.debug.as_mut() {
-                        *d.entry("(memory fallback)".into()).or_default() += 1;
+                    if self.debug.is_some() {
+                        let what = match cpu.block_at_rip(bus) {
+                            Ok(id) => format!("{:?}", cpu.block(id).insns[0].mnemonic()),
+                            Err(_) => "?".into(),
+                        };
+                        let d = self.debug.as_mut().unwrap();
+                        *d.entry(format!("(fallback at {what})")).or_default() += 1;
                     }
                     if let Some(r) = self.interpret(cpu, bus, true) {
                         return r;
@@ -422,6 +450,11 @@ impl Jit {
             }
             self.stats.blocks += 1;
             self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
+            if let Some(f) = self.perf_map.as_mut() {
+                use std::io::Write;
+                let name = if cpl == 3 { "user" } else { "kernel" };
+                let _ = writeln!(f, "{ip:x} {:x} guest_{name}_{rip:x}", t.code.len());
+            }
             return ip;
         }
     }
@@ -776,6 +809,9 @@ impl JitGroup {
 
     /// Drops every member's write permission for guest page `pn`.
     pub fn page_became_code(&self, pn: u64) {
+        // Pairs with the fence in `helpers::fill`: the page's code bit is set
+        // before this scan reads the entries.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let members = self.members();
         for &c in members.iter() {
             // SAFETY: a member's context stays allocated until its Jit leaves the
