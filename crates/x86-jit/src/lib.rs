@@ -306,12 +306,11 @@ impl Jit {
             }
             match self.native(cpu, bus, host, end - cpu.icount, writes) {
                 ctx::EXIT_INTERPRET => {
-                    if self.debug.is_some() {
+                    if let Some(d) = self.debug.as_mut() {
                         let what = match cpu.block_at_rip(bus) {
                             Ok(id) => format!("{:?}", cpu.block(id).insns[0].mnemonic()),
                             Err(_) => "?".into(),
                         };
-                        let d = self.debug.as_mut().unwrap();
                         *d.entry(format!("(fallback at {what})")).or_default() += 1;
                     }
                     if let Some(r) = self.interpret(cpu, bus, true) {
