@@ -10,6 +10,7 @@
  *     the next call;
  *   - a LAPIC timer interrupt while the CPU spins in a tight loop: taken within a
  *     bounded time;
+ *   - PUSHF/CLI/POPF and `mov reg, ss` (kernel mode): exact flags;
  *   - `lock`ed counters on every CPU (`cpus=N`, 1..9): exact totals.
  * Prints one line per check and ends with `jitcheck: done`. */
 #include "common/guest.h"
@@ -241,6 +242,39 @@ static void check_timer(void)
                : "jitcheck: timer interrupt NOT taken\n");
 }
 
+/* PUSHFQ/CLI/POPFQ as Linux's local_irq_save/restore use them, nested, and
+ * `mov reg, ss`, in a hot loop: IF as the guest set it every time. (Whether an
+ * interrupt pending while IF is clear is taken at the POPFQ that sets IF is not
+ * checked: /dev/kvm's PVM backend runs the guest kernel in ring 3, where POPF
+ * cannot change IF, and never takes it there.) */
+static void check_flags(void)
+{
+    u64 bad = 0, ss0 = 0;
+    __asm__ volatile("mov %%ss, %0" : "=r"(ss0));
+    for (u32 r = 0; r < LOOPS; r++) {
+        u64 outer, inner, after, ss, done;
+        __asm__ volatile("sti\n\t"
+                         "pushfq; pop %0\n\t"
+                         "cli\n\t"
+                         "pushfq; pop %1\n\t"
+                         "push %1; popfq\n\t"
+                         "pushfq; pop %2\n\t"
+                         "mov %%ss, %3\n\t"
+                         "push %0; popfq\n\t"
+                         "pushfq; pop %4\n\t"
+                         "cli"
+                         : "=&r"(outer), "=&r"(inner), "=&r"(after), "=&r"(ss), "=&r"(done)
+                         :
+                         : "memory", "cc");
+        if (!(outer & 0x200) || (inner & 0x200) || (after & 0x200) || !(done & 0x200) ||
+            !(outer & 2) || ss != ss0)
+            bad++;
+    }
+    puts("jitcheck: pushf/cli/popf: ");
+    put_dec(bad);
+    puts(" wrong\n");
+}
+
 void ap_main(void)
 {
     for (u32 k = 0; k < LOCK_ADDS; k++)
@@ -282,6 +316,7 @@ void guest_main(const char *cmdline)
     check_pf();
     check_smc();
     check_timer();
+    check_flags();
     check_locks(cpus);
     puts("jitcheck: done\n");
     reset();

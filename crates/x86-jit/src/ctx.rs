@@ -61,6 +61,11 @@ pub struct Ctx {
     pub gpr: [u64; 16],
     /// Guest arithmetic flags (OF SF ZF AF PF CF), in and out.
     pub flags: u64,
+    /// The other guest RFLAGS bits (IF, IOPL, AC, ...), in and out: native
+    /// PUSHF/POPF/CLI read and write them here.
+    pub sysflags: u64,
+    /// Guest segment selectors (ES CS SS DS FS GS), in: `mov reg, sreg` reads them.
+    pub sel: [u16; 8],
     /// Scratch registers' guest values while a rewritten instruction runs.
     pub spill: [u64; 4],
     pub host_rsp: u64,
@@ -185,6 +190,8 @@ impl Ctx {
 pub const GPR: i32 = offset_of!(Ctx, gpr) as i32;
 pub const RSP_SLOT: i32 = GPR + 4 * 8;
 pub const FLAGS: i32 = offset_of!(Ctx, flags) as i32;
+pub const SYSFLAGS: i32 = offset_of!(Ctx, sysflags) as i32;
+pub const SEL: i32 = offset_of!(Ctx, sel) as i32;
 pub const SPILL: i32 = offset_of!(Ctx, spill) as i32;
 pub const HOST_RSP: i32 = offset_of!(Ctx, host_rsp) as i32;
 pub const EXIT_RIP: i32 = offset_of!(Ctx, exit_rip) as i32;

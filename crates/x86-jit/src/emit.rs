@@ -271,7 +271,7 @@ pub fn translate(insns: &[Instruction], ip: u64, env: &Env, sse: bool) -> Result
     let mut info = InstructionInfoFactory::new();
     let mut kinds = Vec::with_capacity(insns.len());
     for i in insns {
-        let Some(k) = classify(i, &mut info, sse) else {
+        let Some(k) = classify(i, &mut info, sse, env.tables.0 == 0) else {
             break;
         };
         kinds.push(k);
@@ -331,6 +331,7 @@ fn emit(
         s.popfq()?;
     }
 
+    let kernel = env.tables.0 == 0;
     let mut ended = false;
     for (k, (i, &kind)) in insns.iter().zip(kinds).enumerate() {
         let uncounted = (n - k) as u64;
@@ -573,6 +574,73 @@ fn emit(
                 });
                 s.add(*i)?;
             }
+            Kind::Pushf => push(
+                &mut s,
+                env,
+                used,
+                Pushed::Flags,
+                flags_live,
+                i.ip(),
+                uncounted,
+            )?,
+            Kind::Popf => popf(&mut s, env, used, kernel, i.ip(), uncounted)?,
+            Kind::Cli => {
+                if flags_live {
+                    s.pushfq()?;
+                }
+                s.add(Instruction::with2(
+                    Code::And_rm64_imm32,
+                    mem(ctx::SYSFLAGS + s.bias),
+                    !(IF as u32) as i32,
+                )?)?;
+                if flags_live {
+                    s.popfq()?;
+                }
+            }
+            Kind::MovSreg => {
+                let d = i.op0_register();
+                let sel = mem(ctx::SEL + 2 * seg_index(i.op1_register()) + s.bias);
+                s.add(if d.size() == 2 {
+                    Instruction::with2(Code::Mov_r16_rm16, d, sel)?
+                } else {
+                    Instruction::with2(Code::Movzx_r32_rm16, d.full_register32(), sel)?
+                })?;
+            }
+            Kind::Leave => {
+                let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+                let (a, b) = (regs[0], regs[1]);
+                spill(&mut s, regs)?;
+                s.add(Instruction::with2(
+                    Code::Mov_r64_rm64,
+                    R64[a],
+                    Register::RBP,
+                )?)?;
+                probe(&mut s, env, regs, 8, false, flags_live, i.ip(), uncounted)?;
+                s.lea(b, MemoryOperand::with_base_displ(Register::RBP, 8))?;
+                s.st(ctx::RSP_SLOT, b)?;
+                s.add(Instruction::with2(
+                    Code::Mov_r64_rm64,
+                    Register::RBP,
+                    MemoryOperand::with_base(R64[a]),
+                )?)?;
+                unspill(&mut s, regs)?;
+            }
+            Kind::MovRsp { load } => {
+                let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+                let (a, b) = (regs[0], regs[1]);
+                spill(&mut s, regs)?;
+                address(&mut s, i, regs)?;
+                probe(&mut s, env, regs, 8, !load, flags_live, i.ip(), uncounted)?;
+                let at = MemoryOperand::with_base(R64[a]);
+                if load {
+                    s.add(Instruction::with2(Code::Mov_r64_rm64, R64[b], at)?)?;
+                    s.st(ctx::RSP_SLOT, b)?;
+                } else {
+                    s.ld(b, ctx::RSP_SLOT)?;
+                    s.add(Instruction::with2(Code::Mov_rm64_r64, at, R64[b])?)?;
+                }
+                unspill(&mut s, regs)?;
+            }
             Kind::JmpReg => {
                 s.st(ctx::EXIT_RIP, i.op0_register().number())?;
                 s.a.jmp(env.jump_table)?;
@@ -677,6 +745,81 @@ fn emit(
 enum Pushed {
     Reg(usize),
     Imm(u64),
+    /// The guest's RFLAGS (PUSHFQ): arithmetic flags from the host's, the rest
+    /// from `Ctx::sysflags`, without RF and VM (as PUSHF stores them).
+    Flags,
+}
+
+const IF: u64 = 1 << 9;
+/// RFLAGS bits other than the arithmetic ones that POPF may change: at CPL 3
+/// (TF DF NT AC ID)...
+const POPF_USER: u64 = (1 << 8) | (1 << 10) | (1 << 14) | (1 << 18) | (1 << 21);
+/// ...and at CPL 0.
+const POPF_KERNEL: u64 = POPF_USER | IF | (3 << 12);
+
+/// Index of a segment register in `Ctx::sel`.
+fn seg_index(r: Register) -> i32 {
+    match r {
+        Register::ES => 0,
+        Register::CS => 1,
+        Register::SS => 2,
+        Register::DS => 3,
+        Register::FS => 4,
+        _ => 5,
+    }
+}
+
+/// POPFQ natively when the popped value leaves every system flag POPF could
+/// change as it is (the common case: nested interrupt-flag restores, user code);
+/// otherwise the interpreter runs it (it may set IF, TF, AC...). The arithmetic
+/// flags go to the host's through a host POPFQ of just those bits.
+fn popf(s: &mut Asm, env: &Env, used: u16, kernel: bool, rip: u64, uncounted: u64) -> R<()> {
+    let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+    let (a, b, c) = (regs[0], regs[1], regs[2]);
+    spill(s, regs)?;
+    s.ld(a, ctx::RSP_SLOT)?;
+    // POPF overwrites every arithmetic flag: none is live before it.
+    probe(s, env, regs, 8, false, false, rip, uncounted)?;
+    s.add(Instruction::with2(
+        Code::Mov_r64_rm64,
+        R64[b],
+        MemoryOperand::with_base(R64[a]),
+    )?)?;
+    s.add(Instruction::with2(Code::Mov_r64_rm64, R64[c], R64[b])?)?;
+    s.add(Instruction::with2(
+        Code::Xor_r64_rm64,
+        R64[c],
+        mem(ctx::SYSFLAGS + s.bias),
+    )?)?;
+    // (At CPL 3 a change of IF goes to the interpreter too: with IOPL 3 it would
+    // take effect.)
+    let mask = if kernel { POPF_KERNEL } else { POPF_USER | IF };
+    s.add(Instruction::with2(
+        Code::Test_rm64_imm32,
+        R64[c],
+        mask as u32,
+    )?)?;
+    let label = s.a.create_label();
+    s.a.jne(label)?;
+    s.outlines.push(Outline::Fallback {
+        label,
+        regs,
+        pushed: false,
+        rip,
+        uncounted,
+    });
+    s.add(Instruction::with2(
+        Code::And_rm64_imm32,
+        R64[b],
+        crate::ARITH_FLAGS as i32,
+    )?)?;
+    s.ld(c, ctx::RSP_SLOT)?;
+    s.lea(c, MemoryOperand::with_base_displ(R64[c], 8))?;
+    s.st(ctx::RSP_SLOT, c)?;
+    s.add(Instruction::with1(Code::Push_r64, R64[b])?)?;
+    s.bias += 8;
+    s.popfq()?;
+    unspill(s, regs)
 }
 
 /// Pushes `value` onto the guest stack through the TLB (RSP moves only once the
@@ -697,9 +840,40 @@ fn push(
     s.lea(a, MemoryOperand::with_base_displ(R64[a], -8))?;
     probe(s, env, regs, 8, true, flags_live, rip, uncounted)?;
     let src = match value {
+        Pushed::Reg(4) => {
+            s.ld(b, ctx::RSP_SLOT)?;
+            b
+        }
         Pushed::Reg(r) => r,
         Pushed::Imm(v) => {
             s.mov_imm(b, v)?;
+            b
+        }
+        Pushed::Flags => {
+            // The host flags are the guest's here (live or not): keep a copy on
+            // the host stack, compute on a register, restore them.
+            s.pushfq()?;
+            s.add(Instruction::with2(
+                Code::Mov_r64_rm64,
+                R64[b],
+                MemoryOperand::with_base(Register::RSP),
+            )?)?;
+            s.add(Instruction::with2(
+                Code::And_rm64_imm32,
+                R64[b],
+                crate::ARITH_FLAGS as i32,
+            )?)?;
+            s.add(Instruction::with2(
+                Code::Or_r64_rm64,
+                R64[b],
+                mem(ctx::SYSFLAGS + s.bias),
+            )?)?;
+            s.add(Instruction::with2(
+                Code::And_rm64_imm32,
+                R64[b],
+                !0x3_0000i32,
+            )?)?;
+            s.popfq()?;
             b
         }
     };

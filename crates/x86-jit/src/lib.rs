@@ -366,12 +366,7 @@ impl Jit {
             if s.never {
                 if let Some(d) = self.debug.as_mut() {
                     let b = cpu.block(id);
-                    let key = format!(
-                        "{:?} ({:?}) {}",
-                        b.insns[0].mnemonic(),
-                        b.insns[0].op0_kind(),
-                        if b.npages != 1 { "(2 pages)" } else { "" }
-                    );
+                    let key = format!("{}", b.insns[0]);
                     *d.entry(key).or_default() += 1;
                 }
             }
@@ -576,6 +571,10 @@ impl Jit {
             (*c).xmm = cpu.fpu.xmm;
             (*c).mxcsr = cpu.fpu.mxcsr;
             (*c).flags = full_flags & ARITH_FLAGS;
+            (*c).sysflags = full_flags & !ARITH_FLAGS;
+            for (k, seg) in cpu.seg.iter().take(6).enumerate() {
+                (*c).sel[k] = seg.selector;
+            }
             (*c).fs_base = cpu.seg[x86_emu::cpu::FS].base;
             (*c).gs_base = cpu.seg[x86_emu::cpu::GS].base;
             (*c).budget = start;
@@ -595,13 +594,14 @@ impl Jit {
             f(c);
         }
         // SAFETY: as for the writes above; native code has returned.
-        let (gpr, xmm, mxcsr, flags, rip, left, uncounted, kind) = unsafe {
+        let (gpr, xmm, mxcsr, flags, sysflags, rip, left, uncounted, kind) = unsafe {
             (*c).env = std::ptr::null_mut();
             (
                 (*c).gpr,
                 (*c).xmm,
                 (*c).mxcsr,
                 (*c).flags,
+                (*c).sysflags,
                 (*c).exit_rip,
                 (*c).budget,
                 (*c).uncounted,
@@ -612,7 +612,7 @@ impl Jit {
         cpu.fpu.xmm = xmm;
         cpu.fpu.mxcsr = mxcsr;
         cpu.flags
-            .load((full_flags & !ARITH_FLAGS) | (flags & ARITH_FLAGS));
+            .load((sysflags & !ARITH_FLAGS) | (flags & ARITH_FLAGS));
         cpu.rip = rip;
         let ran = (start - left) as u64 - uncounted;
         cpu.icount += ran;
