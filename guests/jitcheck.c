@@ -7,7 +7,7 @@
  *     not-present are faulted in by the handler and the loads retried; the sum of
  *     what was read must be exact;
  *   - self-modifying code: a function rewritten by the CPU that calls it, seen at
- *     the next call;
+ *     the next call (also one that spans two pages, rewritten on the second);
  *   - a LAPIC timer interrupt while the CPU spins in a tight loop: taken within a
  *     bounded time;
  *   - PUSHF/CLI/POPF and `mov reg, ss` (kernel mode): exact flags;
@@ -70,6 +70,7 @@ static u64 demand_pd[512] __attribute__((aligned(4096)));
 static u64 demand_pdpt[512] __attribute__((aligned(4096)));
 static u8 demand_data[DEMAND_PAGES][4096] __attribute__((aligned(4096)));
 static u8 smc_page[4096] __attribute__((aligned(4096)));
+static u8 smc_pair[8192] __attribute__((aligned(4096)));
 static volatile u32 lock_counter, lock_done;
 
 static void set_gate(int v, void *handler)
@@ -216,6 +217,26 @@ static void check_smc(void)
         *(volatile u32 *)(fn + 1) = r;
         fn[5] = 0xc3;
         if (call() != r)
+            bad++;
+    }
+    /* The same across a page boundary: `jmp` to a `mov eax, imm32; ret` that
+     * starts 3 bytes before the second page; only bytes on the second page (the
+     * immediate's upper half) are rewritten, so a translator that links the jump
+     * straight to the two-page block must check the second page itself. */
+    u8 *f2 = smc_pair + 4096 - 16;
+    u32 (*call2)(void) = (u32 (*)(void))f2;
+    f2[0] = 0xeb; /* jmp +11: to f2 + 13 */
+    f2[1] = 11;
+    f2[13] = 0xb8;
+    f2[14] = 0;
+    f2[15] = 0;
+    f2[18] = 0xc3;
+    for (u32 r = 0; r < LOOPS; r++) {
+        /* Rewritten every 32 calls: hot enough to be translated in between. */
+        u32 v = r / 32;
+        if (r % 32 == 0)
+            *(volatile u16 *)(f2 + 16) = (u16)v;
+        if (call2() != v << 16)
             bad++;
     }
     puts("jitcheck: self-modifying code: ");

@@ -66,6 +66,9 @@ pub struct Env<'a> {
     pub fill: [u64; 4],
     /// Inline TLB tables for this privilege: (read, write) table numbers.
     pub tables: (usize, usize),
+    /// For a block that runs on into a second page: the address of that page's
+    /// code-map word and the value it had when the block was decoded.
+    pub second: Option<(u64, u32)>,
 }
 
 /// A translated block.
@@ -327,6 +330,27 @@ fn emit(
         rip: start,
         uncounted: n as u64,
     });
+    if let Some((word, gen)) = env.second {
+        // Back to the dispatcher (which decodes it anew) if the second page was
+        // written since.
+        s.st(ctx::SPILL, 0)?;
+        s.mov_imm(0, word)?;
+        s.add(Instruction::with2(
+            Code::Cmp_rm32_imm32,
+            MemoryOperand::with_base(Register::RAX),
+            gen,
+        )?)?;
+        s.ld(0, ctx::SPILL)?;
+        let stale = s.a.create_label();
+        s.a.jne(stale)?;
+        s.outlines.push(Outline::Exit {
+            kind: ctx::EXIT_CONTINUE,
+            label: stale,
+            pushed: entry_pushed,
+            rip: start,
+            uncounted: n as u64,
+        });
+    }
     if entry_pushed {
         s.popfq()?;
     }

@@ -345,7 +345,7 @@ impl Jit {
     /// stays with the interpreter for now.
     fn host_for(&mut self, cpu: &mut Cpu, id: BlockId) -> u64 {
         let b = cpu.block(id);
-        if b.serial == 0 || b.npages != 1 || b.bitness != 64 {
+        if b.serial == 0 || b.bitness != 64 {
             return 0;
         }
         let (serial, phys, rip) = (b.serial, b.phys, b.vstart);
@@ -392,6 +392,18 @@ impl Jit {
         // The generation the block was decoded at: links between blocks of one page
         // are only made between decodes of the same generation.
         let gen = b.pages[0].1;
+        // A block that runs on into a second page checks that page's generation
+        // on entry (links and the jump table reach it with only the first page's
+        // checked).
+        let second = if b.npages > 1 {
+            let (pn, gen) = b.pages[1];
+            match cpu.code_map().word_addr(pn) {
+                Some(addr) => Some((addr as u64, gen)),
+                None => return 0,
+            }
+        } else {
+            None
+        };
         let tables = if cpl == 3 { (2, 3) } else { (0, 1) };
         let mut attempt = 0;
         loop {
@@ -407,6 +419,7 @@ impl Jit {
                 jump_table: self.jump_table[usize::from(cpl == 3)],
                 fill: self.fill,
                 tables,
+                second,
             };
             let t = match emit::translate(&b.insns, ip, &env, self.sse) {
                 Ok(t) => t,
