@@ -106,7 +106,7 @@ pub struct Ctx {
     pub xmm_saved: [u128; 16],
     pub tlb: [[TlbEntry; TLB_SIZE]; TABLES],
     /// Jump table, per privilege class (kernel, user): guest RIP + salt, indexed
-    /// by the RIP's low 16 bits...
+    /// by `jump_slot(rip)`...
     pub jump_keys: [[u64; JUMP_SIZE]; 2],
     /// ...and the host entry of that block.
     pub jump_hosts: [[u64; JUMP_SIZE]; 2],
@@ -114,6 +114,13 @@ pub struct Ctx {
 
 /// Jump-table entries per privilege class.
 pub const JUMP_SIZE: usize = 1 << 16;
+
+/// The jump-table slot of `rip`: its low 16 bits plus the byte-swapped low 32
+/// (so that bits 16..31 spread blocks 64 KiB apart, as the kernel's are), as the
+/// jump-table routine computes it with flag-free instructions.
+pub fn jump_slot(rip: u64) -> usize {
+    (rip as u16).wrapping_add((rip as u32).swap_bytes() as u16) as usize
+}
 
 /// The jump-table key of `rip` under `salt`. Entries are invalidated wholesale by
 /// moving the salt in steps of 2^48: keys of one class differ from each other by

@@ -58,8 +58,8 @@ pub struct Env<'a> {
     /// Host entry of an already translated block for guest `rip` on the same page
     /// with the same privilege, if any (for direct links).
     pub lookup: &'a dyn Fn(u64) -> Option<u64>,
-    /// The jump-table routine for this privilege: goes on at the guest RIP in
-    /// `exit_rip` through the jump table, or exits.
+    /// The jump-table routine for this privilege, called with the guest RIP in
+    /// `exit_rip`: leaves in `jmp_tmp` where to go on (the block, or an exit).
     pub jump_table: u64,
     /// Helper-call routines: TLB fill, then RDTSC, each called with 0 or 8 bytes
     /// pushed.
@@ -206,6 +206,13 @@ impl Asm {
         Ok(self.a.jmp(exit)?)
     }
 
+    /// Goes on at the guest RIP in `exit_rip` through the jump table.
+    fn via_jump_table(&mut self, env: &Env) -> R<()> {
+        debug_assert_eq!(self.bias, 0);
+        self.a.call(env.jump_table)?;
+        self.add(Instruction::with1(Code::Jmp_rm64, mem(ctx::JMP_TMP))?)
+    }
+
     /// Goes on at guest `target`: a direct jump to its translation if there is
     /// one, else an exit stub that may be linked later.
     fn goto(&mut self, env: &Env, target: u64, page: u64) -> R<()> {
@@ -221,7 +228,7 @@ impl Asm {
         }
         self.st_imm32(ctx::EXIT_RIP, target as u32)?;
         self.st_imm32(ctx::EXIT_RIP + 4, (target >> 32) as u32)?;
-        Ok(self.a.jmp(env.jump_table)?)
+        self.via_jump_table(env)
     }
 }
 
@@ -414,7 +421,7 @@ fn emit(
                     }
                     Kind::CallReg => {
                         s.st(ctx::EXIT_RIP, i.op0_register().number())?;
-                        s.a.jmp(env.jump_table)?;
+                        s.via_jump_table(env)?;
                         ended = true;
                     }
                     _ => {}
@@ -446,7 +453,7 @@ fn emit(
                 s.st(ctx::RSP_SLOT, b)?;
                 unspill(&mut s, regs)?;
                 if kind == Kind::Ret {
-                    s.a.jmp(env.jump_table)?;
+                    s.via_jump_table(env)?;
                     ended = true;
                 }
             }
@@ -473,7 +480,7 @@ fn emit(
                     let ret = Pushed::Imm(i.next_ip());
                     push(&mut s, env, used, ret, flags_live, i.ip(), uncounted)?;
                 }
-                s.a.jmp(env.jump_table)?;
+                s.via_jump_table(env)?;
                 ended = true;
             }
             Kind::RepStr { movs, es } => {
@@ -667,7 +674,7 @@ fn emit(
             }
             Kind::JmpReg => {
                 s.st(ctx::EXIT_RIP, i.op0_register().number())?;
-                s.a.jmp(env.jump_table)?;
+                s.via_jump_table(env)?;
                 ended = true;
             }
             Kind::Jcc => {

@@ -544,7 +544,7 @@ impl Jit {
         // validated (it may be stale then, and the salt already counts that write).
         if writes == write_epoch {
             let class = usize::from(cpu.cpl == 3);
-            let slot = (cpu.rip & 0xffff) as usize;
+            let slot = ctx::jump_slot(cpu.rip);
             let salt = self.salt_steps[class] << 48;
             self.frame.ctx.jump_keys[class][slot] = ctx::jump_key(cpu.rip, salt);
             self.frame.ctx.jump_hosts[class][slot] = host;
@@ -705,39 +705,49 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 4]), ice
         a.pop(r)?;
     }
     a.ret()?;
-    // Jump table: the guest RIP is in exit_rip, all guest registers and flags are
-    // live, so only flag-free instructions (NOT, LEA, JRCXZ) compare the key.
+    // Jump table, called from a jump site (`call`, then `jmp [jmp_tmp]` there, so
+    // that each site's indirect jump is predicted on its own): the guest RIP is in
+    // exit_rip, all guest registers and flags are live, so only flag-free
+    // instructions (MOV, BSWAP, LEA, MOVZX, NOT, JRCXZ) index and compare. Leaves
+    // the block's host entry in jmp_tmp, or on a miss the address of an exit.
     let mut tables = [a.create_label(), a.create_label()];
+    let mut miss = a.create_label();
     for (class, table) in tables.iter_mut().enumerate() {
-        let keys = JUMP_KEYS + class as i32 * JUMP_BYTES;
-        let hosts = JUMP_HOSTS + class as i32 * JUMP_BYTES;
+        // 8: the return address of the call.
+        let keys = 8 + JUMP_KEYS + class as i32 * JUMP_BYTES;
+        let hosts = 8 + JUMP_HOSTS + class as i32 * JUMP_BYTES;
         let mut hit = a.create_label();
         a.set_label(table)?;
-        a.mov(qword_ptr(rsp + SPILL), rcx)?;
-        a.mov(qword_ptr(rsp + (SPILL + 8)), rdx)?;
-        a.mov(qword_ptr(rsp + (SPILL + 16)), rax)?;
-        a.mov(rcx, qword_ptr(rsp + EXIT_RIP))?;
-        a.movzx(edx, cx)?;
+        a.mov(qword_ptr(rsp + (8 + SPILL)), rcx)?;
+        a.mov(qword_ptr(rsp + (8 + SPILL + 8)), rdx)?;
+        a.mov(qword_ptr(rsp + (8 + SPILL + 16)), rax)?;
+        a.mov(rcx, qword_ptr(rsp + (8 + EXIT_RIP)))?;
+        // The slot (see `ctx::jump_slot`).
+        a.mov(edx, ecx)?;
+        a.bswap(edx)?;
+        a.lea(edx, dword_ptr(rdx + rcx))?;
+        a.movzx(edx, dx)?;
         a.mov(rax, qword_ptr(rsp + rdx * 8 + keys))?;
         a.mov(rdx, qword_ptr(rsp + rdx * 8 + hosts))?;
-        a.mov(qword_ptr(rsp + JMP_TMP), rdx)?;
-        a.mov(rdx, qword_ptr(rsp + (NEG_SALT + 8 * class as i32)))?;
+        a.mov(qword_ptr(rsp + (8 + JMP_TMP)), rdx)?;
+        a.mov(rdx, qword_ptr(rsp + (8 + NEG_SALT + 8 * class as i32)))?;
         // rcx = key - rip - salt = (!rip + 1) + key - salt
         a.not(rcx)?;
         a.lea(rcx, qword_ptr(rcx + rax + 1))?;
         a.lea(rcx, qword_ptr(rcx + rdx))?;
         a.jrcxz(hit)?;
-        a.mov(rcx, qword_ptr(rsp + SPILL))?;
-        a.mov(rdx, qword_ptr(rsp + (SPILL + 8)))?;
-        a.mov(rax, qword_ptr(rsp + (SPILL + 16)))?;
-        a.mov(dword_ptr(rsp + EXIT_KIND), EXIT_JUMP_MISS as u32)?;
-        a.jmp(exit_label)?;
+        a.lea(rcx, ptr(miss))?;
+        a.mov(qword_ptr(rsp + (8 + JMP_TMP)), rcx)?;
         a.set_label(&mut hit)?;
-        a.mov(rcx, qword_ptr(rsp + SPILL))?;
-        a.mov(rdx, qword_ptr(rsp + (SPILL + 8)))?;
-        a.mov(rax, qword_ptr(rsp + (SPILL + 16)))?;
-        a.jmp(qword_ptr(rsp + JMP_TMP))?;
+        a.mov(rcx, qword_ptr(rsp + (8 + SPILL)))?;
+        a.mov(rdx, qword_ptr(rsp + (8 + SPILL + 8)))?;
+        a.mov(rax, qword_ptr(rsp + (8 + SPILL + 16)))?;
+        a.ret()?;
     }
+    // A miss, jumped to from the site: the context is at [rsp] again.
+    a.set_label(&mut miss)?;
+    a.mov(dword_ptr(rsp + EXIT_KIND), EXIT_JUMP_MISS as u32)?;
+    a.jmp(exit_label)?;
     // TLB fill: called (return address pushed) from a miss path with `bias` bytes
     // already pushed; the context is at [rsp + bias + 8].
     // Helper-call routines: [fill, fill, tsc, tsc], for 0 and 8 bytes pushed.
