@@ -7,9 +7,10 @@
  *     not-present are faulted in by the handler and the loads retried; the sum of
  *     what was read must be exact;
  *   - self-modifying code: a function rewritten by the CPU that calls it, seen at
- *     the next call;
+ *     the next call (also one that spans two pages, rewritten on the second);
  *   - a LAPIC timer interrupt while the CPU spins in a tight loop: taken within a
  *     bounded time;
+ *   - PUSHF/CLI/POPF and `mov reg, ss` (kernel mode): exact flags;
  *   - `lock`ed counters on every CPU (`cpus=N`, 1..9): exact totals.
  * Prints one line per check and ends with `jitcheck: done`. */
 #include "common/guest.h"
@@ -69,6 +70,7 @@ static u64 demand_pd[512] __attribute__((aligned(4096)));
 static u64 demand_pdpt[512] __attribute__((aligned(4096)));
 static u8 demand_data[DEMAND_PAGES][4096] __attribute__((aligned(4096)));
 static u8 smc_page[4096] __attribute__((aligned(4096)));
+static u8 smc_pair[8192] __attribute__((aligned(4096)));
 static volatile u32 lock_counter, lock_done;
 
 static void set_gate(int v, void *handler)
@@ -217,6 +219,26 @@ static void check_smc(void)
         if (call() != r)
             bad++;
     }
+    /* The same across a page boundary: `jmp` to a `mov eax, imm32; ret` that
+     * starts 3 bytes before the second page; only bytes on the second page (the
+     * immediate's upper half) are rewritten, so a translator that links the jump
+     * straight to the two-page block must check the second page itself. */
+    u8 *f2 = smc_pair + 4096 - 16;
+    u32 (*call2)(void) = (u32 (*)(void))f2;
+    f2[0] = 0xeb; /* jmp +11: to f2 + 13 */
+    f2[1] = 11;
+    f2[13] = 0xb8;
+    f2[14] = 0;
+    f2[15] = 0;
+    f2[18] = 0xc3;
+    for (u32 r = 0; r < LOOPS; r++) {
+        /* Rewritten every 32 calls: hot enough to be translated in between. */
+        u32 v = r / 32;
+        if (r % 32 == 0)
+            *(volatile u16 *)(f2 + 16) = (u16)v;
+        if (call2() != v << 16)
+            bad++;
+    }
     puts("jitcheck: self-modifying code: ");
     put_dec(bad);
     puts(" stale calls\n");
@@ -239,6 +261,39 @@ static void check_timer(void)
     __asm__ volatile("cli");
     puts(ticks ? "jitcheck: timer interrupt taken in a tight loop\n"
                : "jitcheck: timer interrupt NOT taken\n");
+}
+
+/* PUSHFQ/CLI/POPFQ as Linux's local_irq_save/restore use them, nested, and
+ * `mov reg, ss`, in a hot loop: IF as the guest set it every time. (Whether an
+ * interrupt pending while IF is clear is taken at the POPFQ that sets IF is not
+ * checked: /dev/kvm's PVM backend runs the guest kernel in ring 3, where POPF
+ * cannot change IF, and never takes it there.) */
+static void check_flags(void)
+{
+    u64 bad = 0, ss0 = 0;
+    __asm__ volatile("mov %%ss, %0" : "=r"(ss0));
+    for (u32 r = 0; r < LOOPS; r++) {
+        u64 outer, inner, after, ss, done;
+        __asm__ volatile("sti\n\t"
+                         "pushfq; pop %0\n\t"
+                         "cli\n\t"
+                         "pushfq; pop %1\n\t"
+                         "push %1; popfq\n\t"
+                         "pushfq; pop %2\n\t"
+                         "mov %%ss, %3\n\t"
+                         "push %0; popfq\n\t"
+                         "pushfq; pop %4\n\t"
+                         "cli"
+                         : "=&r"(outer), "=&r"(inner), "=&r"(after), "=&r"(ss), "=&r"(done)
+                         :
+                         : "memory", "cc");
+        if (!(outer & 0x200) || (inner & 0x200) || (after & 0x200) || !(done & 0x200) ||
+            !(outer & 2) || ss != ss0)
+            bad++;
+    }
+    puts("jitcheck: pushf/cli/popf: ");
+    put_dec(bad);
+    puts(" wrong\n");
 }
 
 void ap_main(void)
@@ -282,6 +337,7 @@ void guest_main(const char *cmdline)
     check_pf();
     check_smc();
     check_timer();
+    check_flags();
     check_locks(cpus);
     puts("jitcheck: done\n");
     reset();

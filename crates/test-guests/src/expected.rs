@@ -60,6 +60,7 @@ pub fn jitcheck(cpus: u32) -> String {
          jitcheck: #PF 16 pages faulted in, sum exact\n\
          jitcheck: self-modifying code: 0 stale calls\n\
          jitcheck: timer interrupt taken in a tight loop\n\
+         jitcheck: pushf/cli/popf: 0 wrong\n\
          jitcheck: locked counter {} (exact)\n\
          jitcheck: done\n",
         cpus * 200_000

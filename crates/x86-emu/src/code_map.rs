@@ -119,6 +119,21 @@ impl CodeMap {
         self.word(pn).map_or(0, |w| w.load(Ordering::Acquire))
     }
 
+    /// The address of page `pn`'s generation word (`None` if its chunk was never
+    /// allocated), for translated code that compares it inline with what
+    /// [`CodeMap::current`] returned. It stays valid as long as the map lives
+    /// (chunks are never freed or moved).
+    pub fn word_addr(&self, pn: u64) -> Option<usize> {
+        self.word(pn).map(|w| w as *const AtomicU32 as usize)
+    }
+
+    /// Whether page `pn` holds decoded code now (a write to it must go through
+    /// [`CodeMap::written`]).
+    #[inline]
+    pub fn holds_code(&self, pn: u64) -> bool {
+        self.current(pn) & CODE != 0
+    }
+
     /// Records a write to page `pn` (call after storing the bytes). Returns whether
     /// the page held decoded code, whose blocks are now stale on every vCPU.
     #[inline]

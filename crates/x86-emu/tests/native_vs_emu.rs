@@ -644,6 +644,30 @@ fn stack_flags_misc() {
             }),
         ),
         case(
+            "push rsp, mov [mem],rsp and mov rsp,[mem]",
+            ALL,
+            Box::new(|a| {
+                a.push(rsp)?;
+                a.pop(rax)?;
+                a.sub(rax, rsp)?;
+                a.lea(rdx, qword_ptr(rsp - 64))?;
+                a.mov(qword_ptr(rdx), rsp)?;
+                a.mov(rcx, qword_ptr(rdx))?;
+                a.sub(rcx, rsp)?;
+                a.lea(rbx, qword_ptr(rsp - 8))?;
+                a.mov(qword_ptr(rdx + 8), rbx)?;
+                a.mov(r8, rsp)?;
+                a.mov(rsp, qword_ptr(rdx + 8))?;
+                a.mov(r9, rsp)?;
+                a.mov(rsp, r8)?;
+                a.sub(r9, rsp)?;
+                // Stack addresses differ between the host and the emulator.
+                a.xor(edx, edx)?;
+                a.xor(ebx, ebx)?;
+                a.xor(r8d, r8d)
+            }),
+        ),
+        case(
             "enter/leave",
             ALL,
             Box::new(|a| {

@@ -53,6 +53,21 @@ pub enum Kind {
         movs: bool,
         es: u32,
     },
+    /// PUSHFQ: the host's arithmetic flags with the guest's others (`Ctx::sysflags`).
+    Pushf,
+    /// POPFQ, natively when it changes no system flag it may change (else, e.g.
+    /// when it sets IF, the interpreter runs it and the platform gets a look in).
+    Popf,
+    /// CLI in kernel mode: clears IF in `Ctx::sysflags`.
+    Cli,
+    /// `mov reg, sreg`: the selector from `Ctx::sel`.
+    MovSreg,
+    /// LEAVE (64-bit): RSP = RBP, then pop RBP.
+    Leave,
+    /// `mov [mem], rsp` (`load` false) or `mov rsp, [mem]` (64-bit).
+    MovRsp {
+        load: bool,
+    },
 }
 
 impl Kind {
@@ -262,8 +277,13 @@ pub fn host_form(i: &Instruction) -> Instruction {
 }
 
 /// Classifies `i`; `None` means the interpreter must run it. `sse`: whether SSE
-/// instructions may run natively now.
-pub fn classify(i: &Instruction, info: &mut InstructionInfoFactory, sse: bool) -> Option<Kind> {
+/// instructions may run natively now; `kernel`: the block runs at CPL 0.
+pub fn classify(
+    i: &Instruction,
+    info: &mut InstructionInfoFactory,
+    sse: bool,
+    kernel: bool,
+) -> Option<Kind> {
     let m = i.mnemonic();
     if let Some(k) = rep_string(i) {
         return Some(k);
@@ -334,14 +354,37 @@ pub fn classify(i: &Instruction, info: &mut InstructionInfoFactory, sse: bool) -
             let ok = i.op0_kind() == OpKind::Register && plain_gpr(r) && matches!(r.size(), 4 | 8);
             return ok.then_some(Kind::Div);
         }
+        M::Pushfq => return Some(Kind::Pushf),
+        M::Popfq => return Some(Kind::Popf),
+        M::Cli => return kernel.then_some(Kind::Cli),
+        M::Leave => return (i.code() == Code::Leaveq).then_some(Kind::Leave),
+        M::Mov if i.op_count() == 2 && i.op1_kind() == OpKind::Register => {
+            let (d, r) = (i.op0_register(), i.op1_register());
+            if r.is_segment_register() {
+                let ok = i.op0_kind() == OpKind::Register && plain_gpr(d);
+                return ok.then_some(Kind::MovSreg);
+            }
+            if r == Register::RSP && i.op0_kind() == OpKind::Memory {
+                return (addr64(i) && i.memory_base() != Register::RSP)
+                    .then_some(Kind::MovRsp { load: false });
+            }
+        }
+        M::Mov
+            if i.op_count() == 2
+                && i.op0_kind() == OpKind::Register
+                && i.op0_register() == Register::RSP
+                && i.op1_kind() == OpKind::Memory =>
+        {
+            return (addr64(i) && i.memory_base() != Register::RSP)
+                .then_some(Kind::MovRsp { load: true });
+        }
         M::Rdtsc => return Some(Kind::Rdtsc { aux: false }),
         M::Rdtscp => return Some(Kind::Rdtsc { aux: true }),
         M::Ret => return (i.op_count() == 0).then_some(Kind::Ret),
         M::Push => {
             return match i.op0_kind() {
-                OpKind::Register if plain_gpr(i.op0_register()) && i.op0_register().is_gpr64() => {
-                    Some(Kind::Push)
-                }
+                // (`push rsp` pushes the value RSP had before.)
+                OpKind::Register if i.op0_register().is_gpr64() => Some(Kind::Push),
                 OpKind::Immediate8to64 | OpKind::Immediate32to64 => Some(Kind::Push),
                 _ => None,
             };

@@ -61,6 +61,11 @@ pub struct Ctx {
     pub gpr: [u64; 16],
     /// Guest arithmetic flags (OF SF ZF AF PF CF), in and out.
     pub flags: u64,
+    /// The other guest RFLAGS bits (IF, IOPL, AC, ...), in and out: native
+    /// PUSHF/POPF/CLI read and write them here.
+    pub sysflags: u64,
+    /// Guest segment selectors (ES CS SS DS FS GS), in: `mov reg, sreg` reads them.
+    pub sel: [u16; 8],
     /// Scratch registers' guest values while a rewritten instruction runs.
     pub spill: [u64; 4],
     pub host_rsp: u64,
@@ -101,7 +106,7 @@ pub struct Ctx {
     pub xmm_saved: [u128; 16],
     pub tlb: [[TlbEntry; TLB_SIZE]; TABLES],
     /// Jump table, per privilege class (kernel, user): guest RIP + salt, indexed
-    /// by the RIP's low 16 bits...
+    /// by `jump_slot(rip)`...
     pub jump_keys: [[u64; JUMP_SIZE]; 2],
     /// ...and the host entry of that block.
     pub jump_hosts: [[u64; JUMP_SIZE]; 2],
@@ -109,6 +114,13 @@ pub struct Ctx {
 
 /// Jump-table entries per privilege class.
 pub const JUMP_SIZE: usize = 1 << 16;
+
+/// The jump-table slot of `rip`: its low 16 bits plus the byte-swapped low 32
+/// (so that bits 16..31 spread blocks 64 KiB apart, as the kernel's are), as the
+/// jump-table routine computes it with flag-free instructions.
+pub fn jump_slot(rip: u64) -> usize {
+    (rip as u16).wrapping_add((rip as u32).swap_bytes() as u16) as usize
+}
 
 /// The jump-table key of `rip` under `salt`. Entries are invalidated wholesale by
 /// moving the salt in steps of 2^48: keys of one class differ from each other by
@@ -185,6 +197,8 @@ impl Ctx {
 pub const GPR: i32 = offset_of!(Ctx, gpr) as i32;
 pub const RSP_SLOT: i32 = GPR + 4 * 8;
 pub const FLAGS: i32 = offset_of!(Ctx, flags) as i32;
+pub const SYSFLAGS: i32 = offset_of!(Ctx, sysflags) as i32;
+pub const SEL: i32 = offset_of!(Ctx, sel) as i32;
 pub const SPILL: i32 = offset_of!(Ctx, spill) as i32;
 pub const HOST_RSP: i32 = offset_of!(Ctx, host_rsp) as i32;
 pub const EXIT_RIP: i32 = offset_of!(Ctx, exit_rip) as i32;

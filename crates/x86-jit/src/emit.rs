@@ -58,14 +58,17 @@ pub struct Env<'a> {
     /// Host entry of an already translated block for guest `rip` on the same page
     /// with the same privilege, if any (for direct links).
     pub lookup: &'a dyn Fn(u64) -> Option<u64>,
-    /// The jump-table routine for this privilege: goes on at the guest RIP in
-    /// `exit_rip` through the jump table, or exits.
+    /// The jump-table routine for this privilege, called with the guest RIP in
+    /// `exit_rip`: leaves in `jmp_tmp` where to go on (the block, or an exit).
     pub jump_table: u64,
     /// Helper-call routines: TLB fill, then RDTSC, each called with 0 or 8 bytes
     /// pushed.
     pub fill: [u64; 4],
     /// Inline TLB tables for this privilege: (read, write) table numbers.
     pub tables: (usize, usize),
+    /// For a block that runs on into a second page: the address of that page's
+    /// code-map word and the value it had when the block was decoded.
+    pub second: Option<(u64, u32)>,
 }
 
 /// A translated block.
@@ -203,6 +206,13 @@ impl Asm {
         Ok(self.a.jmp(exit)?)
     }
 
+    /// Goes on at the guest RIP in `exit_rip` through the jump table.
+    fn via_jump_table(&mut self, env: &Env) -> R<()> {
+        debug_assert_eq!(self.bias, 0);
+        self.a.call(env.jump_table)?;
+        self.add(Instruction::with1(Code::Jmp_rm64, mem(ctx::JMP_TMP))?)
+    }
+
     /// Goes on at guest `target`: a direct jump to its translation if there is
     /// one, else an exit stub that may be linked later.
     fn goto(&mut self, env: &Env, target: u64, page: u64) -> R<()> {
@@ -218,7 +228,7 @@ impl Asm {
         }
         self.st_imm32(ctx::EXIT_RIP, target as u32)?;
         self.st_imm32(ctx::EXIT_RIP + 4, (target >> 32) as u32)?;
-        Ok(self.a.jmp(env.jump_table)?)
+        self.via_jump_table(env)
     }
 }
 
@@ -271,7 +281,7 @@ pub fn translate(insns: &[Instruction], ip: u64, env: &Env, sse: bool) -> Result
     let mut info = InstructionInfoFactory::new();
     let mut kinds = Vec::with_capacity(insns.len());
     for i in insns {
-        let Some(k) = classify(i, &mut info, sse) else {
+        let Some(k) = classify(i, &mut info, sse, env.tables.0 == 0) else {
             break;
         };
         kinds.push(k);
@@ -327,10 +337,32 @@ fn emit(
         rip: start,
         uncounted: n as u64,
     });
+    if let Some((word, gen)) = env.second {
+        // Back to the dispatcher (which decodes it anew) if the second page was
+        // written since.
+        s.st(ctx::SPILL, 0)?;
+        s.mov_imm(0, word)?;
+        s.add(Instruction::with2(
+            Code::Cmp_rm32_imm32,
+            MemoryOperand::with_base(Register::RAX),
+            gen,
+        )?)?;
+        s.ld(0, ctx::SPILL)?;
+        let stale = s.a.create_label();
+        s.a.jne(stale)?;
+        s.outlines.push(Outline::Exit {
+            kind: ctx::EXIT_CONTINUE,
+            label: stale,
+            pushed: entry_pushed,
+            rip: start,
+            uncounted: n as u64,
+        });
+    }
     if entry_pushed {
         s.popfq()?;
     }
 
+    let kernel = env.tables.0 == 0;
     let mut ended = false;
     for (k, (i, &kind)) in insns.iter().zip(kinds).enumerate() {
         let uncounted = (n - k) as u64;
@@ -389,7 +421,7 @@ fn emit(
                     }
                     Kind::CallReg => {
                         s.st(ctx::EXIT_RIP, i.op0_register().number())?;
-                        s.a.jmp(env.jump_table)?;
+                        s.via_jump_table(env)?;
                         ended = true;
                     }
                     _ => {}
@@ -421,7 +453,7 @@ fn emit(
                 s.st(ctx::RSP_SLOT, b)?;
                 unspill(&mut s, regs)?;
                 if kind == Kind::Ret {
-                    s.a.jmp(env.jump_table)?;
+                    s.via_jump_table(env)?;
                     ended = true;
                 }
             }
@@ -448,7 +480,7 @@ fn emit(
                     let ret = Pushed::Imm(i.next_ip());
                     push(&mut s, env, used, ret, flags_live, i.ip(), uncounted)?;
                 }
-                s.a.jmp(env.jump_table)?;
+                s.via_jump_table(env)?;
                 ended = true;
             }
             Kind::RepStr { movs, es } => {
@@ -573,9 +605,76 @@ fn emit(
                 });
                 s.add(*i)?;
             }
+            Kind::Pushf => push(
+                &mut s,
+                env,
+                used,
+                Pushed::Flags,
+                flags_live,
+                i.ip(),
+                uncounted,
+            )?,
+            Kind::Popf => popf(&mut s, env, used, kernel, i.ip(), uncounted)?,
+            Kind::Cli => {
+                if flags_live {
+                    s.pushfq()?;
+                }
+                s.add(Instruction::with2(
+                    Code::And_rm64_imm32,
+                    mem(ctx::SYSFLAGS + s.bias),
+                    !(IF as u32) as i32,
+                )?)?;
+                if flags_live {
+                    s.popfq()?;
+                }
+            }
+            Kind::MovSreg => {
+                let d = i.op0_register();
+                let sel = mem(ctx::SEL + 2 * seg_index(i.op1_register()) + s.bias);
+                s.add(if d.size() == 2 {
+                    Instruction::with2(Code::Mov_r16_rm16, d, sel)?
+                } else {
+                    Instruction::with2(Code::Movzx_r32_rm16, d.full_register32(), sel)?
+                })?;
+            }
+            Kind::Leave => {
+                let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+                let (a, b) = (regs[0], regs[1]);
+                spill(&mut s, regs)?;
+                s.add(Instruction::with2(
+                    Code::Mov_r64_rm64,
+                    R64[a],
+                    Register::RBP,
+                )?)?;
+                probe(&mut s, env, regs, 8, false, flags_live, i.ip(), uncounted)?;
+                s.lea(b, MemoryOperand::with_base_displ(Register::RBP, 8))?;
+                s.st(ctx::RSP_SLOT, b)?;
+                s.add(Instruction::with2(
+                    Code::Mov_r64_rm64,
+                    Register::RBP,
+                    MemoryOperand::with_base(R64[a]),
+                )?)?;
+                unspill(&mut s, regs)?;
+            }
+            Kind::MovRsp { load } => {
+                let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+                let (a, b) = (regs[0], regs[1]);
+                spill(&mut s, regs)?;
+                address(&mut s, i, regs)?;
+                probe(&mut s, env, regs, 8, !load, flags_live, i.ip(), uncounted)?;
+                let at = MemoryOperand::with_base(R64[a]);
+                if load {
+                    s.add(Instruction::with2(Code::Mov_r64_rm64, R64[b], at)?)?;
+                    s.st(ctx::RSP_SLOT, b)?;
+                } else {
+                    s.ld(b, ctx::RSP_SLOT)?;
+                    s.add(Instruction::with2(Code::Mov_rm64_r64, at, R64[b])?)?;
+                }
+                unspill(&mut s, regs)?;
+            }
             Kind::JmpReg => {
                 s.st(ctx::EXIT_RIP, i.op0_register().number())?;
-                s.a.jmp(env.jump_table)?;
+                s.via_jump_table(env)?;
                 ended = true;
             }
             Kind::Jcc => {
@@ -677,6 +776,81 @@ fn emit(
 enum Pushed {
     Reg(usize),
     Imm(u64),
+    /// The guest's RFLAGS (PUSHFQ): arithmetic flags from the host's, the rest
+    /// from `Ctx::sysflags`, without RF and VM (as PUSHF stores them).
+    Flags,
+}
+
+const IF: u64 = 1 << 9;
+/// RFLAGS bits other than the arithmetic ones that POPF may change: at CPL 3
+/// (TF DF NT AC ID)...
+const POPF_USER: u64 = (1 << 8) | (1 << 10) | (1 << 14) | (1 << 18) | (1 << 21);
+/// ...and at CPL 0.
+const POPF_KERNEL: u64 = POPF_USER | IF | (3 << 12);
+
+/// Index of a segment register in `Ctx::sel`.
+fn seg_index(r: Register) -> i32 {
+    match r {
+        Register::ES => 0,
+        Register::CS => 1,
+        Register::SS => 2,
+        Register::DS => 3,
+        Register::FS => 4,
+        _ => 5,
+    }
+}
+
+/// POPFQ natively when the popped value leaves every system flag POPF could
+/// change as it is (the common case: nested interrupt-flag restores, user code);
+/// otherwise the interpreter runs it (it may set IF, TF, AC...). The arithmetic
+/// flags go to the host's through a host POPFQ of just those bits.
+fn popf(s: &mut Asm, env: &Env, used: u16, kernel: bool, rip: u64, uncounted: u64) -> R<()> {
+    let regs = scratch(used, false, 3).ok_or(Fail::Unsupported("no scratch"))?;
+    let (a, b, c) = (regs[0], regs[1], regs[2]);
+    spill(s, regs)?;
+    s.ld(a, ctx::RSP_SLOT)?;
+    // POPF overwrites every arithmetic flag: none is live before it.
+    probe(s, env, regs, 8, false, false, rip, uncounted)?;
+    s.add(Instruction::with2(
+        Code::Mov_r64_rm64,
+        R64[b],
+        MemoryOperand::with_base(R64[a]),
+    )?)?;
+    s.add(Instruction::with2(Code::Mov_r64_rm64, R64[c], R64[b])?)?;
+    s.add(Instruction::with2(
+        Code::Xor_r64_rm64,
+        R64[c],
+        mem(ctx::SYSFLAGS + s.bias),
+    )?)?;
+    // (At CPL 3 a change of IF goes to the interpreter too: with IOPL 3 it would
+    // take effect.)
+    let mask = if kernel { POPF_KERNEL } else { POPF_USER | IF };
+    s.add(Instruction::with2(
+        Code::Test_rm64_imm32,
+        R64[c],
+        mask as u32,
+    )?)?;
+    let label = s.a.create_label();
+    s.a.jne(label)?;
+    s.outlines.push(Outline::Fallback {
+        label,
+        regs,
+        pushed: false,
+        rip,
+        uncounted,
+    });
+    s.add(Instruction::with2(
+        Code::And_rm64_imm32,
+        R64[b],
+        crate::ARITH_FLAGS as i32,
+    )?)?;
+    s.ld(c, ctx::RSP_SLOT)?;
+    s.lea(c, MemoryOperand::with_base_displ(R64[c], 8))?;
+    s.st(ctx::RSP_SLOT, c)?;
+    s.add(Instruction::with1(Code::Push_r64, R64[b])?)?;
+    s.bias += 8;
+    s.popfq()?;
+    unspill(s, regs)
 }
 
 /// Pushes `value` onto the guest stack through the TLB (RSP moves only once the
@@ -697,9 +871,40 @@ fn push(
     s.lea(a, MemoryOperand::with_base_displ(R64[a], -8))?;
     probe(s, env, regs, 8, true, flags_live, rip, uncounted)?;
     let src = match value {
+        Pushed::Reg(4) => {
+            s.ld(b, ctx::RSP_SLOT)?;
+            b
+        }
         Pushed::Reg(r) => r,
         Pushed::Imm(v) => {
             s.mov_imm(b, v)?;
+            b
+        }
+        Pushed::Flags => {
+            // The host flags are the guest's here (live or not): keep a copy on
+            // the host stack, compute on a register, restore them.
+            s.pushfq()?;
+            s.add(Instruction::with2(
+                Code::Mov_r64_rm64,
+                R64[b],
+                MemoryOperand::with_base(Register::RSP),
+            )?)?;
+            s.add(Instruction::with2(
+                Code::And_rm64_imm32,
+                R64[b],
+                crate::ARITH_FLAGS as i32,
+            )?)?;
+            s.add(Instruction::with2(
+                Code::Or_r64_rm64,
+                R64[b],
+                mem(ctx::SYSFLAGS + s.bias),
+            )?)?;
+            s.add(Instruction::with2(
+                Code::And_rm64_imm32,
+                R64[b],
+                !0x3_0000i32,
+            )?)?;
+            s.popfq()?;
             b
         }
     };

@@ -4,7 +4,9 @@
 use x86_emu::mmu::Access;
 use x86_emu::{Bus, Cpu};
 
-use crate::ctx::{Ctx, TLB_SIZE};
+use std::sync::atomic::{fence, Ordering};
+
+use crate::ctx::{Ctx, TLB_INVALID, TLB_SIZE};
 
 /// What a helper may touch during one native run: the CPU and its bus, which the
 /// dispatcher does not use while native code runs.
@@ -47,7 +49,18 @@ pub unsafe extern "C" fn fill(ctx: *mut Ctx, lin: u64, info: u64) -> u64 {
     match translate(cpu, bus, lin, size, write, table) {
         Some((page, host_page, phys)) => {
             let global = cpu.is_global(lin);
-            ctx.tlb[table][(lin >> 12) as usize % TLB_SIZE].set(page, host_page, phys, global);
+            let entry = &ctx.tlb[table][(lin >> 12) as usize % TLB_SIZE];
+            entry.set(page, host_page, phys, global);
+            if write {
+                // Another vCPU may have started decoding the page after
+                // `translate` looked: either its shoot-down (which fences after
+                // marking the page) sees this entry, or this load sees the mark.
+                fence(Ordering::SeqCst);
+                if cpu.code_map().holds_code(phys) {
+                    entry.tag.store(TLB_INVALID, Ordering::Release);
+                    return 0;
+                }
+            }
             lin.wrapping_add(host_page.wrapping_sub(page))
         }
         None => 0,
@@ -96,10 +109,11 @@ fn translate(
     if table < 2 && cpu.cr4 & CR4_SMAP != 0 && cpu.probe_user(bus, lin) {
         return None;
     }
-    // Stores to pages holding code must invalidate translations: slow path. So
-    // must stores to pages that ever held code: another vCPU may decode one again
-    // at any time, and this TLB entry would then hide the store from the code map.
-    if write && cpu.code_map().current(phys >> 12) != 0 {
+    // Stores to pages holding code must invalidate translations: slow path (the
+    // interpreter's store clears the page's code bit, so the next fill succeeds).
+    // When a page starts holding code later, `JitGroup::page_became_code` drops
+    // every vCPU's write entries for it.
+    if write && cpu.code_map().holds_code(phys >> 12) {
         return None;
     }
     let host = bus.host_addr(phys & !0xfff)? as u64;

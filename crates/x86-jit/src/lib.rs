@@ -110,6 +110,8 @@ pub struct Jit {
     last_continue: bool,
     /// `HAKO_JIT_DEBUG`: interpreted block starts by mnemonic, printed on drop.
     debug: Option<HashMap<String, u64>>,
+    /// `HAKO_JIT_PERFMAP`: /tmp/perf-PID.map, naming each block for `perf report`.
+    perf_map: Option<std::fs::File>,
 }
 
 impl Drop for Jit {
@@ -146,7 +148,7 @@ impl Jit {
         if let Some(g) = &group {
             g.members().push(std::ptr::addr_of!(frame.ctx) as usize);
         }
-        Ok(Jit {
+        let mut jit = Jit {
             frame,
             base_len: code.used(),
             code,
@@ -174,7 +176,28 @@ impl Jit {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(HOT),
             debug: std::env::var_os("HAKO_JIT_DEBUG").map(|_| HashMap::default()),
-        })
+            perf_map: None,
+        };
+        jit.perf_map = std::env::var_os("HAKO_JIT_PERFMAP").and_then(|_| {
+            let path = format!("/tmp/perf-{}.map", std::process::id());
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()?;
+            use std::io::Write;
+            let end = jit.code.next_ip();
+            let mut names = vec![(enter, "enter"), (exit, "exit")];
+            names.extend(jit.jump_table.iter().map(|&a| (a, "jump_table")));
+            names.extend(jit.fill[..2].iter().map(|&a| (a, "fill_helper")));
+            names.extend(jit.fill[2..].iter().map(|&a| (a, "tsc_helper")));
+            for (k, &(a, name)) in names.iter().enumerate() {
+                let next = names.get(k + 1).map_or(end, |n| n.0);
+                let _ = writeln!(f, "{a:x} {:x} jit_{name}", next - a);
+            }
+            Some(f)
+        });
+        Ok(jit)
     }
 
     /// Translates blocks after `n` interpreted executions (default 16; 1 translates
@@ -284,7 +307,11 @@ impl Jit {
             match self.native(cpu, bus, host, end - cpu.icount, writes) {
                 ctx::EXIT_INTERPRET => {
                     if let Some(d) = self.debug.as_mut() {
-                        *d.entry("(memory fallback)".into()).or_default() += 1;
+                        let what = match cpu.block_at_rip(bus) {
+                            Ok(id) => format!("{:?}", cpu.block(id).insns[0].mnemonic()),
+                            Err(_) => "?".into(),
+                        };
+                        *d.entry(format!("(fallback at {what})")).or_default() += 1;
                     }
                     if let Some(r) = self.interpret(cpu, bus, true) {
                         return r;
@@ -318,7 +345,7 @@ impl Jit {
     /// stays with the interpreter for now.
     fn host_for(&mut self, cpu: &mut Cpu, id: BlockId) -> u64 {
         let b = cpu.block(id);
-        if b.serial == 0 || b.npages != 1 || b.bitness != 64 {
+        if b.serial == 0 || b.bitness != 64 {
             return 0;
         }
         let (serial, phys, rip) = (b.serial, b.phys, b.vstart);
@@ -339,12 +366,7 @@ impl Jit {
             if s.never {
                 if let Some(d) = self.debug.as_mut() {
                     let b = cpu.block(id);
-                    let key = format!(
-                        "{:?} ({:?}) {}",
-                        b.insns[0].mnemonic(),
-                        b.insns[0].op0_kind(),
-                        if b.npages != 1 { "(2 pages)" } else { "" }
-                    );
+                    let key = format!("{}", b.insns[0]);
                     *d.entry(key).or_default() += 1;
                 }
             }
@@ -370,6 +392,18 @@ impl Jit {
         // The generation the block was decoded at: links between blocks of one page
         // are only made between decodes of the same generation.
         let gen = b.pages[0].1;
+        // A block that runs on into a second page checks that page's generation
+        // on entry (links and the jump table reach it with only the first page's
+        // checked).
+        let second = if b.npages > 1 {
+            let (pn, gen) = b.pages[1];
+            match cpu.code_map().word_addr(pn) {
+                Some(addr) => Some((addr as u64, gen)),
+                None => return 0,
+            }
+        } else {
+            None
+        };
         let tables = if cpl == 3 { (2, 3) } else { (0, 1) };
         let mut attempt = 0;
         loop {
@@ -385,6 +419,7 @@ impl Jit {
                 jump_table: self.jump_table[usize::from(cpl == 3)],
                 fill: self.fill,
                 tables,
+                second,
             };
             let t = match emit::translate(&b.insns, ip, &env, self.sse) {
                 Ok(t) => t,
@@ -422,6 +457,11 @@ impl Jit {
             }
             self.stats.blocks += 1;
             self.stats.translate_ns += t0.elapsed().as_nanos() as u64;
+            if let Some(f) = self.perf_map.as_mut() {
+                use std::io::Write;
+                let name = if cpl == 3 { "user" } else { "kernel" };
+                let _ = writeln!(f, "{ip:x} {:x} guest_{name}_{rip:x}", t.code.len());
+            }
             return ip;
         }
     }
@@ -504,7 +544,7 @@ impl Jit {
         // validated (it may be stale then, and the salt already counts that write).
         if writes == write_epoch {
             let class = usize::from(cpu.cpl == 3);
-            let slot = (cpu.rip & 0xffff) as usize;
+            let slot = ctx::jump_slot(cpu.rip);
             let salt = self.salt_steps[class] << 48;
             self.frame.ctx.jump_keys[class][slot] = ctx::jump_key(cpu.rip, salt);
             self.frame.ctx.jump_hosts[class][slot] = host;
@@ -544,6 +584,10 @@ impl Jit {
             (*c).xmm = cpu.fpu.xmm;
             (*c).mxcsr = cpu.fpu.mxcsr;
             (*c).flags = full_flags & ARITH_FLAGS;
+            (*c).sysflags = full_flags & !ARITH_FLAGS;
+            for (k, seg) in cpu.seg.iter().take(6).enumerate() {
+                (*c).sel[k] = seg.selector;
+            }
             (*c).fs_base = cpu.seg[x86_emu::cpu::FS].base;
             (*c).gs_base = cpu.seg[x86_emu::cpu::GS].base;
             (*c).budget = start;
@@ -563,13 +607,14 @@ impl Jit {
             f(c);
         }
         // SAFETY: as for the writes above; native code has returned.
-        let (gpr, xmm, mxcsr, flags, rip, left, uncounted, kind) = unsafe {
+        let (gpr, xmm, mxcsr, flags, sysflags, rip, left, uncounted, kind) = unsafe {
             (*c).env = std::ptr::null_mut();
             (
                 (*c).gpr,
                 (*c).xmm,
                 (*c).mxcsr,
                 (*c).flags,
+                (*c).sysflags,
                 (*c).exit_rip,
                 (*c).budget,
                 (*c).uncounted,
@@ -580,7 +625,7 @@ impl Jit {
         cpu.fpu.xmm = xmm;
         cpu.fpu.mxcsr = mxcsr;
         cpu.flags
-            .load((full_flags & !ARITH_FLAGS) | (flags & ARITH_FLAGS));
+            .load((sysflags & !ARITH_FLAGS) | (flags & ARITH_FLAGS));
         cpu.rip = rip;
         let ran = (start - left) as u64 - uncounted;
         cpu.icount += ran;
@@ -660,39 +705,49 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 4]), ice
         a.pop(r)?;
     }
     a.ret()?;
-    // Jump table: the guest RIP is in exit_rip, all guest registers and flags are
-    // live, so only flag-free instructions (NOT, LEA, JRCXZ) compare the key.
+    // Jump table, called from a jump site (`call`, then `jmp [jmp_tmp]` there, so
+    // that each site's indirect jump is predicted on its own): the guest RIP is in
+    // exit_rip, all guest registers and flags are live, so only flag-free
+    // instructions (MOV, BSWAP, LEA, MOVZX, NOT, JRCXZ) index and compare. Leaves
+    // the block's host entry in jmp_tmp, or on a miss the address of an exit.
     let mut tables = [a.create_label(), a.create_label()];
+    let mut miss = a.create_label();
     for (class, table) in tables.iter_mut().enumerate() {
-        let keys = JUMP_KEYS + class as i32 * JUMP_BYTES;
-        let hosts = JUMP_HOSTS + class as i32 * JUMP_BYTES;
+        // 8: the return address of the call.
+        let keys = 8 + JUMP_KEYS + class as i32 * JUMP_BYTES;
+        let hosts = 8 + JUMP_HOSTS + class as i32 * JUMP_BYTES;
         let mut hit = a.create_label();
         a.set_label(table)?;
-        a.mov(qword_ptr(rsp + SPILL), rcx)?;
-        a.mov(qword_ptr(rsp + (SPILL + 8)), rdx)?;
-        a.mov(qword_ptr(rsp + (SPILL + 16)), rax)?;
-        a.mov(rcx, qword_ptr(rsp + EXIT_RIP))?;
-        a.movzx(edx, cx)?;
+        a.mov(qword_ptr(rsp + (8 + SPILL)), rcx)?;
+        a.mov(qword_ptr(rsp + (8 + SPILL + 8)), rdx)?;
+        a.mov(qword_ptr(rsp + (8 + SPILL + 16)), rax)?;
+        a.mov(rcx, qword_ptr(rsp + (8 + EXIT_RIP)))?;
+        // The slot (see `ctx::jump_slot`).
+        a.mov(edx, ecx)?;
+        a.bswap(edx)?;
+        a.lea(edx, dword_ptr(rdx + rcx))?;
+        a.movzx(edx, dx)?;
         a.mov(rax, qword_ptr(rsp + rdx * 8 + keys))?;
         a.mov(rdx, qword_ptr(rsp + rdx * 8 + hosts))?;
-        a.mov(qword_ptr(rsp + JMP_TMP), rdx)?;
-        a.mov(rdx, qword_ptr(rsp + (NEG_SALT + 8 * class as i32)))?;
+        a.mov(qword_ptr(rsp + (8 + JMP_TMP)), rdx)?;
+        a.mov(rdx, qword_ptr(rsp + (8 + NEG_SALT + 8 * class as i32)))?;
         // rcx = key - rip - salt = (!rip + 1) + key - salt
         a.not(rcx)?;
         a.lea(rcx, qword_ptr(rcx + rax + 1))?;
         a.lea(rcx, qword_ptr(rcx + rdx))?;
         a.jrcxz(hit)?;
-        a.mov(rcx, qword_ptr(rsp + SPILL))?;
-        a.mov(rdx, qword_ptr(rsp + (SPILL + 8)))?;
-        a.mov(rax, qword_ptr(rsp + (SPILL + 16)))?;
-        a.mov(dword_ptr(rsp + EXIT_KIND), EXIT_JUMP_MISS as u32)?;
-        a.jmp(exit_label)?;
+        a.lea(rcx, ptr(miss))?;
+        a.mov(qword_ptr(rsp + (8 + JMP_TMP)), rcx)?;
         a.set_label(&mut hit)?;
-        a.mov(rcx, qword_ptr(rsp + SPILL))?;
-        a.mov(rdx, qword_ptr(rsp + (SPILL + 8)))?;
-        a.mov(rax, qword_ptr(rsp + (SPILL + 16)))?;
-        a.jmp(qword_ptr(rsp + JMP_TMP))?;
+        a.mov(rcx, qword_ptr(rsp + (8 + SPILL)))?;
+        a.mov(rdx, qword_ptr(rsp + (8 + SPILL + 8)))?;
+        a.mov(rax, qword_ptr(rsp + (8 + SPILL + 16)))?;
+        a.ret()?;
     }
+    // A miss, jumped to from the site: the context is at [rsp] again.
+    a.set_label(&mut miss)?;
+    a.mov(dword_ptr(rsp + EXIT_KIND), EXIT_JUMP_MISS as u32)?;
+    a.jmp(exit_label)?;
     // TLB fill: called (return address pushed) from a miss path with `bias` bytes
     // already pushed; the context is at [rsp + bias + 8].
     // Helper-call routines: [fill, fill, tsc, tsc], for 0 and 8 bytes pushed.
@@ -776,6 +831,9 @@ impl JitGroup {
 
     /// Drops every member's write permission for guest page `pn`.
     pub fn page_became_code(&self, pn: u64) {
+        // Pairs with the fence in `helpers::fill`: the page's code bit is set
+        // before this scan reads the entries.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let members = self.members();
         for &c in members.iter() {
             // SAFETY: a member's context stays allocated until its Jit leaves the
