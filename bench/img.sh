@@ -4,7 +4,11 @@
 #
 #  1. convert throughput, qcow2 -> raw and raw -> qcow2, on SIZE_MIB of data
 #     (default 384 MiB: 3/4 random data, 1/4 zeroes);
-#  2. 4 KiB strided random reads and writes on a qcow2 image with 4 KiB clusters (so the
+#  2. convert throughput from the read-only import formats to raw: VDI (dynamic), VHD
+#     (dynamic and fixed), VMDK (monolithicSparse and streamOptimized, the latter
+#     inflating zlib grains), images made by qemu-img from the same data; and raw to
+#     streamOptimized VMDK (zlib-compressing every grain);
+#  3. 4 KiB strided random reads and writes on a qcow2 image with 4 KiB clusters (so the
 #     L2 tables do not fit one cache line of metadata), cold L2 cache (first COUNT
 #     requests after open) and warm (the next COUNT), against `qemu-img bench` with the
 #     same pattern (-s 4k -S STEP, depth 1, -t writeback).
@@ -53,6 +57,24 @@ for dir in "qcow2 raw" "raw qcow2"; do
   printf '%-13s hako %7.1f MiB/s   qemu-img %7.1f MiB/s   ratio %s\n' \
     "$1->$2" "$(mibs "$th")" "$(mibs "$tq")" "$(ratio "$tq" "$th")"
 done
+
+echo "== convert from import formats to raw (MiB/s of virtual disk; best of 3)"
+for v in "vdi -o static=off" "vpc -o subformat=dynamic" "vpc -o subformat=fixed" \
+         "vmdk -o subformat=monolithicSparse" "vmdk -o subformat=streamOptimized"; do
+  set -- $v
+  fmt=$1; sub=${3#*=}
+  qemu-img convert -O "$fmt" $2 "$3" "$W/in.raw" "$W/imp.$fmt"
+  sync
+  th=$(best run_conv "$HAKO" img convert -q -f "$fmt" -O raw "$W/imp.$fmt" "$W/out")
+  tq=$(best run_conv qemu-img convert -t writeback -f "$fmt" -O raw "$W/imp.$fmt" "$W/out")
+  printf '%-30s hako %7.1f MiB/s   qemu-img %7.1f MiB/s   ratio %s\n' \
+    "$fmt ($sub)->raw" "$(mibs "$th")" "$(mibs "$tq")" "$(ratio "$tq" "$th")"
+  rm -f "$W/imp.$fmt"
+done
+th=$(best run_conv "$HAKO" img convert -q -O vmdk -o subformat=streamOptimized "$W/in.raw" "$W/out")
+tq=$(best run_conv qemu-img convert -t writeback -O vmdk -o subformat=streamOptimized "$W/in.raw" "$W/out")
+printf '%-30s hako %7.1f MiB/s   qemu-img %7.1f MiB/s   ratio %s\n' \
+  "raw->vmdk (streamOptimized)" "$(mibs "$th")" "$(mibs "$tq")" "$(ratio "$tq" "$th")"
 
 echo "== 4 KiB strided random I/O on qcow2 (4 KiB clusters, $SIZE_MIB MiB: $((SIZE_MIB / 2)) L2 tables)"
 echo "   cold: an L2 cache of 2 tables, so nearly every request misses; warm: the default"

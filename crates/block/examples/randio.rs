@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &OpenOptions {
                 format: Some(ImageFormat::Qcow2),
                 read_only: !write,
-                backing: BackingPolicy::Default,
+                backing: BackingPolicy::Strict,
                 ..Default::default()
             },
         )?,

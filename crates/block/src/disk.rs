@@ -59,6 +59,56 @@ pub trait Disk: Send + Sync {
         let _ = offset;
         Ok((BlockStatus::Data, len))
     }
+    /// Where the start of `offset..offset + len` comes from, for `hako img map`: the
+    /// extent returned is at most `len` long (at least 1 if `len > 0`). The default
+    /// derives it from [`Disk::block_status`]: present, depth 0, no host offset.
+    fn map_extent(&self, offset: u64, len: u64) -> Result<Extent> {
+        let (s, n) = self.block_status(offset, len)?;
+        Ok(Extent {
+            len: n,
+            data: s == BlockStatus::Data,
+            zero: s == BlockStatus::Zero,
+            present: true,
+            depth: 0,
+            offset: None,
+            file: String::new(),
+        })
+    }
+}
+
+/// One run of a disk as `qemu-img map` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extent {
+    /// Length in bytes.
+    pub len: u64,
+    /// Holds data (read it) rather than being known zeroes.
+    pub data: bool,
+    /// Reads as zeroes.
+    pub zero: bool,
+    /// Allocated in some image of the chain (false: nothing stores it, reads as zeroes).
+    pub present: bool,
+    /// Which image of the backing chain holds it (0: the top image).
+    pub depth: u32,
+    /// Where the data is in that image's file, when it is stored there uncompressed.
+    pub offset: Option<u64>,
+    /// The file holding it (empty when not known).
+    pub file: String,
+}
+
+impl Extent {
+    /// Whether `next` continues this extent (same attributes, contiguous host offsets).
+    pub fn continues(&self, next: &Extent) -> bool {
+        self.data == next.data
+            && self.zero == next.zero
+            && self.present == next.present
+            && self.depth == next.depth
+            && self.file == next.file
+            && match (self.offset, next.offset) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.checked_add(self.len) == Some(b),
+                _ => false,
+            }
+    }
 }
 
 /// What [`Disk::block_status`] knows about a range.

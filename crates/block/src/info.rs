@@ -1,9 +1,11 @@
 //! Image metadata for `hako img info`: format, sizes, backing chain. Reads headers only,
-//! never guest data, and follows backing files under the same safety rule as
-//! [`open`](crate::open::open).
+//! never guest data, and follows backing files under a [`BackingPolicy`] as
+//! [`open`](crate::open::open) does.
 
 use crate::disk::{Disk, DiskError, Result};
-use crate::open::{file_id, probe_storage, resolve_backing, FileId, ImageFormat, MAX_CHAIN_DEPTH};
+use crate::open::{
+    file_id, probe_storage, resolve_backing, BackingPolicy, FileId, ImageFormat, MAX_CHAIN_DEPTH,
+};
 use crate::qcow2::{Compression, Qcow2Disk};
 use crate::storage::{FileStorage, Storage};
 use std::collections::HashSet;
@@ -51,6 +53,9 @@ pub struct ImageInfo {
     pub backing_format: Option<String>,
     /// qcow2 details.
     pub qcow2: Option<Qcow2Info>,
+    /// Subformat: "dynamic" or "fixed" (VDI, VPC), "monolithicSparse" or
+    /// "streamOptimized" (VMDK).
+    pub subformat: Option<&'static str>,
 }
 
 /// Describes the image at `path` (format given or probed).
@@ -79,7 +84,49 @@ pub fn inspect(path: &Path, format: Option<ImageFormat>) -> Result<ImageInfo> {
         full_backing_filename: None,
         backing_format: None,
         qcow2: None,
+        subformat: None,
     };
+    match format {
+        ImageFormat::Vdi => {
+            let d = crate::vdi::VdiDisk::open(Box::new(storage), &shown, true)?;
+            info.virtual_size = d.size();
+            info.cluster_size = Some(d.block_size());
+            info.subformat = Some(match d.kind() {
+                crate::vdi::VdiKind::Dynamic => "dynamic",
+                crate::vdi::VdiKind::Fixed => "fixed",
+            });
+            return Ok(info);
+        }
+        ImageFormat::Vpc => {
+            let d = crate::vpc::VpcDisk::open(Box::new(storage), &shown, true)?;
+            info.virtual_size = d.size();
+            info.cluster_size = d.block_size();
+            info.subformat = Some(match d.kind() {
+                crate::vpc::VpcKind::Dynamic => "dynamic",
+                crate::vpc::VpcKind::Fixed => "fixed",
+            });
+            return Ok(info);
+        }
+        ImageFormat::Vmdk => {
+            let d = crate::vmdk::open_vmdk(
+                path,
+                Box::new(storage),
+                crate::vmdk::ExtentPaths::Contained,
+            )?;
+            info.virtual_size = d.size();
+            info.cluster_size = d.grain_size();
+            info.subformat = Some(match d.create_type() {
+                "streamOptimized" => "streamOptimized",
+                "monolithicFlat" => "monolithicFlat",
+                "twoGbMaxExtentSparse" => "twoGbMaxExtentSparse",
+                "twoGbMaxExtentFlat" => "twoGbMaxExtentFlat",
+                "vmfs" => "vmfs",
+                _ => "monolithicSparse",
+            });
+            return Ok(info);
+        }
+        ImageFormat::Raw | ImageFormat::Qcow2 => {}
+    }
     if format == ImageFormat::Qcow2 {
         let d = Qcow2Disk::open(Box::new(storage), &shown, true)?.without_backing();
         let h = d.header();
@@ -108,12 +155,22 @@ pub fn inspect(path: &Path, format: Option<ImageFormat>) -> Result<ImageInfo> {
     Ok(info)
 }
 
-/// The chain from `path` down through its backing files. Stops (returning the layers
-/// found and a note) where the safety rule forbids following: a probed image's backing
-/// file is not opened.
+/// The chain from `path` down through its backing files, under the strict rule: stops
+/// (returning the layers found and a note) at a probed image's backing file.
 pub fn inspect_chain(
     path: &Path,
     format: Option<ImageFormat>,
+) -> Result<(Vec<ImageInfo>, Option<String>)> {
+    inspect_chain_with(path, format, BackingPolicy::Strict)
+}
+
+/// The chain from `path` down through its backing files. Under
+/// [`BackingPolicy::Strict`] it stops (returning the layers found and a note) at a
+/// probed image's backing file; [`BackingPolicy::Ignore`] stops at the first image.
+pub fn inspect_chain_with(
+    path: &Path,
+    format: Option<ImageFormat>,
+    policy: BackingPolicy,
 ) -> Result<(Vec<ImageInfo>, Option<String>)> {
     let mut chain = Vec::new();
     let mut seen: HashSet<FileId> = HashSet::new();
@@ -140,7 +197,10 @@ pub fn inspect_chain(
         let Some(next) = next else {
             return Ok((chain, None));
         };
-        if probed {
+        if policy == BackingPolicy::Ignore {
+            return Ok((chain, None));
+        }
+        if probed && policy == BackingPolicy::Strict {
             return Ok((
                 chain,
                 Some(format!(

@@ -1,4 +1,5 @@
-//! Disk images behind one trait: raw files and qcow2.
+//! Disk images behind one trait: raw files and qcow2 (read and write), VDI, VHD and
+//! VMDK (read-only).
 //!
 //! Devices (virtio-blk) and tools (`hako img`) see a [`Disk`]; the format is chosen
 //! when the image is opened ([`open`]), given or probed (see [`open`](mod@open) for the
@@ -11,8 +12,15 @@ pub mod open;
 pub mod qcow2;
 pub mod raw;
 pub mod storage;
+pub mod structure;
+pub mod vdi;
+pub mod vmdk;
+pub mod vpc;
 
-pub use disk::{BlockStatus, Disk, DiskError};
+pub use disk::{BlockStatus, Disk, DiskError, Extent};
 pub use open::{open, probe, BackingPolicy, ImageFormat, OpenOptions};
 pub use qcow2::Qcow2Disk;
 pub use raw::RawDisk;
+pub use vdi::VdiDisk;
+pub use vmdk::VmdkDisk;
+pub use vpc::VpcDisk;

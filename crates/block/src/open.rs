@@ -4,15 +4,20 @@
 //! A raw image's first bytes belong to the guest. If the format were detected from them
 //! on every start, a guest could write a qcow2 header naming a host file (say
 //! `/etc/shadow`) as its backing file, and the next start would expose that file to the
-//! guest. Two rules close this:
-//! - **a probed image never opens a backing file**: when the format was detected rather
+//! guest. What a probed image may open therefore depends on who names it
+//! ([`BackingPolicy`]):
+//! - [`BackingPolicy::Strict`], for disks a guest can write (`hako run --disk`): **a
+//!   probed image never opens a backing file**. When the format was detected rather
 //!   than given, and the image names a backing file, opening fails with an error that
 //!   says to give the format explicitly. Backing files named with a `backing_fmt` open
 //!   with that format; a backing file without one is probed and is subject to the same
-//!   rule in turn. [`BackingPolicy::Trust`] lifts the rule for callers that vouch for
-//!   the image.
-//! - **a probed raw image cannot be turned into something else**: writes that would put
-//!   a qcow2 magic at offset 0 of a probed raw image are refused.
+//!   rule in turn.
+//! - [`BackingPolicy::QemuImg`], for images an administrator names on the command line
+//!   of `hako img` (qemu-img's rule): a probed image opens its backing chain; a backing
+//!   file without a recorded format is probed, with a warning.
+//! - **a probed raw image cannot be turned into something else**: writes that would
+//!   make a probed raw image probe as another format (a qcow2, VMDK, VDI or VHD header) are
+//!   refused.
 //!
 //! Opening a probed raw image for writing logs a warning, as QEMU does.
 
@@ -20,6 +25,9 @@ use crate::disk::{Disk, DiskError, Result};
 use crate::qcow2::{Header, Qcow2Disk};
 use crate::raw::RawDisk;
 use crate::storage::{FileStorage, Storage};
+use crate::vdi::VdiDisk;
+use crate::vmdk::{open_vmdk, ExtentPaths};
+use crate::vpc::VpcDisk;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -36,6 +44,19 @@ pub enum ImageFormat {
     Raw,
     /// QEMU copy-on-write version 2.
     Qcow2,
+    /// VirtualBox disk image (read-only).
+    Vdi,
+    /// Virtual PC / Hyper-V VHD (read-only; qemu-img calls it vpc).
+    Vpc,
+    /// VMware monolithicSparse / streamOptimized (read-only).
+    Vmdk,
+}
+
+impl ImageFormat {
+    /// Whether images of this format can be opened for writing.
+    pub fn writable(self) -> bool {
+        matches!(self, ImageFormat::Raw | ImageFormat::Qcow2)
+    }
 }
 
 impl fmt::Display for ImageFormat {
@@ -43,6 +64,9 @@ impl fmt::Display for ImageFormat {
         f.write_str(match self {
             ImageFormat::Raw => "raw",
             ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Vdi => "vdi",
+            ImageFormat::Vpc => "vpc",
+            ImageFormat::Vmdk => "vmdk",
         })
     }
 }
@@ -53,8 +77,11 @@ impl FromStr for ImageFormat {
         match s {
             "raw" => Ok(ImageFormat::Raw),
             "qcow2" => Ok(ImageFormat::Qcow2),
+            "vdi" => Ok(ImageFormat::Vdi),
+            "vpc" | "vhd" => Ok(ImageFormat::Vpc),
+            "vmdk" => Ok(ImageFormat::Vmdk),
             _ => Err(format!(
-                "unknown image format '{s}' (expected raw or qcow2)"
+                "unknown image format '{s}' (expected raw, qcow2, vdi, vpc or vmdk)"
             )),
         }
     }
@@ -63,10 +90,17 @@ impl FromStr for ImageFormat {
 /// Whether images may open the backing files they name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackingPolicy {
-    /// Open backing files, except for images whose format was probed (see module docs).
+    /// For disks a guest can write (`hako run --disk`): open backing files, except for
+    /// images whose format was probed (see the module docs). The default, so a caller
+    /// that does not choose gets the safe rule.
     #[default]
-    Default,
-    /// Open backing files even for probed images: the caller vouches for the image.
+    Strict,
+    /// qemu-img's rule, for images named by an administrator (`hako img`): probed
+    /// images open their backing files with the recorded format; a backing file
+    /// without one is probed, with a warning.
+    QemuImg,
+    /// Open backing files even for probed images, silently: the caller vouches for the
+    /// image.
     Trust,
     /// Never open backing files. Read-only, clusters an image does not hold read as
     /// zeroes; writable, reading them fails. For tools that work on metadata only.
@@ -84,6 +118,10 @@ pub struct OpenOptions {
     pub backing: BackingPolicy,
     /// Memory for cached L2 tables per qcow2 image, in bytes.
     pub l2_cache_bytes: u64,
+    /// Let a VMDK descriptor name extent files anywhere (absolute paths, `..`), not
+    /// only inside its own directory. Never applies to a probed descriptor under
+    /// [`BackingPolicy::Strict`], which may name no extent files at all.
+    pub any_extent_path: bool,
 }
 
 impl Default for OpenOptions {
@@ -91,8 +129,9 @@ impl Default for OpenOptions {
         OpenOptions {
             format: None,
             read_only: false,
-            backing: BackingPolicy::Default,
+            backing: BackingPolicy::Strict,
             l2_cache_bytes: crate::qcow2::DEFAULT_L2_CACHE_BYTES,
+            any_extent_path: false,
         }
     }
 }
@@ -110,17 +149,40 @@ pub fn probe(path: &Path) -> Result<ImageFormat> {
     probe_storage(&FileStorage::new(f)).map_err(|e| io_err(path, e))
 }
 
-/// Detects the format of an image on any storage.
+/// Detects the format of an image on any storage: qcow2 magic, VMDK `KDMV` magic or
+/// text descriptor at offset 0, VDI signature at 0x40,
+/// VHD cookie at offset 0 (dynamic) or a valid fixed-disk footer at the end; anything
+/// else is raw.
 pub fn probe_storage(s: &dyn Storage) -> std::io::Result<ImageFormat> {
-    let mut magic = [0u8; 4];
-    s.read_at(&mut magic, 0)?;
-    Ok(
-        if u32::from_be_bytes(magic) == crate::qcow2::header::MAGIC {
-            ImageFormat::Qcow2
-        } else {
-            ImageFormat::Raw
-        },
-    )
+    let mut head = [0u8; PROBE_HEAD];
+    s.read_at(&mut head, 0)?;
+    let len = s.len()?;
+    let mut tail = [0u8; 512];
+    if len >= 512 {
+        s.read_at(&mut tail, len - 512)?;
+    }
+    Ok(probe_bytes(&head, if len >= 512 { &tail } else { &[] }))
+}
+
+/// Bytes at the start of a file that probing looks at.
+pub const PROBE_HEAD: usize = 512;
+
+/// The format of a file whose first bytes are `head` and last 512 bytes `tail` (empty
+/// for files shorter than that).
+pub fn probe_bytes(head: &[u8], tail: &[u8]) -> ImageFormat {
+    if head.len() >= 4
+        && u32::from_be_bytes([head[0], head[1], head[2], head[3]]) == crate::qcow2::header::MAGIC
+    {
+        ImageFormat::Qcow2
+    } else if crate::vmdk::probe(head) {
+        ImageFormat::Vmdk
+    } else if crate::vdi::probe(head) {
+        ImageFormat::Vdi
+    } else if crate::vpc::probe(head, tail) {
+        ImageFormat::Vpc
+    } else {
+        ImageFormat::Raw
+    }
 }
 
 /// Opens the image at `path` (and its backing chain, subject to the safety rule).
@@ -199,6 +261,22 @@ fn open_layer(
             }
             Ok(Box::new(d))
         }
+        ImageFormat::Vdi => Ok(Box::new(VdiDisk::open(storage, &shown, opts.read_only)?)),
+        ImageFormat::Vpc => Ok(Box::new(VpcDisk::open(storage, &shown, opts.read_only)?)),
+        ImageFormat::Vmdk => {
+            if !opts.read_only {
+                return Err(crate::structure::read_only_format(&shown, "vmdk"));
+            }
+            // A descriptor's extent files are like backing files: a probed descriptor
+            // on a guest's disk must not name host files.
+            let paths = match opts.backing {
+                BackingPolicy::Strict if probed => ExtentPaths::Refuse,
+                BackingPolicy::Trust => ExtentPaths::Any,
+                _ if opts.any_extent_path => ExtentPaths::Any,
+                _ => ExtentPaths::Contained,
+            };
+            Ok(Box::new(open_vmdk(path, storage, paths)?))
+        }
         ImageFormat::Qcow2 => {
             let d =
                 Qcow2Disk::open_with_cache(storage, &shown, opts.read_only, opts.l2_cache_bytes)?;
@@ -214,7 +292,7 @@ fn open_layer(
                     return Ok(Box::new(d.without_backing()))
                 }
                 BackingPolicy::Ignore => return Ok(Box::new(d)),
-                BackingPolicy::Default if probed => {
+                BackingPolicy::Strict if probed => {
                     return Err(DiskError::Invalid {
                         path: shown,
                         reason: format!(
@@ -251,6 +329,13 @@ fn open_backing(
                 })?,
         ),
     };
+    if format.is_none() && opts.backing == BackingPolicy::QemuImg {
+        tracing::warn!(
+            "{}: the image does not record the format of its backing file '{name}'; \
+             probing it (record it with `qemu-img rebase -u -F FMT` or create images with -F)",
+            path.display()
+        );
+    }
     let bopts = OpenOptions {
         format,
         read_only: true,

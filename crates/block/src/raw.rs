@@ -26,28 +26,53 @@ impl RawDisk {
         })
     }
 
-    /// Refuses writes that would make the image probe as another format (a qcow2
-    /// magic at offset 0). Used for images whose raw format was probed.
+    /// Refuses writes that would make the image probe as another format (a qcow2 or
+    /// VDI header at the start, a VHD footer at the start or the end). Used for
+    /// images whose raw format was probed.
     pub fn guard_header(mut self) -> Self {
         self.guard = true;
         self
     }
 
     fn check_guard(&self, buf: &[u8], offset: u64) -> Result<()> {
-        if !self.guard || offset >= 4 || buf.is_empty() {
+        use crate::open::{probe_bytes, ImageFormat, PROBE_HEAD};
+        let size = self.size();
+        let end = offset + buf.len() as u64;
+        let tail_start = size.saturating_sub(512);
+        let head_len = (PROBE_HEAD as u64).min(size);
+        let touches_head = offset < head_len;
+        let touches_tail = size >= 512 && end > tail_start;
+        if !self.guard || buf.is_empty() || !(touches_head || touches_tail) {
             return Ok(());
         }
-        let mut head = [0u8; 4];
-        self.storage.read_at(&mut head, 0).map_err(|e| self.io(e))?;
-        let start = offset as usize;
-        let n = buf.len().min(4 - start);
-        head[start..start + n].copy_from_slice(&buf[..n]);
-        if u32::from_be_bytes(head) == crate::qcow2::header::MAGIC {
+        // The region as it would be after the write.
+        let after = |start: u64, len: u64| -> Result<Vec<u8>> {
+            let mut b = vec![0u8; len as usize];
+            self.storage
+                .read_at(&mut b, start)
+                .map_err(|e| self.io(e))?;
+            let lo = offset.max(start);
+            let hi = end.min(start + len);
+            if lo < hi {
+                b[(lo - start) as usize..(hi - start) as usize]
+                    .copy_from_slice(&buf[(lo - offset) as usize..(hi - offset) as usize]);
+            }
+            Ok(b)
+        };
+        let head = after(0, head_len)?;
+        let tail = if size >= 512 {
+            after(tail_start, 512)?
+        } else {
+            Vec::new()
+        };
+        let becomes = probe_bytes(&head, &tail);
+        if becomes != ImageFormat::Raw {
             return Err(DiskError::Invalid {
                 path: self.path.clone(),
-                reason: "refusing to write a qcow2 header into an image probed as raw \
-                         (specify format=raw explicitly to allow it)"
-                    .into(),
+                reason: format!(
+                    "refusing to write a {becomes} header into an image probed as raw \
+                     (specify format=raw explicitly to allow it)"
+                ),
             });
         }
         Ok(())
@@ -138,6 +163,19 @@ impl Disk for RawDisk {
 
     fn format(&self) -> &'static str {
         "raw"
+    }
+
+    fn map_extent(&self, offset: u64, len: u64) -> Result<crate::disk::Extent> {
+        let (s, n) = self.block_status(offset, len)?;
+        Ok(crate::disk::Extent {
+            len: n,
+            data: s == BlockStatus::Data,
+            zero: s == BlockStatus::Zero,
+            present: true,
+            depth: 0,
+            offset: Some(offset),
+            file: self.path.clone(),
+        })
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<(BlockStatus, u64)> {

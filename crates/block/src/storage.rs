@@ -133,7 +133,14 @@ impl Storage for FileStorage {
     }
 
     fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        use std::os::unix::fs::FileTypeExt;
+        let m = self.file.metadata()?;
+        if m.file_type().is_block_device() {
+            // A block device's metadata says 0 bytes; its end is its size (P2V:
+            // `convert /dev/sdX`).
+            return Ok(self.seek(0, libc::SEEK_END)?.unwrap_or(0));
+        }
+        Ok(m.len())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -162,10 +169,19 @@ impl Storage for FileStorage {
         if offset >= len {
             return Ok(None);
         }
-        let Some(start) = self.seek(offset, libc::SEEK_DATA)? else {
-            return Ok(None);
+        // Block devices (and some filesystems) have no hole information: EINVAL.
+        let no_holes = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
+        let start = match self.seek(offset, libc::SEEK_DATA) {
+            Ok(Some(start)) => start,
+            Ok(None) => return Ok(None),
+            Err(e) if no_holes(&e) => return Ok(Some((offset, len))),
+            Err(e) => return Err(e),
         };
-        let end = self.seek(start, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
+        let end = match self.seek(start, libc::SEEK_HOLE) {
+            Ok(end) => end.unwrap_or(len).min(len),
+            Err(e) if no_holes(&e) => len,
+            Err(e) => return Err(e),
+        };
         Ok(Some((start, end.max(start))))
     }
 }

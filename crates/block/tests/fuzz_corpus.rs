@@ -1,10 +1,11 @@
-//! Stable-toolchain fuzzing: replays the cargo-fuzz corpus and regressions in `fuzz/`,
+//! Stable-toolchain fuzzing: replays the cargo-fuzz corpora and regressions in `fuzz/`,
 //! then mutates the seeds deterministically and feeds every mutant to the same entry
-//! point the fuzz target uses. `HAKO_FUZZ_ITERS` sets the number of mutants, `HAKO_FUZZ_SEED` the generator seed.
+//! point the fuzz target uses (qcow2, VDI, VHD and VMDK targets; the VDI, VHD and VMDK seeds are
+//! joined by images qemu-img makes at test time, when it is installed). `HAKO_FUZZ_ITERS` sets the number of mutants, `HAKO_FUZZ_SEED` the generator seed.
 
 mod common;
 
-use block::fuzz::fuzz_image;
+use block::fuzz::{fuzz_image, fuzz_vdi, fuzz_vmdk, fuzz_vpc};
 use common::Rng;
 use std::path::PathBuf;
 
@@ -49,6 +50,12 @@ const INTERESTING: [u64; 10] = [
 ];
 
 fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
+    mutate_endian(seed, rng, false)
+}
+
+/// Mutates like [`mutate`]; with `both_endian`, 64- and 32-bit values are written in
+/// either byte order (VDI is little-endian).
+fn mutate_endian(seed: &[u8], rng: &mut Rng, both_endian: bool) -> Vec<u8> {
     let mut d = seed.to_vec();
     for _ in 0..1 + rng.below(6) {
         if d.is_empty() {
@@ -73,7 +80,12 @@ fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
                     v ^ (rng.next() & 0xffff_fe00)
                 };
                 let end = (i + 8).min(d.len());
-                d[i..end].copy_from_slice(&v.to_be_bytes()[..end - i]);
+                let bytes = if both_endian && rng.below(2) == 0 {
+                    v.to_le_bytes()
+                } else {
+                    v.to_be_bytes()
+                };
+                d[i..end].copy_from_slice(&bytes[..end - i]);
             }
             _ => {
                 let n = rng.below(d.len() as u64 + 1) as usize;
@@ -124,4 +136,88 @@ fn mutated_seeds_do_not_crash() {
             panic!("mutant {i} crashed; input saved to {}", out.display());
         }
     }
+}
+
+/// Small images made by qemu-img, as extra seeds (none if it is not installed).
+fn qemu_seeds(format: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    use std::process::Command;
+    if Command::new("qemu-img").arg("--version").output().is_err() {
+        eprintln!("SKIP (qemu seeds): qemu-img not found");
+        return Vec::new();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("in.raw");
+    let mut data = vec![0u8; 96 << 10];
+    let mut rng = Rng(7);
+    let (head, rest) = data.split_at_mut(64 << 10);
+    for b in head[..8192].iter_mut().chain(rest.iter_mut()) {
+        *b = rng.next() as u8;
+    }
+    std::fs::write(&raw, &data).unwrap();
+    let variants: &[&[&str]] = match format {
+        "vdi" => &[&[], &["-o", "static=on"]],
+        "vmdk" => &[&[], &["-o", "subformat=streamOptimized"]],
+        _ => &[&[], &["-o", "subformat=fixed"]],
+    };
+    let mut v = Vec::new();
+    for (k, opts) in variants.iter().enumerate() {
+        let out = dir.path().join(format!("seed{k}.{format}"));
+        let mut c = Command::new("qemu-img");
+        c.args(["convert", "-O", format])
+            .args(*opts)
+            .arg(&raw)
+            .arg(&out);
+        assert!(
+            c.status().unwrap().success(),
+            "qemu-img convert -O {format}"
+        );
+        v.push((out.clone(), std::fs::read(&out).unwrap()));
+    }
+    v
+}
+
+fn replay_and_mutate(target: &str, format: &str, entry: fn(&[u8])) {
+    let mut seeds = inputs(&format!("corpus/{target}"));
+    assert!(seeds.len() >= 3, "seed corpus for {target} missing");
+    seeds.extend(qemu_seeds(format));
+    for (p, d) in &seeds {
+        eprintln!("{}", p.display());
+        entry(d);
+    }
+    let iters: u64 = std::env::var("HAKO_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500);
+    let seed = std::env::var("HAKO_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_1234u64);
+    let mut rng = Rng(seed | 1);
+    for i in 0..iters {
+        let (_, s) = &seeds[rng.below(seeds.len() as u64) as usize];
+        let m = mutate_endian(s, &mut rng, true);
+        if std::panic::catch_unwind(|| entry(&m)).is_err() {
+            let out = std::env::temp_dir().join(format!("hako-fuzz-{target}-crash-{i}"));
+            std::fs::write(&out, &m).unwrap();
+            panic!(
+                "{target} mutant {i} crashed; input saved to {}",
+                out.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn vdi_corpus_and_mutants_do_not_crash() {
+    replay_and_mutate("vdi_image", "vdi", fuzz_vdi);
+}
+
+#[test]
+fn vpc_corpus_and_mutants_do_not_crash() {
+    replay_and_mutate("vpc_image", "vpc", fuzz_vpc);
+}
+
+#[test]
+fn vmdk_corpus_and_mutants_do_not_crash() {
+    replay_and_mutate("vmdk_image", "vmdk", fuzz_vmdk);
 }

@@ -57,8 +57,9 @@ pub struct RunArgs {
     /// instruction (off). The translator needs an x86-64 host.
     #[arg(long, value_enum, default_value_t = JitArg::On)]
     jit: JitArg,
-    /// A virtio-blk disk: PATH[,format=raw|qcow2][,readonly=on][,serial=ID]. Repeatable.
-    /// The format is probed from the header when not given.
+    /// A virtio-blk disk: PATH[,format=raw|qcow2|vdi|vpc|vmdk][,readonly=on][,serial=ID]. Repeatable.
+    /// The format is probed from the header when not given; vdi, vpc and vmdk are
+    /// read-only (readonly=on).
     #[arg(long, value_name = "SPEC")]
     disk: Vec<DiskSpec>,
     /// Which console the terminal's input goes to: COM1 (ttyS0) or virtio-console

@@ -50,6 +50,7 @@ fn open_disk(d: &DiskSpec) -> Result<Arc<dyn block::Disk>> {
     let opts = block::OpenOptions {
         format: d.format,
         read_only: d.read_only,
+        backing: block::BackingPolicy::Strict, // guest-writable: see docs/disk-images.md
         ..Default::default()
     };
     let disk = block::open(&d.path, &opts).with_context(|| format!("cannot open disk {shown}"))?;

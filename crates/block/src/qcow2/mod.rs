@@ -325,6 +325,23 @@ impl Disk for Qcow2Disk {
         check_range(offset, len, g.h.size)?;
         g.block_status(offset, len)
     }
+
+    fn map_extent(&self, offset: u64, len: u64) -> Result<crate::disk::Extent> {
+        let mut g = self.lock();
+        check_range(offset, len, g.h.size)?;
+        if len == 0 {
+            return Ok(crate::disk::Extent {
+                len: 0,
+                data: false,
+                zero: true,
+                present: false,
+                depth: 0,
+                offset: None,
+                file: g.path.clone(),
+            });
+        }
+        g.map_extent(offset, len)
+    }
 }
 
 impl Drop for Qcow2Disk {

@@ -4,7 +4,7 @@ use super::cache::TableCache;
 use super::entry::{decode_l1, decode_l2, Mapping, COPIED};
 use super::header::{check_region, incompat, Header, HeaderError, MAX_L1_BYTES};
 use super::{Inner, L2CacheSize, REFBLOCK_CACHE};
-use crate::disk::{BlockStatus, DiskError, Result};
+use crate::disk::{BlockStatus, DiskError, Extent, Result};
 use crate::storage::Storage;
 
 fn read_be64_table(bytes: &[u8]) -> Vec<u64> {
@@ -369,5 +369,52 @@ impl Inner {
             pos = chunk_end;
         }
         Ok((status.unwrap_or(BlockStatus::Data), pos - offset))
+    }
+
+    /// The `qemu-img map` view of the cluster holding `offset` (clipped to `len`).
+    pub(super) fn map_extent(&mut self, offset: u64, len: u64) -> Result<Extent> {
+        let gc = offset >> self.bits;
+        let within = offset & (self.cs - 1);
+        let n = ((gc + 1) << self.bits).min(offset + len) - offset;
+        let mut e = Extent {
+            len: n,
+            data: false,
+            zero: true,
+            present: true,
+            depth: 0,
+            offset: None,
+            file: self.path.clone(),
+        };
+        match self.lookup(gc)? {
+            Mapping::Zero { .. } => {}
+            Mapping::Data { host, .. } => {
+                e.data = true;
+                e.zero = false;
+                e.offset = Some(host + within);
+            }
+            Mapping::Compressed { .. } => {
+                e.data = true;
+                e.zero = false;
+            }
+            Mapping::Unallocated => match &self.backing {
+                Some(b) if offset < b.size() => {
+                    let mut be = b.map_extent(offset, n.min(b.size() - offset))?;
+                    be.depth += 1;
+                    return Ok(be);
+                }
+                Some(_) => {
+                    e.present = false;
+                    e.depth = 1;
+                }
+                None if self.backing_missing => {
+                    e.data = true;
+                    e.zero = false;
+                    e.present = false;
+                    e.depth = 1;
+                }
+                None => e.present = false,
+            },
+        }
+        Ok(e)
     }
 }

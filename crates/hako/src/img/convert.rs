@@ -5,7 +5,8 @@ use super::create::create_image;
 use super::{parse_format, parse_options, parse_size};
 use anyhow::{bail, Context};
 use block::storage::FileStorage;
-use block::{BlockStatus, Disk, ImageFormat, OpenOptions, Qcow2Disk, RawDisk};
+use block::vmdk::StreamWriter;
+use block::{BackingPolicy, BlockStatus, Disk, ImageFormat, OpenOptions, Qcow2Disk, RawDisk};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use std::sync::{mpsc, Mutex};
 /// `convert [-f FMT] [-O FMT] [-c] [-o OPTS] [-p] [-q] [-S SIZE] IN OUT`.
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
-    /// Input format (probed if not given; a probed image's backing file is not opened).
+    /// Input format (probed if not given).
     #[arg(short = 'f', value_parser = parse_format)]
     format: Option<ImageFormat>,
     /// Output format.
@@ -36,6 +37,10 @@ pub struct ConvertArgs {
     /// Zero runs at least this long are left unallocated in raw output.
     #[arg(short = 'S', default_value = "4k")]
     sparse_size: String,
+    /// Let a VMDK descriptor name extent files outside its own directory (absolute
+    /// paths, `..`); refused by default.
+    #[arg(long)]
+    allow_any_extent_path: bool,
     /// Input image.
     input: PathBuf,
     /// Output image (created or truncated).
@@ -45,14 +50,30 @@ pub struct ConvertArgs {
 enum Out {
     Raw(RawDisk),
     Qcow2(Box<Qcow2Disk>),
+    /// streamOptimized VMDK: grains appended in order (`None` once finished).
+    VmdkStream(Mutex<Option<StreamWriter>>),
 }
 
 impl Out {
-    fn disk(&self) -> &dyn Disk {
+    fn disk(&self) -> Option<&dyn Disk> {
         match self {
-            Out::Raw(d) => d,
-            Out::Qcow2(d) => d.as_ref(),
+            Out::Raw(d) => Some(d),
+            Out::Qcow2(d) => Some(d.as_ref()),
+            Out::VmdkStream(_) => None,
         }
+    }
+}
+
+/// Whether `-O FMT -o subformat=...` is an output this can write.
+fn check_output(format: ImageFormat, subformat: Option<&str>) -> anyhow::Result<()> {
+    match (format, subformat) {
+        (ImageFormat::Vmdk, Some("streamOptimized")) => Ok(()),
+        (ImageFormat::Vmdk, _) => bail!(
+            "vmdk output is written as streamOptimized only: give -o subformat=streamOptimized"
+        ),
+        (f, Some(sub)) => bail!("unsupported option 'subformat={sub}' for {f} output"),
+        (f, None) if f.writable() => Ok(()),
+        (f, None) => bail!("{f} output is not supported (convert to raw, qcow2 or vmdk)"),
     }
 }
 
@@ -74,6 +95,7 @@ fn progress_bar(a: &ConvertArgs, len: u64) -> ProgressBar {
 
 pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
     let opts = parse_options(&a.options)?;
+    check_output(a.output_format, opts.subformat.as_deref())?;
     if a.compress && a.output_format != ImageFormat::Qcow2 {
         bail!("compression (-c) needs an output format that supports it (-O qcow2)");
     }
@@ -83,6 +105,8 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
         &OpenOptions {
             format: a.format,
             read_only: true,
+            backing: BackingPolicy::QemuImg,
+            any_extent_path: a.allow_any_extent_path,
             ..Default::default()
         },
     )?;
@@ -90,33 +114,52 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
     if std::fs::canonicalize(&a.input).ok() == std::fs::canonicalize(&a.output).ok() {
         bail!("input and output are the same file");
     }
-    create_image(&a.output, a.output_format, size, None, None, &opts)?;
     let shown = a.output.display().to_string();
+    if a.output_format != ImageFormat::Vmdk {
+        create_image(&a.output, a.output_format, size, None, None, &opts)?;
+    }
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .create(true)
+        .truncate(a.output_format == ImageFormat::Vmdk)
         .open(&a.output)
         .with_context(|| format!("opening {shown}"))?;
     let out = match a.output_format {
+        ImageFormat::Vmdk => {
+            let name = a
+                .output
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Out::VmdkStream(Mutex::new(Some(StreamWriter::create(
+                Box::new(FileStorage::new(f)),
+                &shown,
+                size,
+                &name,
+            )?)))
+        }
         ImageFormat::Raw => Out::Raw(RawDisk::new(Box::new(FileStorage::new(f)), &shown, false)?),
         ImageFormat::Qcow2 => Out::Qcow2(Box::new(Qcow2Disk::open(
             Box::new(FileStorage::new(f)),
             &shown,
             false,
         )?)),
+        f => bail!("{f} output is not supported (convert to raw or qcow2)"),
     };
     // Granule: what one write allocates in the output.
     let gran = match &out {
         Out::Raw(_) => sparse.clamp(512, 1 << 20),
         Out::Qcow2(d) => d.header().cluster_size(),
+        Out::VmdkStream(w) => lock(w).as_ref().map_or(1 << 16, |w| w.grain_bytes()),
     };
     let chunk = (2u64 << 20).max(gran) / gran * gran;
     let pb = progress_bar(&a, size);
-    // Raw output takes parallel writers (disjoint ranges); qcow2 output one writer, so
-    // its clusters are allocated in guest order.
+    // Raw output takes parallel writers (disjoint ranges); qcow2 and VMDK output one
+    // writer, so clusters and grains are laid out in guest order.
     let writers = match &out {
         Out::Raw(_) => 2,
-        Out::Qcow2(_) => 1,
+        Out::Qcow2(_) | Out::VmdkStream(_) => 1,
     };
     pipeline(
         input.as_ref(),
@@ -128,7 +171,18 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
         writers,
         &pb,
     )?;
-    out.disk().flush()?;
+    match &out {
+        Out::VmdkStream(w) => {
+            if let Some(w) = lock(w).take() {
+                w.finish()?;
+            }
+        }
+        _ => {
+            if let Some(d) = out.disk() {
+                d.flush()?;
+            }
+        }
+    }
     pb.finish_and_clear();
     Ok(0)
 }
@@ -210,6 +264,9 @@ fn pipeline(
 
 /// Writes the non-zero granules of `b` (guest offset `pos`), merging neighbours.
 fn copy_chunk(out: &Out, b: &[u8], pos: u64, gran: u64, compress: bool) -> anyhow::Result<()> {
+    let Some(disk) = out.disk() else {
+        return copy_stream(out, b, pos, gran);
+    };
     let mut run_start: Option<usize> = None;
     let g = gran as usize;
     let mut i = 0usize;
@@ -222,7 +279,7 @@ fn copy_chunk(out: &Out, b: &[u8], pos: u64, gran: u64, compress: bool) -> anyho
             }
         } else if zero {
             if let Some(s) = run_start.take() {
-                out.disk().write_at(&b[s..i], pos + s as u64)?;
+                disk.write_at(&b[s..i], pos + s as u64)?;
             }
         } else if run_start.is_none() {
             run_start = Some(i);
@@ -230,9 +287,30 @@ fn copy_chunk(out: &Out, b: &[u8], pos: u64, gran: u64, compress: bool) -> anyho
         i = end;
     }
     if let Some(s) = run_start {
-        out.disk().write_at(&b[s..], pos + s as u64)?;
+        disk.write_at(&b[s..], pos + s as u64)?;
     }
     Ok(())
+}
+
+/// Appends the non-zero grains of `b` (guest offset `pos`, grain-aligned) to a stream.
+fn copy_stream(out: &Out, b: &[u8], pos: u64, gran: u64) -> anyhow::Result<()> {
+    let Out::VmdkStream(w) = out else {
+        return Ok(());
+    };
+    let mut w = lock(w);
+    let Some(w) = w.as_mut() else {
+        bail!("the VMDK stream is already finished");
+    };
+    for (k, g) in b.chunks(gran as usize).enumerate() {
+        if !is_zero(g) {
+            w.write_grain(pos / gran + k as u64, g)?;
+        }
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether a buffer is all zeroes (word at a time).

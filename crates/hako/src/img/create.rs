@@ -98,6 +98,12 @@ pub(super) fn create_image(
     backing_fmt: Option<String>,
     opts: &super::FormatOptions,
 ) -> anyhow::Result<()> {
+    if let Some(sub) = &opts.subformat {
+        bail!("unsupported option 'subformat={sub}' for {format} images");
+    }
+    if !format.writable() {
+        bail!("{format} images can be read (info, check, convert from them) but not written; use raw or qcow2");
+    }
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -117,6 +123,7 @@ pub(super) fn create_image(
             c.backing_format = backing_fmt;
             Qcow2Disk::create(&block::storage::FileStorage::new(f), &c)?;
         }
+        f => bail!("{f} images cannot be created here"),
     }
     Ok(())
 }

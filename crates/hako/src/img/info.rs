@@ -1,15 +1,15 @@
 //! `hako img info`.
 
 use super::{human_size, parse_format, Output};
-use block::info::{inspect_chain, ImageInfo};
-use block::ImageFormat;
+use block::info::{inspect_chain_with, ImageInfo};
+use block::{BackingPolicy, ImageFormat};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
 /// `info [-f FMT] [--output human|json] [--backing-chain] FILE`.
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
-    /// Image format (probed if not given; a probed image's backing chain is not followed).
+    /// Image format (probed if not given).
     #[arg(short = 'f', value_parser = parse_format)]
     format: Option<ImageFormat>,
     /// Output format.
@@ -46,6 +46,17 @@ fn to_json(i: &ImageInfo) -> Value {
     }
     if let Some(f) = &i.backing_format {
         m.insert("backing-filename-format".into(), json!(f));
+    }
+    if let Some(sub) = i.subformat {
+        m.insert(
+            "format-specific".into(),
+            // qemu-img's key for VMDK; the others have no format-specific data there.
+            if i.format == ImageFormat::Vmdk {
+                json!({"type": "vmdk", "data": {"create-type": sub}})
+            } else {
+                json!({"type": i.format.to_string(), "data": {"subformat": sub}})
+            },
+        );
     }
     if let Some(q) = &i.qcow2 {
         m.insert(
@@ -84,6 +95,14 @@ fn print_human(i: &ImageInfo) {
     if let Some(f) = &i.backing_format {
         println!("backing file format: {f}");
     }
+    if let Some(sub) = i.subformat {
+        println!("Format specific information:");
+        if i.format == ImageFormat::Vmdk {
+            println!("    create type: {sub}");
+        } else {
+            println!("    subformat: {sub}");
+        }
+    }
     if let Some(q) = &i.qcow2 {
         println!("Format specific information:");
         println!("    compat: {}", q.compat);
@@ -99,7 +118,12 @@ fn print_human(i: &ImageInfo) {
 
 pub fn run(a: InfoArgs) -> anyhow::Result<i32> {
     let _ = a.force_share;
-    let (mut chain, note) = inspect_chain(&a.file, a.format)?;
+    let policy = if a.backing_chain {
+        BackingPolicy::QemuImg
+    } else {
+        BackingPolicy::Ignore
+    };
+    let (mut chain, note) = inspect_chain_with(&a.file, a.format, policy)?;
     if !a.backing_chain {
         chain.truncate(1);
     }

@@ -1,12 +1,17 @@
-//! `hako img`: create, inspect, check, convert and resize disk images, with qemu-img's
-//! argument conventions (`-f`, `-O`, `-b`/`-F`, `-o key=value,...`, `--output json`,
-//! sizes like `10G`), exit statuses (check: 0 clean, 2 corrupt, 3 leaks, 1 could not
-//! check, 63 format without checks) and the probing safety rule of [`block::open`].
+//! `hako img`: create, inspect, check, compare, map, convert and resize disk images,
+//! with qemu-img's argument conventions (`-f`, `-O`, `-b`/`-F`, `-o key=value,...`,
+//! `--output json`, sizes like `10G`), exit statuses (check: 0 clean, 2 corrupt, 3
+//! leaks, 1 could not check, 63 format without checks; compare: 0 identical, 1
+//! different, 2 could not open, 3/4 allocation/read errors) and qemu-img's probing rule
+//! ([`block::BackingPolicy::QemuImg`]): the images are named by the user, so a probed
+//! image opens its backing chain.
 
 mod check;
+mod compare;
 mod convert;
 mod create;
 mod info;
+mod map;
 mod resize;
 
 use anyhow::{bail, Context};
@@ -25,8 +30,12 @@ enum ImgCommand {
     Create(create::CreateArgs),
     /// Show format, sizes, cluster size and backing chain.
     Info(info::InfoArgs),
-    /// Check a qcow2 image for leaks and corruption (exit 0 clean, 2 corrupt, 3 leaks).
+    /// Check an image for leaks and corruption (exit 0 clean, 2 corrupt, 3 leaks).
     Check(check::CheckArgs),
+    /// Compare two images' contents (exit 0 identical, 1 different, 2 open failed).
+    Compare(compare::CompareArgs),
+    /// Show where each range of the disk is stored.
+    Map(map::MapArgs),
     /// Copy an image into a new one, possibly of another format; sparse output.
     Convert(convert::ConvertArgs),
     /// Change the virtual size: `resize FILE [+|-]SIZE`.
@@ -47,6 +56,8 @@ pub fn run(args: ImgArgs) -> anyhow::Result<i32> {
         ImgCommand::Create(a) => create::run(a),
         ImgCommand::Info(a) => info::run(a),
         ImgCommand::Check(a) => check::run(a),
+        ImgCommand::Compare(a) => compare::run(a),
+        ImgCommand::Map(a) => map::run(a),
         ImgCommand::Convert(a) => convert::run(a),
         ImgCommand::Resize(a) => resize::run(a),
     }
@@ -101,6 +112,8 @@ struct FormatOptions {
     refcount_bits: Option<u32>,
     backing_file: Option<String>,
     backing_fmt: Option<String>,
+    /// `subformat` (convert -O vmdk: `streamOptimized`).
+    subformat: Option<String>,
 }
 
 fn parse_options(list: &[String]) -> anyhow::Result<FormatOptions> {
@@ -132,6 +145,7 @@ fn parse_options(list: &[String]) -> anyhow::Result<FormatOptions> {
             "refcount_bits" => o.refcount_bits = Some(v.parse().context("refcount_bits")?),
             "backing_file" => o.backing_file = Some(v.to_string()),
             "backing_fmt" => o.backing_fmt = Some(v.to_string()),
+            "subformat" => o.subformat = Some(v.to_string()),
             "preallocation" if v == "off" => {}
             "lazy_refcounts" if v == "off" => {}
             _ => bail!("unsupported option '{k}={v}'"),
