@@ -105,11 +105,17 @@ pub struct Ctx {
     /// XMM registers across a helper call.
     pub xmm_saved: [u128; 16],
     pub tlb: [[TlbEntry; TLB_SIZE]; TABLES],
-    /// Jump table, per privilege class (kernel, user): guest RIP + salt, indexed
-    /// by `jump_slot(rip)`...
-    pub jump_keys: [[u64; JUMP_SIZE]; 2],
-    /// ...and the host entry of that block.
-    pub jump_hosts: [[u64; JUMP_SIZE]; 2],
+    /// Jump table, per privilege class (kernel, user), indexed by
+    /// `jump_slot(rip)`: (guest RIP + salt, host entry of that block), side by
+    /// side so that a lookup touches one cache line.
+    pub jump: [[JumpEntry; JUMP_SIZE]; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct JumpEntry {
+    pub key: u64,
+    pub host: u64,
 }
 
 /// Jump-table entries per privilege class.
@@ -222,9 +228,8 @@ pub const XMM: i32 = offset_of!(Ctx, xmm) as i32;
 pub const XMM_SAVED: i32 = offset_of!(Ctx, xmm_saved) as i32;
 pub const JMP_TMP: i32 = offset_of!(Ctx, jmp_tmp) as i32;
 pub const NEG_SALT: i32 = offset_of!(Ctx, neg_salt) as i32;
-pub const JUMP_KEYS: i32 = offset_of!(Ctx, jump_keys) as i32;
-pub const JUMP_HOSTS: i32 = offset_of!(Ctx, jump_hosts) as i32;
+pub const JUMP: i32 = offset_of!(Ctx, jump) as i32;
 /// Bytes per jump-table array.
-pub const JUMP_BYTES: i32 = (JUMP_SIZE * 8) as i32;
+pub const JUMP_BYTES: i32 = (JUMP_SIZE * std::mem::size_of::<JumpEntry>()) as i32;
 /// Bytes per TLB table.
 pub const TABLE_BYTES: i32 = (TLB_SIZE * std::mem::size_of::<TlbEntry>()) as i32;

@@ -219,9 +219,9 @@ impl Jit {
         self.kernel_nonglobal &= class == 1;
         self.salt_steps[class] += 1;
         if self.salt_steps[class] > 0xffff {
-            self.frame.ctx.jump_keys[class]
+            self.frame.ctx.jump[class]
                 .iter_mut()
-                .for_each(|k| *k = 0);
+                .for_each(|e| e.key = 0);
             self.salt_steps[class] = 1;
         }
         self.frame.ctx.neg_salt[class] = (self.salt_steps[class] << 48).wrapping_neg();
@@ -546,8 +546,10 @@ impl Jit {
             let class = usize::from(cpu.cpl == 3);
             let slot = ctx::jump_slot(cpu.rip);
             let salt = self.salt_steps[class] << 48;
-            self.frame.ctx.jump_keys[class][slot] = ctx::jump_key(cpu.rip, salt);
-            self.frame.ctx.jump_hosts[class][slot] = host;
+            self.frame.ctx.jump[class][slot] = ctx::JumpEntry {
+                key: ctx::jump_key(cpu.rip, salt),
+                host,
+            };
             // (In 64-bit mode the linear address of RIP is RIP.)
             if class == 0 && !cpu.is_global(cpu.rip) {
                 self.kernel_nonglobal = true;
@@ -714,8 +716,8 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 4]), ice
     let mut miss = a.create_label();
     for (class, table) in tables.iter_mut().enumerate() {
         // 8: the return address of the call.
-        let keys = 8 + JUMP_KEYS + class as i32 * JUMP_BYTES;
-        let hosts = 8 + JUMP_HOSTS + class as i32 * JUMP_BYTES;
+        let keys = 8 + JUMP + class as i32 * JUMP_BYTES;
+        let hosts = keys + 8;
         let mut hit = a.create_label();
         a.set_label(table)?;
         a.mov(qword_ptr(rsp + (8 + SPILL)), rcx)?;
@@ -727,6 +729,8 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 4]), ice
         a.bswap(edx)?;
         a.lea(edx, dword_ptr(rdx + rcx))?;
         a.movzx(edx, dx)?;
+        // 16-byte entries: index * 2, scaled by 8 below.
+        a.lea(edx, dword_ptr(rdx + rdx))?;
         a.mov(rax, qword_ptr(rsp + rdx * 8 + keys))?;
         a.mov(rdx, qword_ptr(rsp + rdx * 8 + hosts))?;
         a.mov(qword_ptr(rsp + (8 + JMP_TMP)), rdx)?;
