@@ -68,6 +68,8 @@ pub struct Ctx {
     pub sel: [u16; 8],
     /// Scratch registers' guest values while a rewritten instruction runs.
     pub spill: [u64; 4],
+    /// RAX while saved flags are restored (see `emit::Asm::popfq`).
+    pub flags_rax: u64,
     pub host_rsp: u64,
     pub exit_rip: u64,
     pub exit_kind: u64,
@@ -206,6 +208,7 @@ pub const FLAGS: i32 = offset_of!(Ctx, flags) as i32;
 pub const SYSFLAGS: i32 = offset_of!(Ctx, sysflags) as i32;
 pub const SEL: i32 = offset_of!(Ctx, sel) as i32;
 pub const SPILL: i32 = offset_of!(Ctx, spill) as i32;
+pub const FLAGS_RAX: i32 = offset_of!(Ctx, flags_rax) as i32;
 pub const HOST_RSP: i32 = offset_of!(Ctx, host_rsp) as i32;
 pub const EXIT_RIP: i32 = offset_of!(Ctx, exit_rip) as i32;
 pub const EXIT_KIND: i32 = offset_of!(Ctx, exit_kind) as i32;

@@ -181,13 +181,37 @@ impl Asm {
     fn lea(&mut self, r: usize, m: MemoryOperand) -> R<()> {
         self.add(Instruction::with2(Code::Lea_r64_m, R64[r], m)?)
     }
+    /// Saves the guest's arithmetic flags on the host stack (8 bytes: OF as 0/1,
+    /// then LAHF's byte of SF ZF AF PF CF), for [`Asm::popfq`]. Not with
+    /// PUSHFQ/POPFQ, which are microcoded (POPFQ costs tens of cycles): LAHF,
+    /// SETO and SAHF are single fast instructions. RAX is borrowed for AL/AH.
+    /// The other RFLAGS bits (DF, IF, ...) are the host's own and never change in
+    /// native code, so they need no saving.
     fn pushfq(&mut self) -> R<()> {
-        self.a.pushfq()?;
+        self.st(ctx::FLAGS_RAX, 0)?;
+        self.a.lahf()?;
+        self.add(Instruction::with1(Code::Seto_rm8, Register::AL)?)?;
+        self.lea(4, MemoryOperand::with_base_displ(Register::RSP, -8))?;
         self.bias += 8;
-        Ok(())
+        self.add(Instruction::with2(
+            Code::Mov_rm16_r16,
+            MemoryOperand::with_base(Register::RSP),
+            Register::AX,
+        )?)?;
+        self.ld(0, ctx::FLAGS_RAX)
     }
+
+    /// Restores the flags [`Asm::pushfq`] saved and drops them from the host
+    /// stack: an 8-bit ADD that overflows exactly when OF was set, then SAHF.
     fn popfq(&mut self) -> R<()> {
-        self.a.popfq()?;
+        self.st(ctx::FLAGS_RAX, 0)?;
+        let saved = |d: i64| MemoryOperand::with_base_displ(Register::RSP, d);
+        self.add(Instruction::with2(Code::Mov_r8_rm8, Register::AL, saved(0))?)?;
+        self.add(Instruction::with2(Code::Add_rm8_imm8, Register::AL, 0x7fu32)?)?;
+        self.add(Instruction::with2(Code::Mov_r8_rm8, Register::AH, saved(1))?)?;
+        self.a.sahf()?;
+        self.ld(0, ctx::FLAGS_RAX)?;
+        self.lea(4, MemoryOperand::with_base_displ(Register::RSP, 8))?;
         self.bias -= 8;
         Ok(())
     }
@@ -847,9 +871,9 @@ fn popf(s: &mut Asm, env: &Env, used: u16, kernel: bool, rip: u64, uncounted: u6
     s.ld(c, ctx::RSP_SLOT)?;
     s.lea(c, MemoryOperand::with_base_displ(R64[c], 8))?;
     s.st(ctx::RSP_SLOT, c)?;
+    // (A real POPFQ: it takes the whole value; POPF is not that frequent.)
     s.add(Instruction::with1(Code::Push_r64, R64[b])?)?;
-    s.bias += 8;
-    s.popfq()?;
+    s.a.popfq()?;
     unspill(s, regs)
 }
 
@@ -881,14 +905,11 @@ fn push(
             b
         }
         Pushed::Flags => {
-            // The host flags are the guest's here (live or not): keep a copy on
-            // the host stack, compute on a register, restore them.
+            // The host flags are the guest's here (live or not): read them whole
+            // (PUSHFQ, then pop), save them, compute on a register, restore them.
+            s.a.pushfq()?;
+            s.add(Instruction::with1(Code::Pop_r64, R64[b])?)?;
             s.pushfq()?;
-            s.add(Instruction::with2(
-                Code::Mov_r64_rm64,
-                R64[b],
-                MemoryOperand::with_base(Register::RSP),
-            )?)?;
             s.add(Instruction::with2(
                 Code::And_rm64_imm32,
                 R64[b],
