@@ -70,6 +70,9 @@ pub struct Ctx {
     pub spill: [u64; 4],
     /// RAX while saved flags are restored (see `emit::Asm::popfq`).
     pub flags_rax: u64,
+    /// The guest's arithmetic flags across jump-table transfers (see `emit::emit`):
+    /// OF as 0/1, then LAHF's byte.
+    pub spec: u64,
     pub host_rsp: u64,
     pub exit_rip: u64,
     pub exit_kind: u64,
@@ -209,6 +212,7 @@ pub const SYSFLAGS: i32 = offset_of!(Ctx, sysflags) as i32;
 pub const SEL: i32 = offset_of!(Ctx, sel) as i32;
 pub const SPILL: i32 = offset_of!(Ctx, spill) as i32;
 pub const FLAGS_RAX: i32 = offset_of!(Ctx, flags_rax) as i32;
+pub const SPEC: i32 = offset_of!(Ctx, spec) as i32;
 pub const HOST_RSP: i32 = offset_of!(Ctx, host_rsp) as i32;
 pub const EXIT_RIP: i32 = offset_of!(Ctx, exit_rip) as i32;
 pub const EXIT_KIND: i32 = offset_of!(Ctx, exit_kind) as i32;
