@@ -668,6 +668,43 @@ fn stack_flags_misc() {
             }),
         ),
         case(
+            "flags across call and ret (through memory accesses)",
+            ALL,
+            Box::new(|a| {
+                let mut f = a.create_label();
+                let mut g = a.create_label();
+                let mut top = a.create_label();
+                let mut done = a.create_label();
+                // Three rounds: the later ones go through the translator's jump table.
+                a.mov(r11d, 3)?;
+                a.set_label(&mut top)?;
+                a.call(f)?;
+                a.setb(al)?;
+                a.sete(ah)?;
+                a.seto(r8b)?;
+                a.sub(r12, r13)?;
+                a.call(g)?;
+                a.setb(bl)?;
+                a.sets(bh)?;
+                a.dec(r11)?;
+                a.jnz(top)?;
+                a.jmp(done)?;
+                // A flag writer, then memory accesses, then RET.
+                a.set_label(&mut f)?;
+                a.cmp(rcx, rdx)?;
+                a.mov(qword_ptr(rsp - 16), rcx)?;
+                a.mov(r9, qword_ptr(rsp - 16))?;
+                a.ret()?;
+                // No flag writer: the caller's SUB's flags go through.
+                a.set_label(&mut g)?;
+                a.mov(qword_ptr(rsp - 16), r12)?;
+                a.mov(r10, qword_ptr(rsp - 16))?;
+                a.ret()?;
+                a.set_label(&mut done)?;
+                a.nop()
+            }),
+        ),
+        case(
             "enter/leave",
             ALL,
             Box::new(|a| {

@@ -68,6 +68,11 @@ pub struct Ctx {
     pub sel: [u16; 8],
     /// Scratch registers' guest values while a rewritten instruction runs.
     pub spill: [u64; 4],
+    /// RAX while saved flags are restored (see `emit::Asm::popfq`).
+    pub flags_rax: u64,
+    /// The guest's arithmetic flags across jump-table transfers (see `emit::emit`):
+    /// OF as 0/1, then LAHF's byte.
+    pub spec: u64,
     pub host_rsp: u64,
     pub exit_rip: u64,
     pub exit_kind: u64,
@@ -105,11 +110,17 @@ pub struct Ctx {
     /// XMM registers across a helper call.
     pub xmm_saved: [u128; 16],
     pub tlb: [[TlbEntry; TLB_SIZE]; TABLES],
-    /// Jump table, per privilege class (kernel, user): guest RIP + salt, indexed
-    /// by `jump_slot(rip)`...
-    pub jump_keys: [[u64; JUMP_SIZE]; 2],
-    /// ...and the host entry of that block.
-    pub jump_hosts: [[u64; JUMP_SIZE]; 2],
+    /// Jump table, per privilege class (kernel, user), indexed by
+    /// `jump_slot(rip)`: (guest RIP + salt, host entry of that block), side by
+    /// side so that a lookup touches one cache line.
+    pub jump: [[JumpEntry; JUMP_SIZE]; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct JumpEntry {
+    pub key: u64,
+    pub host: u64,
 }
 
 /// Jump-table entries per privilege class.
@@ -200,6 +211,8 @@ pub const FLAGS: i32 = offset_of!(Ctx, flags) as i32;
 pub const SYSFLAGS: i32 = offset_of!(Ctx, sysflags) as i32;
 pub const SEL: i32 = offset_of!(Ctx, sel) as i32;
 pub const SPILL: i32 = offset_of!(Ctx, spill) as i32;
+pub const FLAGS_RAX: i32 = offset_of!(Ctx, flags_rax) as i32;
+pub const SPEC: i32 = offset_of!(Ctx, spec) as i32;
 pub const HOST_RSP: i32 = offset_of!(Ctx, host_rsp) as i32;
 pub const EXIT_RIP: i32 = offset_of!(Ctx, exit_rip) as i32;
 pub const EXIT_KIND: i32 = offset_of!(Ctx, exit_kind) as i32;
@@ -222,9 +235,8 @@ pub const XMM: i32 = offset_of!(Ctx, xmm) as i32;
 pub const XMM_SAVED: i32 = offset_of!(Ctx, xmm_saved) as i32;
 pub const JMP_TMP: i32 = offset_of!(Ctx, jmp_tmp) as i32;
 pub const NEG_SALT: i32 = offset_of!(Ctx, neg_salt) as i32;
-pub const JUMP_KEYS: i32 = offset_of!(Ctx, jump_keys) as i32;
-pub const JUMP_HOSTS: i32 = offset_of!(Ctx, jump_hosts) as i32;
+pub const JUMP: i32 = offset_of!(Ctx, jump) as i32;
 /// Bytes per jump-table array.
-pub const JUMP_BYTES: i32 = (JUMP_SIZE * 8) as i32;
+pub const JUMP_BYTES: i32 = (JUMP_SIZE * std::mem::size_of::<JumpEntry>()) as i32;
 /// Bytes per TLB table.
 pub const TABLE_BYTES: i32 = (TLB_SIZE * std::mem::size_of::<TlbEntry>()) as i32;

@@ -74,6 +74,9 @@ pub struct Env<'a> {
 /// A translated block.
 pub struct Translated {
     pub code: Vec<u8>,
+    /// Where the jump table enters the block (the guest flags in `Ctx::spec`
+    /// then, see `emit`): the start, or a prologue that loads them.
+    pub jt_entry: u64,
     /// Exit stubs that can later be linked: (stub host address, guest target).
     pub links: Vec<(u64, u64)>,
 }
@@ -117,7 +120,11 @@ struct Asm {
     a: CodeAssembler,
     /// Bytes pushed on the host stack since the context was at `[rsp]`.
     bias: i32,
-    outlines: Vec<Outline>,
+    /// Out-of-line code, with the `spec` state where it was asked for.
+    outlines: Vec<(Outline, bool)>,
+    /// The guest's arithmetic flags are in `Ctx::spec` (the host's may have been
+    /// clobbered since): exits load them back first.
+    spec: bool,
 }
 
 /// Why a block could not be translated.
@@ -181,20 +188,100 @@ impl Asm {
     fn lea(&mut self, r: usize, m: MemoryOperand) -> R<()> {
         self.add(Instruction::with2(Code::Lea_r64_m, R64[r], m)?)
     }
+    /// Saves the guest's arithmetic flags on the host stack (8 bytes: OF as 0/1,
+    /// then LAHF's byte of SF ZF AF PF CF), for [`Asm::popfq`]. Not with
+    /// PUSHFQ/POPFQ, which are microcoded (POPFQ costs tens of cycles): LAHF,
+    /// SETO and SAHF are single fast instructions. RAX is borrowed for AL/AH.
+    /// The other RFLAGS bits (DF, IF, ...) are the host's own and never change in
+    /// native code, so they need no saving.
     fn pushfq(&mut self) -> R<()> {
-        self.a.pushfq()?;
+        self.st(ctx::FLAGS_RAX, 0)?;
+        self.a.lahf()?;
+        self.add(Instruction::with1(Code::Seto_rm8, Register::AL)?)?;
+        self.lea(4, MemoryOperand::with_base_displ(Register::RSP, -8))?;
         self.bias += 8;
-        Ok(())
+        self.add(Instruction::with2(
+            Code::Mov_rm16_r16,
+            MemoryOperand::with_base(Register::RSP),
+            Register::AX,
+        )?)?;
+        self.ld(0, ctx::FLAGS_RAX)
     }
+
+    /// Restores the flags [`Asm::pushfq`] saved and drops them from the host
+    /// stack: an 8-bit ADD that overflows exactly when OF was set, then SAHF.
     fn popfq(&mut self) -> R<()> {
-        self.a.popfq()?;
+        self.st(ctx::FLAGS_RAX, 0)?;
+        let saved = |d: i64| MemoryOperand::with_base_displ(Register::RSP, d);
+        self.add(Instruction::with2(
+            Code::Mov_r8_rm8,
+            Register::AL,
+            saved(0),
+        )?)?;
+        self.add(Instruction::with2(
+            Code::Add_rm8_imm8,
+            Register::AL,
+            0x7fu32,
+        )?)?;
+        self.add(Instruction::with2(
+            Code::Mov_r8_rm8,
+            Register::AH,
+            saved(1),
+        )?)?;
+        self.a.sahf()?;
+        self.ld(0, ctx::FLAGS_RAX)?;
+        self.lea(4, MemoryOperand::with_base_displ(Register::RSP, 8))?;
         self.bias -= 8;
         Ok(())
+    }
+
+    fn outline(&mut self, o: Outline) {
+        self.outlines.push((o, self.spec));
+    }
+
+    /// Saves the guest's arithmetic flags (the host's now) in `Ctx::spec`, in
+    /// [`Asm::pushfq`]'s format.
+    fn spec_save(&mut self) -> R<()> {
+        self.st(ctx::FLAGS_RAX, 0)?;
+        self.a.lahf()?;
+        self.add(Instruction::with1(Code::Seto_rm8, Register::AL)?)?;
+        self.add(Instruction::with2(
+            Code::Mov_rm16_r16,
+            mem(ctx::SPEC + self.bias),
+            Register::AX,
+        )?)?;
+        self.ld(0, ctx::FLAGS_RAX)
+    }
+
+    /// Loads the host's arithmetic flags from `Ctx::spec`.
+    fn spec_restore(&mut self) -> R<()> {
+        self.st(ctx::FLAGS_RAX, 0)?;
+        let b = self.bias;
+        self.add(Instruction::with2(
+            Code::Mov_r8_rm8,
+            Register::AL,
+            mem(ctx::SPEC + b),
+        )?)?;
+        self.add(Instruction::with2(
+            Code::Add_rm8_imm8,
+            Register::AL,
+            0x7fu32,
+        )?)?;
+        self.add(Instruction::with2(
+            Code::Mov_r8_rm8,
+            Register::AH,
+            mem(ctx::SPEC + 1 + b),
+        )?)?;
+        self.a.sahf()?;
+        self.ld(0, ctx::FLAGS_RAX)
     }
 
     /// Leaves native code with `exit_rip = rip`.
     fn exit(&mut self, exit: u64, rip: u64, kind: u64, uncounted: u64) -> R<()> {
         debug_assert_eq!(self.bias, 0);
+        if self.spec {
+            self.spec_restore()?;
+        }
         self.st_imm32(ctx::EXIT_RIP, rip as u32)?;
         self.st_imm32(ctx::EXIT_RIP + 4, (rip >> 32) as u32)?;
         if kind != 0 {
@@ -209,6 +296,9 @@ impl Asm {
     /// Goes on at the guest RIP in `exit_rip` through the jump table.
     fn via_jump_table(&mut self, env: &Env) -> R<()> {
         debug_assert_eq!(self.bias, 0);
+        if !self.spec {
+            self.spec_save()?;
+        }
         self.a.call(env.jump_table)?;
         self.add(Instruction::with1(Code::Jmp_rm64, mem(ctx::JMP_TMP))?)
     }
@@ -223,7 +313,7 @@ impl Asm {
             let label = self.a.create_label();
             self.a.jmp(label)?;
             // The stub itself comes out of line so that it can be patched alone.
-            self.outlines.push(Outline::Link { label, target });
+            self.outline(Outline::Link { label, target });
             return Ok(());
         }
         self.st_imm32(ctx::EXIT_RIP, target as u32)?;
@@ -305,20 +395,52 @@ fn emit(
     let n = insns.len();
     let start = insns[0].ip();
     let page = start & !0xfff;
+    // Flags across blocks. Through the jump table (returns, indirect and
+    // cross-page jumps) the guest's flags travel in `Ctx::spec`, not in the host's:
+    // a block that ends that way saves them there once, right after the last
+    // instruction that may write them (`save_at`; at entry if none does), and from
+    // there on treats them as dead but for its own readers — the probes and
+    // checks of a function's epilogue then need not preserve flags that the code
+    // after the return will most likely never read. Its exits load them back. A
+    // block entered through the jump table whose flags are live on entry loads
+    // them from `Ctx::spec` first (`Translated::jt_entry`). Direct links keep them
+    // in the host's flags, so blocks that end that way (or with a conditional
+    // jump) assume them live at the end.
+    let jt_end = match kinds[n - 1] {
+        Kind::Ret | Kind::JmpReg | Kind::CallReg | Kind::JmpMem | Kind::CallMem => true,
+        Kind::Jmp | Kind::Call => insns[n - 1].near_branch64() & !0xfff != page,
+        _ => false,
+    };
+    let save_at = (0..n)
+        .rev()
+        .find(|&k| insns[k].rflags_modified() & ARITH != 0)
+        .map_or(0, |k| k + 1);
     // live[k]: arithmetic flags live before instruction k (live[n]: after the block).
     let mut live = vec![0u32; n + 1];
-    live[n] = ARITH;
+    live[n] = if jt_end { 0 } else { ARITH };
     for k in (0..n).rev() {
         let (read, killed) = flag_effects(&insns[k], kinds[k]);
-        live[k] = read | (live[k + 1] & !killed);
+        let mut after = live[k + 1];
+        if jt_end && k + 1 == save_at {
+            after |= ARITH; // the save reads them all
+        }
+        live[k] = read | (after & !killed);
     }
     let mut s = Asm {
         a: CodeAssembler::new(64)?,
         bias: 0,
         outlines: Vec::new(),
+        spec: false,
     };
 
     // Entry: count the block against the budget.
+    let mut after_save = s.a.create_label();
+    if jt_end && save_at == 0 {
+        s.spec_save()?;
+        s.spec = true;
+        s.a.set_label(&mut after_save)?;
+        s.a.nop()?;
+    }
     let entry_pushed = live[0] != 0;
     if entry_pushed {
         s.pushfq()?;
@@ -330,7 +452,7 @@ fn emit(
         n as u32,
     )?)?;
     s.a.js(budget_label)?;
-    s.outlines.push(Outline::Exit {
+    s.outline(Outline::Exit {
         kind: ctx::EXIT_BUDGET,
         label: budget_label,
         pushed: entry_pushed,
@@ -350,7 +472,7 @@ fn emit(
         s.ld(0, ctx::SPILL)?;
         let stale = s.a.create_label();
         s.a.jne(stale)?;
-        s.outlines.push(Outline::Exit {
+        s.outline(Outline::Exit {
             kind: ctx::EXIT_CONTINUE,
             label: stale,
             pushed: entry_pushed,
@@ -366,6 +488,10 @@ fn emit(
     let mut ended = false;
     for (k, (i, &kind)) in insns.iter().zip(kinds).enumerate() {
         let uncounted = (n - k) as u64;
+        if jt_end && k == save_at && k > 0 {
+            s.spec_save()?;
+            s.spec = true;
+        }
         let used = used_gprs(i, info);
         let low = uses_high_byte(i);
         let flags_live = live[k] != 0;
@@ -503,7 +629,7 @@ fn emit(
                     0u32,
                 )?)?;
                 s.a.jne(fault)?;
-                s.outlines.push(Outline::Exit {
+                s.outline(Outline::Exit {
                     label: fault,
                     pushed: flags_live,
                     rip: i.ip(),
@@ -565,7 +691,7 @@ fn emit(
                 s.add(Instruction::with2(cmp, hi, cr)?)?;
                 let fault = s.a.create_label();
                 s.a.jae(fault)?;
-                s.outlines.push(Outline::Fallback {
+                s.outline(Outline::Fallback {
                     label: fault,
                     regs,
                     pushed: false,
@@ -596,7 +722,7 @@ fn emit(
                 }
                 s.add(Instruction::with2(code, hi, d)?)?;
                 s.a.jae(label)?;
-                s.outlines.push(Outline::Exit {
+                s.outline(Outline::Exit {
                     label,
                     pushed: false,
                     rip: i.ip(),
@@ -693,9 +819,26 @@ fn emit(
     }
 
     // Out-of-line code.
+    // The jump table's entry: flags from `Ctx::spec` if the block reads them.
+    let mut jt_label = None;
+    if live[0] != 0 || (jt_end && save_at == 0) {
+        let mut l = s.a.create_label();
+        s.a.set_label(&mut l)?;
+        if live[0] != 0 {
+            s.spec = false;
+            s.spec_restore()?;
+        }
+        if jt_end && save_at == 0 {
+            s.a.jmp(after_save)?;
+        } else {
+            s.a.jmp(ip)?;
+        }
+        jt_label = Some(l);
+    }
     let outlines = std::mem::take(&mut s.outlines);
     let mut link_labels = Vec::new();
-    for o in outlines {
+    for (o, spec) in outlines {
+        s.spec = spec;
         match o {
             Outline::Miss {
                 mut label,
@@ -740,6 +883,7 @@ fn emit(
                 s.exit(env.exit, rip, ctx::EXIT_INTERPRET, uncounted)?;
             }
             Outline::Link { mut label, target } => {
+                debug_assert!(!spec, "links keep the flags in the host's");
                 s.a.set_label(&mut label)?;
                 link_labels.push((label, target));
                 s.exit(env.exit, target, 0, 0)?;
@@ -766,8 +910,13 @@ fn emit(
     for (label, target) in &link_labels {
         links.push((res.label_ip(label)?, *target));
     }
+    let jt_entry = match &jt_label {
+        Some(l) => res.label_ip(l)?,
+        None => ip,
+    };
     Ok(Translated {
         code: res.inner.code_buffer,
+        jt_entry,
         links,
     })
 }
@@ -832,7 +981,7 @@ fn popf(s: &mut Asm, env: &Env, used: u16, kernel: bool, rip: u64, uncounted: u6
     )?)?;
     let label = s.a.create_label();
     s.a.jne(label)?;
-    s.outlines.push(Outline::Fallback {
+    s.outline(Outline::Fallback {
         label,
         regs,
         pushed: false,
@@ -847,9 +996,9 @@ fn popf(s: &mut Asm, env: &Env, used: u16, kernel: bool, rip: u64, uncounted: u6
     s.ld(c, ctx::RSP_SLOT)?;
     s.lea(c, MemoryOperand::with_base_displ(R64[c], 8))?;
     s.st(ctx::RSP_SLOT, c)?;
+    // (A real POPFQ: it takes the whole value; POPF is not that frequent.)
     s.add(Instruction::with1(Code::Push_r64, R64[b])?)?;
-    s.bias += 8;
-    s.popfq()?;
+    s.a.popfq()?;
     unspill(s, regs)
 }
 
@@ -881,14 +1030,11 @@ fn push(
             b
         }
         Pushed::Flags => {
-            // The host flags are the guest's here (live or not): keep a copy on
-            // the host stack, compute on a register, restore them.
+            // The host flags are the guest's here (live or not): read them whole
+            // (PUSHFQ, then pop), save them, compute on a register, restore them.
+            s.a.pushfq()?;
+            s.add(Instruction::with1(Code::Pop_r64, R64[b])?)?;
             s.pushfq()?;
-            s.add(Instruction::with2(
-                Code::Mov_r64_rm64,
-                R64[b],
-                MemoryOperand::with_base(Register::RSP),
-            )?)?;
             s.add(Instruction::with2(
                 Code::And_rm64_imm32,
                 R64[b],
@@ -1068,7 +1214,7 @@ fn probe_inner(
     // A label must sit on an instruction.
     s.a.nop()?;
     let info = size as u64 | (write as u64) << 8 | (table as u64) << 9;
-    s.outlines.push(Outline::Miss {
+    s.outline(Outline::Miss {
         label,
         resume,
         fallback,
@@ -1103,7 +1249,7 @@ fn rep_string(
         s.pushfq()?;
     }
     let fallback = s.a.create_label();
-    s.outlines.push(Outline::Fallback {
+    s.outline(Outline::Fallback {
         label: fallback,
         regs,
         pushed: flags_live,

@@ -66,6 +66,8 @@ struct Slot {
     cpl: u8,
     /// Host entry, 0 if not translated.
     host: u64,
+    /// Its entry for the jump table (see `emit::Translated::jt_entry`).
+    jt: u64,
     /// Not translatable (its first instruction is the interpreter's).
     never: bool,
 }
@@ -219,9 +221,9 @@ impl Jit {
         self.kernel_nonglobal &= class == 1;
         self.salt_steps[class] += 1;
         if self.salt_steps[class] > 0xffff {
-            self.frame.ctx.jump_keys[class]
+            self.frame.ctx.jump[class]
                 .iter_mut()
-                .for_each(|k| *k = 0);
+                .for_each(|e| e.key = 0);
             self.salt_steps[class] = 1;
         }
         self.frame.ctx.neg_salt[class] = (self.salt_steps[class] << 48).wrapping_neg();
@@ -281,7 +283,7 @@ impl Jit {
                     continue;
                 }
             };
-            let host = self.host_for(cpu, id);
+            let (host, jt) = self.host_for(cpu, id);
             if let Some(d) = self.debug.as_mut() {
                 if std::mem::take(&mut self.last_continue) {
                     let b = cpu.block(id);
@@ -304,7 +306,7 @@ impl Jit {
                 }
                 continue;
             }
-            match self.native(cpu, bus, host, end - cpu.icount, writes) {
+            match self.native(cpu, bus, host, jt, end - cpu.icount, writes) {
                 ctx::EXIT_INTERPRET => {
                     if let Some(d) = self.debug.as_mut() {
                         let what = match cpu.block_at_rip(bus) {
@@ -341,12 +343,12 @@ impl Jit {
         }
     }
 
-    /// The host entry for block `id`, translating it once it is hot; 0 if it
-    /// stays with the interpreter for now.
-    fn host_for(&mut self, cpu: &mut Cpu, id: BlockId) -> u64 {
+    /// The host entry for block `id` and its jump-table entry, translating it
+    /// once it is hot; 0 if it stays with the interpreter for now.
+    fn host_for(&mut self, cpu: &mut Cpu, id: BlockId) -> (u64, u64) {
         let b = cpu.block(id);
         if b.serial == 0 || b.bitness != 64 {
-            return 0;
+            return (0, 0);
         }
         let (serial, phys, rip) = (b.serial, b.phys, b.vstart);
         let cpl = cpu.cpl;
@@ -370,20 +372,21 @@ impl Jit {
                     *d.entry(key).or_default() += 1;
                 }
             }
-            return s.host;
+            return (s.host, s.jt);
         }
         s.hits += 1;
         if s.hits < self.hot {
-            return 0;
+            return (0, 0);
         }
-        let host = self.translate(cpu, id, (phys, rip, cpl));
+        let (host, jt) = self.translate(cpu, id, (phys, rip, cpl));
         let s = &mut self.slots[i];
         s.host = host;
+        s.jt = jt;
         s.never = host == 0;
-        host
+        (host, jt)
     }
 
-    fn translate(&mut self, cpu: &Cpu, id: BlockId, key: Key) -> u64 {
+    fn translate(&mut self, cpu: &Cpu, id: BlockId, key: Key) -> (u64, u64) {
         let t0 = Instant::now();
         let b = cpu.block(id);
         let (phys, rip, cpl) = key;
@@ -399,7 +402,7 @@ impl Jit {
             let (pn, gen) = b.pages[1];
             match cpu.code_map().word_addr(pn) {
                 Some(addr) => Some((addr as u64, gen)),
-                None => return 0,
+                None => return (0, 0),
             }
         } else {
             None
@@ -428,12 +431,12 @@ impl Jit {
                         let m = b.insns[0].mnemonic();
                         *d.entry(format!("(failed {m:?}: {e})")).or_default() += 1;
                     }
-                    return 0;
+                    return (0, 0);
                 }
             };
             if !self.code.push(&t.code) {
                 if attempt > 0 {
-                    return 0;
+                    return (0, 0);
                 }
                 attempt += 1;
                 self.flush_code();
@@ -462,7 +465,7 @@ impl Jit {
                 let name = if cpl == 3 { "user" } else { "kernel" };
                 let _ = writeln!(f, "{ip:x} {:x} guest_{name}_{rip:x}", t.code.len());
             }
-            return ip;
+            return (ip, t.jt_entry);
         }
     }
 
@@ -484,6 +487,7 @@ impl Jit {
         cpu: &mut Cpu,
         bus: &mut dyn Bus,
         host: u64,
+        jt: u64,
         budget: u64,
         writes: u64,
     ) -> u64 {
@@ -546,8 +550,10 @@ impl Jit {
             let class = usize::from(cpu.cpl == 3);
             let slot = ctx::jump_slot(cpu.rip);
             let salt = self.salt_steps[class] << 48;
-            self.frame.ctx.jump_keys[class][slot] = ctx::jump_key(cpu.rip, salt);
-            self.frame.ctx.jump_hosts[class][slot] = host;
+            self.frame.ctx.jump[class][slot] = ctx::JumpEntry {
+                key: ctx::jump_key(cpu.rip, salt),
+                host: jt,
+            };
             // (In 64-bit mode the linear address of RIP is RIP.)
             if class == 0 && !cpu.is_global(cpu.rip) {
                 self.kernel_nonglobal = true;
@@ -714,8 +720,8 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 4]), ice
     let mut miss = a.create_label();
     for (class, table) in tables.iter_mut().enumerate() {
         // 8: the return address of the call.
-        let keys = 8 + JUMP_KEYS + class as i32 * JUMP_BYTES;
-        let hosts = 8 + JUMP_HOSTS + class as i32 * JUMP_BYTES;
+        let keys = 8 + JUMP + class as i32 * JUMP_BYTES;
+        let hosts = keys + 8;
         let mut hit = a.create_label();
         a.set_label(table)?;
         a.mov(qword_ptr(rsp + (8 + SPILL)), rcx)?;
@@ -727,6 +733,8 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 4]), ice
         a.bswap(edx)?;
         a.lea(edx, dword_ptr(rdx + rcx))?;
         a.movzx(edx, dx)?;
+        // 16-byte entries: index * 2, scaled by 8 below.
+        a.lea(edx, dword_ptr(rdx + rdx))?;
         a.mov(rax, qword_ptr(rsp + rdx * 8 + keys))?;
         a.mov(rdx, qword_ptr(rsp + rdx * 8 + hosts))?;
         a.mov(qword_ptr(rsp + (8 + JMP_TMP)), rdx)?;
@@ -744,8 +752,15 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 4]), ice
         a.mov(rax, qword_ptr(rsp + (8 + SPILL + 16)))?;
         a.ret()?;
     }
-    // A miss, jumped to from the site: the context is at [rsp] again.
+    // A miss, jumped to from the site: the context is at [rsp] again; the guest
+    // flags are in `spec` (see emit.rs) and go back to the host's for the exit.
     a.set_label(&mut miss)?;
+    a.mov(qword_ptr(rsp + FLAGS_RAX), rax)?;
+    a.mov(al, byte_ptr(rsp + SPEC))?;
+    a.add(al, 0x7f)?;
+    a.mov(ah, byte_ptr(rsp + (SPEC + 1)))?;
+    a.sahf()?;
+    a.mov(rax, qword_ptr(rsp + FLAGS_RAX))?;
     a.mov(dword_ptr(rsp + EXIT_KIND), EXIT_JUMP_MISS as u32)?;
     a.jmp(exit_label)?;
     // TLB fill: called (return address pushed) from a miss path with `bias` bytes
