@@ -61,6 +61,9 @@ pub struct Env<'a> {
     /// The jump-table routine for this privilege, called with the guest RIP in
     /// `exit_rip`: leaves in `jmp_tmp` where to go on (the block, or an exit).
     pub jump_table: u64,
+    /// The exit for a jump-table miss (guest flags in `Ctx::spec`, RIP in
+    /// `exit_rip`).
+    pub jump_miss: u64,
     /// Helper-call routines: TLB fill, then RDTSC, each called with 0 or 8 bytes
     /// pushed.
     pub fill: [u64; 4],
@@ -96,6 +99,8 @@ enum Outline {
     },
     /// An exit that may later be linked to a block for `target`.
     Link { label: CodeLabel, target: u64 },
+    /// An inline jump-table lookup missed: `regs` restored, then the miss exit.
+    JumpMiss { label: CodeLabel, regs: [usize; 3] },
     /// Budget exhausted at block entry.
     /// Back to the interpreter before the instruction at `rip`, with the scratch
     /// registers `regs` restored (a guarded instruction's fallback).
@@ -296,11 +301,62 @@ impl Asm {
     /// Goes on at the guest RIP in `exit_rip` through the jump table.
     fn via_jump_table(&mut self, env: &Env) -> R<()> {
         debug_assert_eq!(self.bias, 0);
-        if !self.spec {
-            self.spec_save()?;
+        if self.spec {
+            return self.jump_inline(env);
         }
+        self.spec_save()?;
         self.a.call(env.jump_table)?;
         self.add(Instruction::with1(Code::Jmp_rm64, mem(ctx::JMP_TMP))?)
+    }
+
+    /// The jump-table lookup in line, where the host flags are free (the guest's
+    /// are in `Ctx::spec`), so ordinary ALU instructions index and compare.
+    fn jump_inline(&mut self, env: &Env) -> R<()> {
+        // RCX, RDX, RAX (RDX: its low word is named below).
+        let (a, b, c) = (1usize, 2usize, 0usize);
+        let regs = [a, b, c];
+        spill(self, regs)?;
+        self.ld(a, ctx::EXIT_RIP)?;
+        // b = jump_slot(rip) * 16
+        let (a32, b32) = (R64[a].full_register32(), R64[b].full_register32());
+        self.add(Instruction::with2(Code::Mov_r32_rm32, b32, a32)?)?;
+        self.add(Instruction::with1(Code::Bswap_r32, b32)?)?;
+        self.add(Instruction::with2(
+            Code::Lea_r32_m,
+            b32,
+            MemoryOperand::with_base_index(R64[b], R64[a]),
+        )?)?;
+        self.add(Instruction::with2(Code::Movzx_r32_rm16, b32, Register::DX)?)?;
+        self.add(Instruction::with2(Code::Shl_rm32_imm8, b32, 4u32)?)?;
+        // c = rip + salt: the key it must match
+        let class = usize::from(env.tables.0 == 2) as i32;
+        self.add(Instruction::with2(Code::Mov_r64_rm64, R64[c], R64[a])?)?;
+        self.add(Instruction::with2(
+            Code::Sub_r64_rm64,
+            R64[c],
+            mem(ctx::NEG_SALT + 8 * class),
+        )?)?;
+        let table = ctx::JUMP + class * ctx::JUMP_BYTES;
+        let entry = |d: i32| {
+            MemoryOperand::new(
+                Register::RSP,
+                R64[b],
+                1,
+                (table + d) as i64,
+                1,
+                false,
+                Register::None,
+            )
+        };
+        self.add(Instruction::with2(Code::Cmp_r64_rm64, R64[c], entry(0))?)?;
+        let miss = self.a.create_label();
+        self.a.jne(miss)?;
+        self.add(Instruction::with2(Code::Mov_r64_rm64, R64[c], entry(8))?)?;
+        self.st(ctx::JMP_TMP, c)?;
+        unspill(self, regs)?;
+        self.add(Instruction::with1(Code::Jmp_rm64, mem(ctx::JMP_TMP))?)?;
+        self.outline(Outline::JumpMiss { label: miss, regs });
+        Ok(())
     }
 
     /// Goes on at guest `target`: a direct jump to its translation if there is
@@ -881,6 +937,11 @@ fn emit(
                     s.popfq()?;
                 }
                 s.exit(env.exit, rip, ctx::EXIT_INTERPRET, uncounted)?;
+            }
+            Outline::JumpMiss { mut label, regs } => {
+                s.a.set_label(&mut label)?;
+                unspill(&mut s, regs)?;
+                s.a.jmp(env.jump_miss)?;
             }
             Outline::Link { mut label, target } => {
                 debug_assert!(!spec, "links keep the flags in the host's");

@@ -83,8 +83,8 @@ pub struct Jit {
     base_len: usize,
     enter: u64,
     exit: u64,
-    /// Jump-table routines (kernel, user).
-    jump_table: [u64; 2],
+    /// Jump-table routines (kernel, user), and the exit for a miss.
+    jump_table: [u64; 3],
     /// Helper-call routines (see emit::Env::fill).
     fill: [u64; 4],
     /// Salt steps of the jump table (see `ctx::jump_key`), 1..=0xffff.
@@ -126,7 +126,7 @@ impl Drop for Jit {
             let mut v: Vec<_> = d.iter().collect();
             v.sort_by(|a, b| b.1.cmp(a.1));
             eprintln!("x86-jit: {:?}", self.stats);
-            for (m, n) in v.iter().take(30) {
+            for (m, n) in v.iter().take(300) {
                 eprintln!("x86-jit: interpreted from {m}: {n}");
             }
         }
@@ -190,7 +190,8 @@ impl Jit {
             use std::io::Write;
             let end = jit.code.next_ip();
             let mut names = vec![(enter, "enter"), (exit, "exit")];
-            names.extend(jit.jump_table.iter().map(|&a| (a, "jump_table")));
+            names.extend(jit.jump_table[..2].iter().map(|&a| (a, "jump_table")));
+            names.push((jit.jump_table[2], "jump_miss"));
             names.extend(jit.fill[..2].iter().map(|&a| (a, "fill_helper")));
             names.extend(jit.fill[2..].iter().map(|&a| (a, "tsc_helper")));
             for (k, &(a, name)) in names.iter().enumerate() {
@@ -420,6 +421,7 @@ impl Jit {
                 exit: self.exit,
                 lookup: &lookup,
                 jump_table: self.jump_table[usize::from(cpl == 3)],
+                jump_miss: self.jump_table[2],
                 fill: self.fill,
                 tables,
                 second,
@@ -657,7 +659,7 @@ fn sse_native(cpu: &Cpu) -> bool {
 /// Emits the entry and exit trampolines and the two jump-table routines at the
 /// start of `code`.
 #[allow(clippy::type_complexity)]
-fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 4]), iced_x86::IcedError> {
+fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 3], [u64; 4]), iced_x86::IcedError> {
     use crate::ctx::*;
     const GUEST: [AsmRegister64; 16] = [
         rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
@@ -811,7 +813,11 @@ fn trampolines(code: &mut CodeBuf) -> Result<(u64, u64, [u64; 2], [u64; 4]), ice
         iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
     )?;
     let exit = res.label_ip(&exit_label)?;
-    let jump = [res.label_ip(&tables[0])?, res.label_ip(&tables[1])?];
+    let jump = [
+        res.label_ip(&tables[0])?,
+        res.label_ip(&tables[1])?,
+        res.label_ip(&miss)?,
+    ];
     let fill = [
         res.label_ip(&fills[0])?,
         res.label_ip(&fills[1])?,
