@@ -35,6 +35,7 @@ impl EmuVcpu {
     pub(crate) fn new(shared: Arc<Shared>, id: u32, trace: Option<Box<dyn Write + Send>>) -> Self {
         let mut cpu = Cpu::new(id);
         cpu.cpuid.tsc_deadline = true;
+        cpu.cpuid.cores = shared.cpus.len() as u32;
         cpu.set_code_map(shared.code.clone());
         cpu.set_trace(trace);
         let jit = if shared.jit.load(Ordering::Relaxed) {
@@ -74,6 +75,7 @@ impl EmuVcpu {
             self.cpu = {
                 let mut c = Cpu::new(apic_id);
                 c.cpuid.tsc_deadline = true;
+                c.cpuid.cores = self.shared.cpus.len() as u32;
                 c.set_code_map(self.shared.code.clone());
                 c
             };

@@ -59,6 +59,11 @@ pub struct CpuidModel {
     pub overrides: Vec<CpuidEntry>,
     /// Whether the platform's local APIC implements TSC-deadline mode.
     pub tsc_deadline: bool,
+    /// vCPUs of the VM, presented as cores of one package (leaf 0xB), so that
+    /// Linux treats them as siblings: an AP then copies the boot CPU's
+    /// delay-loop calibration instead of measuring its own over several timer
+    /// ticks, and the TSC synchronisation check runs for 2 ms instead of 20.
+    pub cores: u32,
 }
 
 fn regs_from_str(s: &[u8; 12]) -> (u32, u32, u32) {
@@ -72,7 +77,13 @@ impl CpuidModel {
             apic_id,
             overrides: Vec::new(),
             tsc_deadline: false,
+            cores: 1,
         }
+    }
+
+    /// Bits of the APIC ID that number the cores of the package.
+    fn core_shift(&self) -> u32 {
+        32 - self.cores.max(1).saturating_sub(1).leading_zeros()
     }
 
     /// The values of leaf `func`, subleaf `index`: (EAX, EBX, ECX, EDX).
@@ -89,7 +100,8 @@ impl CpuidModel {
             1 => {
                 // Family 6, model 0x0f (constant-rate TSC on family 6 model >= 0x0e), stepping 1.
                 let eax = (6 << 8) | (0xf << 4) | 1;
-                let ebx = (self.apic_id << 24) | (1 << 16) | (8 << 8);
+                let logical = 1u32 << self.core_shift();
+                let ebx = (self.apic_id << 24) | ((logical & 0xff) << 16) | (8 << 8);
                 let mut ecx = ecx1::POPCNT | ecx1::HYPERVISOR;
                 if self.tsc_deadline {
                     ecx |= ecx1::TSC_DEADLINE;
@@ -109,6 +121,8 @@ impl CpuidModel {
                     | FXSR
                     | SSE
                     | SSE2;
+                // HTT: EBX[23:16] counts the package's logical processors.
+                let edx = if logical > 1 { edx | (1 << 28) } else { edx };
                 (eax, ebx, ecx, edx)
             }
             // Thermal/power: ARAT (APIC timer keeps running in deep C-states).
@@ -116,6 +130,13 @@ impl CpuidModel {
             // Structured extended features: TSC_ADJUST (EBX bit 1, lets Linux trust the
             // invariant TSC without a watchdog) and IA32_ARCH_CAPABILITIES (EDX bit 29).
             7 if index == 0 => (0, 1 << 1, 0, 1 << 29),
+            // Extended topology: one thread per core (SMT level), `cores` cores
+            // per package (core level), then the invalid level.
+            0xb => match index {
+                0 => (0, 1, 0x100, self.apic_id),
+                1 => (self.core_shift(), self.cores.max(1), 0x201, self.apic_id),
+                _ => (0, 0, index & 0xff, self.apic_id),
+            },
             0x15 => (1, (TSC_HZ / CRYSTAL_HZ) as u32, CRYSTAL_HZ as u32, 0),
             0x16 => (
                 (TSC_HZ / 1_000_000) as u32,
@@ -156,5 +177,32 @@ impl CpuidModel {
             0x8000_0008 => (0x3028, 0, 0, 0),
             _ => (0, 0, 0, 0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CpuidModel;
+
+    #[test]
+    fn vcpus_are_cores_of_one_package() {
+        let mut m = CpuidModel::new(3);
+        m.cores = 4;
+        let (_, ebx, _, edx) = m.query(1, 0);
+        assert_eq!((ebx >> 16) & 0xff, 4, "logical processors per package");
+        assert_ne!(edx & (1 << 28), 0, "HTT");
+        assert_eq!(m.query(0xb, 0), (0, 1, 0x100, 3), "SMT level: one thread");
+        assert_eq!(
+            m.query(0xb, 1),
+            (2, 4, 0x201, 3),
+            "core level: 4 cores, 2 bits"
+        );
+        assert_eq!(m.query(0xb, 2).2 >> 8, 0, "then the invalid level");
+        m.cores = 3;
+        assert_eq!(m.query(0xb, 1).0, 2, "3 cores still take 2 bits");
+        let one = CpuidModel::new(0);
+        assert_eq!((one.query(1, 0).1 >> 16) & 0xff, 1);
+        assert_eq!(one.query(1, 0).3 & (1 << 28), 0);
+        assert_eq!(one.query(0xb, 1), (0, 1, 0x201, 0));
     }
 }
