@@ -465,7 +465,9 @@ impl Jit {
             if let Some(f) = self.perf_map.as_mut() {
                 use std::io::Write;
                 let name = if cpl == 3 { "user" } else { "kernel" };
-                let _ = writeln!(f, "{ip:x} {:x} guest_{name}_{rip:x}", t.code.len());
+                // One write per line: every vCPU appends to the same file.
+                let line = format!("{ip:x} {:x} guest_{name}_{rip:x}\n", t.code.len());
+                let _ = f.write_all(line.as_bytes());
             }
             return (ip, t.jt_entry);
         }
