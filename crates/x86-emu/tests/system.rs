@@ -218,3 +218,73 @@ fn user_code_rewritten_behind_the_cpu_is_redecoded_after_cr3_switch() {
     assert_eq!(run(&mut cpu, &mut bus), StopReason::Halted);
     assert_eq!(cpu.gpr[0], 2);
 }
+
+/// PUSHAD/POPAD and PUSHA/POPA in 32-bit protected mode (paging off), as
+/// Multiboot kernels use them: the register order on the stack, the SP pushed
+/// being the one from before, and POPAD skipping the saved ESP.
+#[test]
+fn pushad_popad_in_protected_mode() {
+    let mut a = CodeAssembler::new(32).unwrap();
+    for (k, r) in [eax, ecx, edx, ebx, ebp, esi, edi].into_iter().enumerate() {
+        a.mov(r, 0x1111_1111u32 * (k as u32 + 1)).unwrap();
+    }
+    // The 16-bit forms first (their frame is overwritten below).
+    // (POPA writes the low halves only: the upper half of EBX stays.)
+    a.pusha().unwrap();
+    a.xor(bx, bx).unwrap();
+    a.popa().unwrap();
+    a.pushad().unwrap();
+    for r in [eax, ecx, edx, ebx, ebp, esi, edi] {
+        a.xor(r, r).unwrap();
+    }
+    a.popad().unwrap();
+    a.hlt().unwrap();
+    let code = a.assemble(CODE).unwrap();
+    let mut bus = TestBus {
+        ram: vec![0; RAM],
+        io_log: Vec::new(),
+    };
+    bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
+    let mut cpu = x86_emu::Cpu::new(0);
+    let mut s = CpuState::default();
+    s.regs.rip = CODE;
+    s.regs.rsp = STACK;
+    s.regs.rflags = 2;
+    let mut code_seg = Segment::code64(8);
+    code_seg.l = false;
+    code_seg.db = true;
+    s.sregs.cs = code_seg;
+    for d in [
+        &mut s.sregs.ds,
+        &mut s.sregs.es,
+        &mut s.sregs.ss,
+        &mut s.sregs.fs,
+        &mut s.sregs.gs,
+    ] {
+        *d = Segment::data(0x10);
+    }
+    s.sregs.tr = Segment::tss(0x18, 0, 0x67);
+    s.sregs.cr0 = vmm_types::bits::CR0_PE | vmm_types::bits::CR0_ET;
+    cpu.set_state(&s);
+    assert_eq!(run(&mut cpu, &mut bus), StopReason::Halted);
+    for k in [0usize, 1, 2, 3, 5, 6, 7] {
+        let idx = [0, 1, 2, 3, 0, 4, 5, 6][k];
+        assert_eq!(cpu.gpr[k], 0x1111_1111 * (idx + 1), "register {k}");
+    }
+    assert_eq!(cpu.gpr[4], STACK, "ESP back where it was");
+    // The PUSHAD frame, from the top: EAX ECX EDX EBX ESP(before) EBP ESI EDI.
+    let frame: Vec<u64> = (0..8).map(|k| bus.read(STACK - 4 - 4 * k, 4)).collect();
+    assert_eq!(
+        frame,
+        vec![
+            0x1111_1111,
+            0x2222_2222,
+            0x3333_3333,
+            0x4444_4444,
+            STACK,
+            0x5555_5555,
+            0x6666_6666,
+            0x7777_7777
+        ]
+    );
+}

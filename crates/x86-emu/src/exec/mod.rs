@@ -168,6 +168,8 @@ impl Cpu {
                 }
                 r
             }
+            M::Pusha | M::Pushad => self.pusha(bus, i),
+            M::Popa | M::Popad => self.popa(bus, i),
             M::Xchg => self.xchg(bus, i),
             M::Nop
             | M::Pause

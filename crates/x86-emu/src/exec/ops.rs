@@ -194,6 +194,50 @@ impl Cpu {
         Ok(v)
     }
 
+    /// PUSHA/PUSHAD (not in 64-bit mode, where the opcodes are invalid): AX CX DX
+    /// BX, the SP from before, BP SI DI. A fault leaves SP as it was.
+    pub(crate) fn pusha(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
+        let size: u8 = if i.mnemonic() == iced_x86::Mnemonic::Pushad {
+            4
+        } else {
+            2
+        };
+        let save = self.gpr[4];
+        for r in [0, 1, 2, 3, 4, 5, 6, 7] {
+            let v = if r == 4 { save } else { self.gpr[r] };
+            if let Err(e) = self.push(bus, size, v) {
+                self.gpr[4] = save;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// POPA/POPAD: DI SI BP, a skipped SP slot, BX DX CX AX. A fault leaves every
+    /// register as it was.
+    pub(crate) fn popa(&mut self, bus: &mut dyn Bus, i: &Instruction) -> XResult<()> {
+        let size: u8 = if i.mnemonic() == iced_x86::Mnemonic::Popad {
+            4
+        } else {
+            2
+        };
+        let save = self.gpr;
+        let mut vals = [0u64; 8];
+        for r in [7, 6, 5, 4, 3, 2, 1, 0] {
+            match self.pop(bus, size) {
+                Ok(v) => vals[r] = v,
+                Err(e) => {
+                    self.gpr = save;
+                    return Err(e);
+                }
+            }
+        }
+        for r in [0, 1, 2, 3, 5, 6, 7] {
+            self.set_reg_sized(r, size, vals[r]);
+        }
+        Ok(())
+    }
+
     /// Reads the value `off` bytes above the stack pointer without popping.
     pub(crate) fn peek(&mut self, bus: &mut dyn Bus, off: u64, size: u8) -> XResult<u64> {
         let a = self.sp_lin(self.gpr[4].wrapping_add(off));
