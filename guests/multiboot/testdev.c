@@ -138,8 +138,8 @@ void on_spurious_irq(void) { spurious_irqs++; }
 
 /*
  * Interrupt entry stubs. The handlers are C functions, which keep EBX, ESI, EDI
- * and EBP, so only EAX, ECX and EDX are saved (no PUSHA: this VMM's emulator does
- * not implement it). Two ways back to the interrupted code:
+ * and EBP, so only EAX, ECX and EDX are saved (no PUSHA needed). Two ways back to
+ * the interrupted code:
  *  - `*_ret` (the default): POPF then a far return, because on a PVM-backed
  *    /dev/kvm every guest supervisor instruction goes through KVM's instruction
  *    emulator, which has no protected-mode IRET ("instruction emulation failed");
