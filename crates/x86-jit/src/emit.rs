@@ -12,10 +12,10 @@
 //! flags live in the host flags; the probe saves them (pushfq) only where a
 //! later instruction may read them before they are overwritten.
 
-use iced_x86::code_asm::{CodeAssembler, CodeLabel};
+use crate::asm::{Assembler, Label};
 use iced_x86::{
-    BlockEncoderOptions, Code, ConditionCode, IcedError, Instruction, InstructionInfoFactory,
-    MemoryOperand, Mnemonic as M, OpKind, Register, RflagsBits,
+    Code, ConditionCode, IcedError, Instruction, InstructionInfoFactory, MemoryOperand,
+    Mnemonic as M, OpKind, Register, RflagsBits,
 };
 
 use crate::classify::{classify, host_form, is_shift, used_gprs, uses_high_byte, Kind};
@@ -88,9 +88,9 @@ pub struct Translated {
 enum Outline {
     /// TLB miss path of a memory access.
     Miss {
-        label: CodeLabel,
-        resume: CodeLabel,
-        fallback: CodeLabel,
+        label: Label,
+        resume: Label,
+        fallback: Label,
         regs: [usize; 3],
         info: u64,
         pushed: bool,
@@ -98,14 +98,14 @@ enum Outline {
         uncounted: u64,
     },
     /// An exit that may later be linked to a block for `target`.
-    Link { label: CodeLabel, target: u64 },
+    Link { label: Label, target: u64 },
     /// An inline jump-table lookup missed: `regs` restored, then the miss exit.
-    JumpMiss { label: CodeLabel, regs: [usize; 3] },
+    JumpMiss { label: Label, regs: [usize; 3] },
     /// Budget exhausted at block entry.
     /// Back to the interpreter before the instruction at `rip`, with the scratch
     /// registers `regs` restored (a guarded instruction's fallback).
     Fallback {
-        label: CodeLabel,
+        label: Label,
         regs: [usize; 3],
         pushed: bool,
         rip: u64,
@@ -113,7 +113,7 @@ enum Outline {
     },
     /// An exit of `kind` (budget exhausted, or a guarded instruction's fallback).
     Exit {
-        label: CodeLabel,
+        label: Label,
         pushed: bool,
         rip: u64,
         kind: u64,
@@ -122,7 +122,7 @@ enum Outline {
 }
 
 struct Asm {
-    a: CodeAssembler,
+    a: Assembler,
     /// Bytes pushed on the host stack since the context was at `[rsp]`.
     bias: i32,
     /// Out-of-line code, with the `spec` state where it was asked for.
@@ -350,7 +350,7 @@ impl Asm {
         };
         self.add(Instruction::with2(Code::Cmp_r64_rm64, R64[c], entry(0))?)?;
         let miss = self.a.create_label();
-        self.a.jne(miss)?;
+        self.a.jcc(ConditionCode::ne, miss)?;
         self.add(Instruction::with2(Code::Mov_r64_rm64, R64[c], entry(8))?)?;
         self.st(ctx::JMP_TMP, c)?;
         unspill(self, regs)?;
@@ -367,7 +367,7 @@ impl Asm {
                 return Ok(self.a.jmp(host)?);
             }
             let label = self.a.create_label();
-            self.a.jmp(label)?;
+            self.a.jmp_label(label)?;
             // The stub itself comes out of line so that it can be patched alone.
             self.outline(Outline::Link { label, target });
             return Ok(());
@@ -483,19 +483,18 @@ fn emit(
         live[k] = read | (after & !killed);
     }
     let mut s = Asm {
-        a: CodeAssembler::new(64)?,
+        a: Assembler::new(ip),
         bias: 0,
         outlines: Vec::new(),
         spec: false,
     };
 
     // Entry: count the block against the budget.
-    let mut after_save = s.a.create_label();
+    let after_save = s.a.create_label();
     if jt_end && save_at == 0 {
         s.spec_save()?;
         s.spec = true;
-        s.a.set_label(&mut after_save)?;
-        s.a.nop()?;
+        s.a.set_label(after_save);
     }
     let entry_pushed = live[0] != 0;
     if entry_pushed {
@@ -507,7 +506,7 @@ fn emit(
         MemoryOperand::with_base_displ(Register::RSP, (ctx::BUDGET + s.bias) as i64),
         n as u32,
     )?)?;
-    s.a.js(budget_label)?;
+    s.a.jcc(ConditionCode::s, budget_label)?;
     s.outline(Outline::Exit {
         kind: ctx::EXIT_BUDGET,
         label: budget_label,
@@ -527,7 +526,7 @@ fn emit(
         )?)?;
         s.ld(0, ctx::SPILL)?;
         let stale = s.a.create_label();
-        s.a.jne(stale)?;
+        s.a.jcc(ConditionCode::ne, stale)?;
         s.outline(Outline::Exit {
             kind: ctx::EXIT_CONTINUE,
             label: stale,
@@ -684,7 +683,7 @@ fn emit(
                     ),
                     0u32,
                 )?)?;
-                s.a.jne(fault)?;
+                s.a.jcc(ConditionCode::ne, fault)?;
                 s.outline(Outline::Exit {
                     label: fault,
                     pushed: flags_live,
@@ -746,7 +745,7 @@ fn emit(
                 )?)?;
                 s.add(Instruction::with2(cmp, hi, cr)?)?;
                 let fault = s.a.create_label();
-                s.a.jae(fault)?;
+                s.a.jcc(ConditionCode::ae, fault)?;
                 s.outline(Outline::Fallback {
                     label: fault,
                     regs,
@@ -777,7 +776,7 @@ fn emit(
                     return Err(Fail::Unsupported("flags live across DIV"));
                 }
                 s.add(Instruction::with2(code, hi, d)?)?;
-                s.a.jae(label)?;
+                s.a.jcc(ConditionCode::ae, label)?;
                 s.outline(Outline::Exit {
                     label,
                     pushed: false,
@@ -860,10 +859,13 @@ fn emit(
                 ended = true;
             }
             Kind::Jcc => {
-                let mut taken = s.a.create_label();
-                jcc(&mut s.a, i.condition_code(), taken)?;
+                let taken = s.a.create_label();
+                if i.condition_code() == ConditionCode::None {
+                    return Err(Fail::Unsupported("no condition"));
+                }
+                s.a.jcc(i.condition_code(), taken)?;
                 s.goto(env, i.next_ip(), page)?;
-                s.a.set_label(&mut taken)?;
+                s.a.set_label(taken);
                 s.goto(env, i.near_branch64(), page)?;
                 ended = true;
             }
@@ -878,14 +880,14 @@ fn emit(
     // The jump table's entry: flags from `Ctx::spec` if the block reads them.
     let mut jt_label = None;
     if live[0] != 0 || (jt_end && save_at == 0) {
-        let mut l = s.a.create_label();
-        s.a.set_label(&mut l)?;
+        let l = s.a.create_label();
+        s.a.set_label(l);
         if live[0] != 0 {
             s.spec = false;
             s.spec_restore()?;
         }
         if jt_end && save_at == 0 {
-            s.a.jmp(after_save)?;
+            s.a.jmp_label(after_save)?;
         } else {
             s.a.jmp(ip)?;
         }
@@ -897,16 +899,16 @@ fn emit(
         s.spec = spec;
         match o {
             Outline::Miss {
-                mut label,
+                label,
                 resume,
-                mut fallback,
+                fallback,
                 regs,
                 info,
                 pushed,
                 rip,
                 uncounted,
             } => {
-                s.a.set_label(&mut label)?;
+                s.a.set_label(label);
                 s.bias = if pushed { 8 } else { 0 };
                 miss(&mut s, env, regs, info)?;
                 s.add(Instruction::with2(
@@ -914,9 +916,9 @@ fn emit(
                     R64[regs[0]],
                     R64[regs[0]],
                 )?)?;
-                s.a.jz(fallback)?;
-                s.a.jmp(resume)?;
-                s.a.set_label(&mut fallback)?;
+                s.a.jcc(ConditionCode::e, fallback)?;
+                s.a.jmp_label(resume)?;
+                s.a.set_label(fallback);
                 unspill(&mut s, regs)?;
                 if pushed {
                     s.popfq()?;
@@ -924,13 +926,13 @@ fn emit(
                 s.exit(env.exit, rip, ctx::EXIT_INTERPRET, uncounted)?;
             }
             Outline::Fallback {
-                mut label,
+                label,
                 regs,
                 pushed,
                 rip,
                 uncounted,
             } => {
-                s.a.set_label(&mut label)?;
+                s.a.set_label(label);
                 s.bias = if pushed { 8 } else { 0 };
                 unspill(&mut s, regs)?;
                 if pushed {
@@ -938,25 +940,25 @@ fn emit(
                 }
                 s.exit(env.exit, rip, ctx::EXIT_INTERPRET, uncounted)?;
             }
-            Outline::JumpMiss { mut label, regs } => {
-                s.a.set_label(&mut label)?;
+            Outline::JumpMiss { label, regs } => {
+                s.a.set_label(label);
                 unspill(&mut s, regs)?;
                 s.a.jmp(env.jump_miss)?;
             }
-            Outline::Link { mut label, target } => {
+            Outline::Link { label, target } => {
                 debug_assert!(!spec, "links keep the flags in the host's");
-                s.a.set_label(&mut label)?;
+                s.a.set_label(label);
                 link_labels.push((label, target));
                 s.exit(env.exit, target, 0, 0)?;
             }
             Outline::Exit {
-                mut label,
+                label,
                 pushed,
                 rip,
                 kind,
                 uncounted,
             } => {
-                s.a.set_label(&mut label)?;
+                s.a.set_label(label);
                 s.bias = if pushed { 8 } else { 0 };
                 if pushed {
                     s.popfq()?;
@@ -966,17 +968,15 @@ fn emit(
         }
     }
     let res =
-        s.a.assemble_options(ip, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
-    let mut links = Vec::with_capacity(link_labels.len());
-    for (label, target) in &link_labels {
-        links.push((res.label_ip(label)?, *target));
-    }
-    let jt_entry = match &jt_label {
-        Some(l) => res.label_ip(l)?,
-        None => ip,
-    };
+        s.a.finish()
+            .map_err(|_| Fail::Unsupported("a branch to an unbound label"))?;
+    let links = link_labels
+        .iter()
+        .map(|&(label, target)| (res.label_ip(label), target))
+        .collect();
+    let jt_entry = jt_label.map_or(ip, |l| res.label_ip(l));
     Ok(Translated {
-        code: res.inner.code_buffer,
+        code: res.code,
         jt_entry,
         links,
     })
@@ -1041,7 +1041,7 @@ fn popf(s: &mut Asm, env: &Env, used: u16, kernel: bool, rip: u64, uncounted: u6
         mask as u32,
     )?)?;
     let label = s.a.create_label();
-    s.a.jne(label)?;
+    s.a.jcc(ConditionCode::ne, label)?;
     s.outline(Outline::Fallback {
         label,
         regs,
@@ -1267,13 +1267,11 @@ fn probe_inner(
     let addend = entry(8);
     s.add(Instruction::with2(Code::Cmp_r64_rm64, R64[c], tag)?)?;
     let label = s.a.create_label();
-    let mut resume = s.a.create_label();
+    let resume = s.a.create_label();
     let fallback = s.a.create_label();
-    s.a.jne(label)?;
+    s.a.jcc(ConditionCode::ne, label)?;
     s.add(Instruction::with2(Code::Add_r64_rm64, R64[a], addend)?)?;
-    s.a.set_label(&mut resume)?;
-    // A label must sit on an instruction.
-    s.a.nop()?;
+    s.a.set_label(resume);
     let info = size as u64 | (write as u64) << 8 | (table as u64) << 9;
     s.outline(Outline::Miss {
         label,
@@ -1336,7 +1334,7 @@ fn rep_string(
         Register::RCX,
         4096i32,
     )?)?;
-    s.a.ja(fallback)?;
+    s.a.jcc(ConditionCode::a, fallback)?;
     bytes(s)?;
     for ptr in [Register::RDI, Register::RSI]
         .into_iter()
@@ -1346,7 +1344,7 @@ fn rep_string(
         s.add(Instruction::with2(Code::And_rm64_imm32, R64[c], 0xfffi32)?)?;
         s.add(Instruction::with2(Code::Add_r64_rm64, R64[c], R64[b])?)?;
         s.add(Instruction::with2(Code::Cmp_rm64_imm32, R64[c], 0x1000i32)?)?;
-        s.a.ja(fallback)?;
+        s.a.jcc(ConditionCode::a, fallback)?;
     }
     if movs {
         s.add(Instruction::with2(
@@ -1427,26 +1425,4 @@ fn copy_rsp(s: &mut Asm, i: &Instruction, used: u16) -> R<()> {
     s.add(j)?;
     s.st(ctx::RSP_SLOT, t)?;
     s.ld(t, ctx::SPILL + 24)
-}
-
-fn jcc(a: &mut CodeAssembler, cc: ConditionCode, l: CodeLabel) -> R<()> {
-    Ok(match cc {
-        ConditionCode::o => a.jo(l),
-        ConditionCode::no => a.jno(l),
-        ConditionCode::b => a.jb(l),
-        ConditionCode::ae => a.jae(l),
-        ConditionCode::e => a.je(l),
-        ConditionCode::ne => a.jne(l),
-        ConditionCode::be => a.jbe(l),
-        ConditionCode::a => a.ja(l),
-        ConditionCode::s => a.js(l),
-        ConditionCode::ns => a.jns(l),
-        ConditionCode::p => a.jp(l),
-        ConditionCode::np => a.jnp(l),
-        ConditionCode::l => a.jl(l),
-        ConditionCode::ge => a.jge(l),
-        ConditionCode::le => a.jle(l),
-        ConditionCode::g => a.jg(l),
-        ConditionCode::None => return Err(Fail::Unsupported("no condition")),
-    }?)
 }

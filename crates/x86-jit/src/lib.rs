@@ -14,6 +14,7 @@
 //! allocation (ctx.rs), the call into native code here and the helper
 //! (helpers.rs).
 
+mod asm;
 mod classify;
 mod codebuf;
 mod ctx;
