@@ -37,8 +37,10 @@ pub struct Assembled {
 }
 
 impl Assembled {
-    /// Host address of a bound label.
+    /// Host address of a bound label. A label may stay unbound when nothing
+    /// branches to it; asking for its address is a translator bug.
     pub fn label_ip(&self, l: Label) -> u64 {
+        debug_assert_ne!(self.labels[l.0 as usize], UNBOUND, "label never bound");
         self.base + u64::from(self.labels[l.0 as usize])
     }
 }
@@ -157,15 +159,6 @@ impl Assembler {
             }
             let rel = target.wrapping_sub(at + 4) as i32;
             code[at as usize..at as usize + 4].copy_from_slice(&rel.to_le_bytes());
-        }
-        if self.labels.contains(&UNBOUND) {
-            // Bound labels only matter where something branches to them or asks
-            // their address; an unbound one asked for by `label_ip` would be a bug.
-            for l in &mut self.labels {
-                if *l == UNBOUND {
-                    *l = 0;
-                }
-            }
         }
         Ok(Assembled {
             code,

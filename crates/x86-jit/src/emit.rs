@@ -859,10 +859,10 @@ fn emit(
                 ended = true;
             }
             Kind::Jcc => {
-                let taken = s.a.create_label();
                 if i.condition_code() == ConditionCode::None {
                     return Err(Fail::Unsupported("no condition"));
                 }
+                let taken = s.a.create_label();
                 s.a.jcc(i.condition_code(), taken)?;
                 s.goto(env, i.next_ip(), page)?;
                 s.a.set_label(taken);
