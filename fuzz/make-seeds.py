@@ -2,7 +2,9 @@
 """Writes small hand-made VDI, VHD and VMDK seeds (4 KiB blocks, so a seed holds several
 blocks in a few KiB) into corpus/vdi_image, corpus/vpc_image and corpus/vmdk_image. The parsers accept
 block sizes from 512 bytes; qemu-img's own images (1 MiB / 2 MiB blocks) are added to
-the seeds at test time by crates/block/tests/fuzz_corpus.rs when qemu-img is present."""
+the seeds at test time by crates/block/tests/fuzz_corpus.rs when qemu-img is present.
+VHDX seeds (corpus/vhdx_image) cannot be that small: regions and blocks sit at 1 MiB
+boundaries, so each is about 3 MiB, almost all zeroes, with tiny virtual disks."""
 import os, random, struct, zlib
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -104,6 +106,64 @@ def vmdk(grains, stream, gd_at_end=True):
         img += header(gd_sector) + bytes(512)
     return bytes(img)
 
+def crc32c(b):
+    c = 0xffffffff
+    for x in b:
+        c ^= x
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82f63b78 if c & 1 else c >> 1
+    return c ^ 0xffffffff
+
+def guid(a, b, c, d):
+    return struct.pack("<IHH", a, b, c) + bytes(d)
+
+BAT_G = guid(0x2dc27766, 0xf623, 0x4200, [0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08])
+META_G = guid(0x8b7ca206, 0x4790, 0x4b9a, [0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e])
+ITEMS = [
+    guid(0xcaa16737, 0xfa36, 0x4d43, [0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b]),
+    guid(0x2fa54224, 0xcd1b, 0x4876, [0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8]),
+    guid(0xbeca12ab, 0xb2e6, 0x4523, [0x93, 0xef, 0xc3, 0x09, 0xe0, 0x00, 0xc7, 0x46]),
+    guid(0x8141bf1d, 0xa96f, 0x4709, [0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f]),
+    guid(0xcda348c7, 0x445d, 0x4471, [0x9c, 0xc9, 0xe9, 0x88, 0x52, 0x51, 0xc5, 0x56]),
+]
+MIB = 1 << 20
+
+def vhdx(size, bs, flags, bat, blocks, log=False):
+    """bat: entries; blocks: (file offset, bytes). Without a log: BAT region at 1 MiB,
+    metadata at 2 MiB; with a 1 MiB log at 1 MiB: BAT at 2 MiB, metadata at 3 MiB."""
+    bat_at, meta_at = (2 * MIB, 3 * MIB) if log else (MIB, 2 * MIB)
+    end = max([meta_at + 65536 + 4096] + [o + len(d) for o, d in blocks])
+    img = bytearray(end)
+    img[0:8] = b"vhdxfile"
+    for at, seq in ((64 << 10, 1), (128 << 10, 2)):
+        struct.pack_into("<4sIQ", img, at, b"head", 0, seq)
+        img[at + 16:at + 48] = data(32)
+        struct.pack_into("<HHIQ", img, at + 64, 0, 1, MIB if log else 0, MIB if log else 0)
+        struct.pack_into("<I", img, at + 4, crc32c(img[at:at + 4096]))
+    for at in (192 << 10, 256 << 10):
+        struct.pack_into("<4sIII", img, at, b"regi", 0, 2, 0)
+        for i, (g, off) in enumerate(((BAT_G, bat_at), (META_G, meta_at))):
+            e = at + 16 + 32 * i
+            img[e:e + 16] = g
+            struct.pack_into("<QII", img, e + 16, off, MIB, 1)
+        struct.pack_into("<I", img, at + 4, crc32c(img[at:at + 65536]))
+    m = meta_at
+    img[m:m + 8] = b"metadata"
+    struct.pack_into("<H", img, m + 10, len(ITEMS))
+    for i, (g, off, ln) in enumerate(zip(ITEMS, (0, 8, 16, 32, 36), (8, 8, 16, 4, 4))):
+        e = m + 32 + 32 * i
+        img[e:e + 16] = g
+        struct.pack_into("<III", img, e + 16, 65536 + off, ln, 4 if i == 0 else 6)
+    v = m + 65536
+    struct.pack_into("<IIQ", img, v, bs, flags, size)
+    img[v + 16:v + 32] = data(16)
+    struct.pack_into("<II", img, v + 32, 512, 4096)
+    for i, e in enumerate(bat):
+        struct.pack_into("<Q", img, bat_at + 8 * i, e)
+    for o, d in blocks:
+        img[o:o + len(d)] = d
+    return bytes(img)
+
 def write(sub, name, b):
     with open(os.path.join(here, "corpus", sub, name), "wb") as f:
         f.write(b)
@@ -120,3 +180,10 @@ write("vpc_image", "fixed", data(8192) + footer(2, 8192, 0xffffffffffffffff))
 write("vmdk_image", "sparse-4k", vmdk([1, None, 2, None, 3], False))
 write("vmdk_image", "stream-footer-4k", vmdk([1, None, 2, 0, None, 3], True))
 write("vmdk_image", "stream-upfront-4k", vmdk([None, 5, 6], True, gd_at_end=False))
+# VHDX: 1 MiB blocks unless noted; entries are offset | state (6 present, 2 zero).
+write("vhdx_image", "dynamic", vhdx(2 * MIB + 8192, MIB, 0, [0, 2, 3 * MIB | 6], [(3 * MIB, data(8192))]))
+write("vhdx_image", "fixed", vhdx(8192, MIB, 1, [3 * MIB | 6], [(3 * MIB, data(8192))]))
+# 256 MiB blocks: chunk ratio 16, entry 16 is a sector bitmap entry, block 16 entry 17.
+write("vhdx_image", "bitmap-entry", vhdx(16 * 256 * MIB + 4096, 256 * MIB, 0,
+      [2] * 16 + [0, 3 * MIB | 6], [(3 * MIB, data(4096))]))
+write("vhdx_image", "empty-log", vhdx(4 * MIB, MIB, 0, [2, 0, 2, 3], [], log=True))

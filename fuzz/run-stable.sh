@@ -5,7 +5,8 @@
 # runs libFuzzer over a scratch copy of the seed corpus.
 #
 # usage: fuzz/run-stable.sh [SECONDS] [TARGET]
-#   SECONDS defaults to 60; TARGET to qcow2_image (also vdi_image, vpc_image);
+#   SECONDS defaults to 60; TARGET to qcow2_image (also vdi_image, vpc_image, vmdk_image,
+#   vhdx_image);
 #   crashes land in fuzz/artifacts/TARGET/.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -13,6 +13,8 @@ use x86_emu::{Cpu, StopReason};
 use crate::bus::EmuBus;
 use crate::vm::{lock, Kicker, Shared};
 
+mod state;
+
 /// Instructions per slice between timer and interrupt checks.
 const SLICE: u64 = 20_000;
 
@@ -23,6 +25,11 @@ pub struct EmuVcpu {
     cpu: Cpu,
     /// Application processor waiting for INIT/SIPI.
     wait_for_sipi: bool,
+    /// INIT was received since power-up (an AP in `wait_for_sipi` is then waiting
+    /// for SIPI rather than for INIT; this model accepts a SIPI either way).
+    got_init: bool,
+    /// Events a restored state had in flight, delivered when `run` next starts.
+    pending: state::PendingEvents,
     /// Print instruction-rate statistics to stderr (`HAKO_EMU_STATS=1`).
     stats: bool,
     /// (time, icount) of the last statistics line.
@@ -34,8 +41,7 @@ pub struct EmuVcpu {
 impl EmuVcpu {
     pub(crate) fn new(shared: Arc<Shared>, id: u32, trace: Option<Box<dyn Write + Send>>) -> Self {
         let mut cpu = Cpu::new(id);
-        cpu.cpuid.tsc_deadline = true;
-        cpu.cpuid.cores = shared.cpus.len() as u32;
+        cpu.cpuid = shared.cpuid_model(id);
         cpu.set_code_map(shared.code.clone());
         cpu.set_trace(trace);
         let jit = if shared.jit.load(Ordering::Relaxed) {
@@ -54,6 +60,8 @@ impl EmuVcpu {
             id,
             cpu,
             wait_for_sipi: id != 0,
+            got_init: false,
+            pending: Default::default(),
             stats: std::env::var_os("HAKO_EMU_STATS").is_some(),
             last_report: (0, 0),
             jit,
@@ -74,8 +82,7 @@ impl EmuVcpu {
             let apic_id = self.id;
             self.cpu = {
                 let mut c = Cpu::new(apic_id);
-                c.cpuid.tsc_deadline = true;
-                c.cpuid.cores = self.shared.cpus.len() as u32;
+                c.cpuid = self.shared.cpuid_model(apic_id);
                 c.set_code_map(self.shared.code.clone());
                 c
             };
@@ -83,6 +90,7 @@ impl EmuVcpu {
                 j.reset();
             }
             self.wait_for_sipi = true;
+            self.got_init = true;
             l = lock(&slot.lapic);
         }
         if let Some(v) = l.take_sipi() {
@@ -191,20 +199,11 @@ impl accel::Vcpu for EmuVcpu {
     }
 
     fn set_state(&mut self, state: &CpuState) -> accel::Result<()> {
-        self.cpu.set_state(state);
-        if state.sregs.apic_base != 0 {
-            let _ = lock(&self.shared.cpus[self.idx()].lapic).set_apic_base(state.sregs.apic_base);
-        }
-        self.wait_for_sipi = false;
-        Ok(())
+        self.load_state(state)
     }
 
     fn state(&mut self) -> accel::Result<CpuState> {
-        let mut s = self.cpu.state();
-        let l = lock(&self.shared.cpus[self.idx()].lapic);
-        s.sregs.apic_base = l.apic_base();
-        s.sregs.cr8 = l.cr8();
-        Ok(s)
+        Ok(self.save_state())
     }
 
     fn run(&mut self, io: &dyn IoHandler) -> accel::Result<VcpuExit> {
@@ -212,6 +211,9 @@ impl accel::Vcpu for EmuVcpu {
         let slot = &shared.cpus[self.idx()];
         let base = lock(&slot.lapic).base_address();
         let mut bus = EmuBus::new(&shared, io, self.idx(), base);
+        if let Some(e) = self.deliver_restored_events(&mut bus) {
+            return Ok(e);
+        }
         loop {
             if self.stats {
                 let now = shared.now_ns();

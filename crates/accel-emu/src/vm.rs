@@ -2,7 +2,7 @@
 //! and interrupt routing between them and the vCPUs' local APICs.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -14,6 +14,9 @@ use crate::irqchip::pic::PicPair;
 use crate::irqchip::{route, route_ipi, Delivery, DeliveryMode};
 use crate::pit::Pit;
 use crate::vcpu::EmuVcpu;
+
+mod cpuid;
+pub mod state;
 
 /// IOAPIC MMIO window.
 pub const IOAPIC_BASE: u64 = 0xfec0_0000;
@@ -48,6 +51,9 @@ pub(crate) struct Shared {
     pub platform: Mutex<Platform>,
     pub cpus: Vec<CpuSlot>,
     pub start: Instant,
+    /// Added (wrapping) to the time since `start`: moved by a restore so that
+    /// guest time continues from the saved clock.
+    pub clock_offset: AtomicU64,
     pub trace: Mutex<Option<Box<dyn Write + Send>>>,
     /// Serializes split (page- or alignment-crossing) locked accesses.
     pub split_lock: Mutex<()>,
@@ -58,12 +64,32 @@ pub(crate) struct Shared {
     pub jit: AtomicBool,
     /// The vCPUs' translators, told when a page starts holding code.
     pub jit_group: Arc<x86_jit::JitGroup>,
+    /// The portable CPUID model (`--cpu portable`).
+    pub portable_cpuid: AtomicBool,
 }
 
 impl Shared {
-    /// Monotonic nanoseconds since the VM was created: the guest's time base.
+    /// The CPUID model of vCPU `apic_id`.
+    pub fn cpuid_model(&self, apic_id: u32) -> x86_emu::cpuid::CpuidModel {
+        cpuid::model(
+            apic_id,
+            self.cpus.len() as u32,
+            self.portable_cpuid.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Monotonic nanoseconds of guest time: since the VM was created, or since the
+    /// guest's start on whatever ran it before a restore. The guest's time base.
     pub fn now_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        (self.start.elapsed().as_nanos() as u64)
+            .wrapping_add(self.clock_offset.load(Ordering::Relaxed))
+    }
+
+    /// Makes the guest clock read `ns` now.
+    pub fn set_clock(&self, ns: u64) {
+        let elapsed = self.start.elapsed().as_nanos() as u64;
+        self.clock_offset
+            .store(ns.wrapping_sub(elapsed), Ordering::Relaxed);
     }
 
     /// Wakes vCPU `idx` if it sleeps.
@@ -176,11 +202,13 @@ impl EmuVm {
             }),
             cpus,
             start: Instant::now(),
+            clock_offset: AtomicU64::new(0),
             trace: Mutex::new(None),
             split_lock: Mutex::new(()),
             code: Arc::default(),
             jit: AtomicBool::new(cfg!(target_arch = "x86_64")),
             jit_group: x86_jit::JitGroup::new(),
+            portable_cpuid: AtomicBool::new(false),
         };
         let group = shared.jit_group.clone();
         shared
@@ -190,6 +218,18 @@ impl EmuVm {
             shared: Arc::new(shared),
             created: Mutex::new(vec![false; num_cpus as usize]),
         })
+    }
+
+    /// Shows vCPUs created from now on the portable CPUID model (`--cpu portable`):
+    /// the features a VM that moves between accelerators may rely on.
+    pub fn set_portable_cpuid(&self, on: bool) {
+        self.shared.portable_cpuid.store(on, Ordering::Relaxed);
+    }
+
+    /// The portable CPUID table of a VM with `num_cpus` vCPUs: what KVM is cut down to
+    /// for a VM that may move to `emu` (vCPU 0's; the others differ in APIC IDs).
+    pub fn portable_cpuid(num_cpus: u32) -> Vec<vmm_types::CpuidEntry> {
+        cpuid::table(&cpuid::model(0, num_cpus, true))
     }
 
     /// Turns the translator on or off for vCPUs created from now on (it is on by
@@ -243,6 +283,20 @@ impl accel::Vm for EmuVm {
             None => tracing::debug!("dropping invalid MSI {addr:#x}/{data:#x}"),
         }
         Ok(())
+    }
+
+    fn save_state(&self) -> accel::Result<vmm_types::VmState> {
+        Ok(self.shared.save_state())
+    }
+
+    fn restore_state(&self, s: &vmm_types::VmState) -> accel::Result<()> {
+        self.shared
+            .restore_state(s)
+            .map_err(accel::Error::InvalidState)
+    }
+
+    fn cpuid(&self) -> Vec<vmm_types::CpuidEntry> {
+        cpuid::table(&self.shared.cpuid_model(0))
     }
 }
 

@@ -5,6 +5,7 @@
 //! Bit positions are from the Intel SDM Vol. 2A, CPUID instruction.
 
 use kvm_bindings::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
+use vmm_types::CpuidEntry;
 
 /// Leaf 1 ECX: VMX (nested virtualization is not offered).
 const L1_ECX_VMX: u32 = 1 << 5;
@@ -20,6 +21,67 @@ const L1_ECX_HYPERVISOR: u32 = 1 << 31;
 const L1_EDX_HTT: u32 = 1 << 28;
 /// Leaf 0x80000001 ECX: SVM.
 const EXT1_ECX_SVM: u32 = 1 << 2;
+
+/// Restricts a table to a baseline (docs/snapshot.md section 5): every feature
+/// register the CPUID contract compares ([`vmm_types::cpuid::feature_registers`])
+/// keeps only the bits `baseline` also has, so a guest started this way can move
+/// to an accelerator offering `baseline` (pass `emu`'s table). The hypervisor
+/// signature stays KVM's, but its paravirtual features (leaf 0x4000_0001) go
+/// unless the baseline comes from the same hypervisor.
+pub fn restrict_to(table: &mut [kvm_cpuid_entry2], baseline: &[CpuidEntry]) {
+    for r in vmm_types::cpuid::feature_registers() {
+        let allowed = vmm_types::cpuid::lookup(baseline, r.function, r.index).map_or(0, |b| {
+            let mut b = *b;
+            *r.reg.of_mut(&mut b)
+        });
+        for e in table.iter_mut() {
+            let matches = e.function == r.function
+                && (e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0 || e.index == r.index);
+            if matches {
+                let mut n = to_neutral(e);
+                *r.reg.of_mut(&mut n) &= allowed | !r.mask;
+                *e = kvm_cpuid_entry2 {
+                    eax: n.eax,
+                    ebx: n.ebx,
+                    ecx: n.ecx,
+                    edx: n.edx,
+                    ..*e
+                };
+            }
+        }
+    }
+    // Paravirtual features belong to the hypervisor interface: under a baseline
+    // from another hypervisor (emu's "HakobuneEmu"), offer none.
+    let signature = |t: &[CpuidEntry]| {
+        vmm_types::cpuid::lookup(t, 0x4000_0000, 0).map(|e| (e.ebx, e.ecx, e.edx))
+    };
+    let ours: Vec<CpuidEntry> = table.iter().map(to_neutral).collect();
+    if signature(&ours) != signature(baseline) {
+        for e in table.iter_mut().filter(|e| e.function == 0x4000_0001) {
+            e.eax = 0;
+            e.edx = 0;
+        }
+    }
+    // Leaf 1 ECX OSXSAVE follows CR4 and XSAVE: without XSAVE it must read 0.
+    for e in table.iter_mut().filter(|e| e.function == 1) {
+        if e.ecx & (1 << 26) == 0 {
+            e.ecx &= !(1 << 27);
+        }
+    }
+}
+
+/// A KVM CPUID entry in neutral form.
+pub fn to_neutral(e: &kvm_cpuid_entry2) -> CpuidEntry {
+    CpuidEntry {
+        function: e.function,
+        index: e.index,
+        indexed: e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0,
+        eax: e.eax,
+        ebx: e.ebx,
+        ecx: e.ecx,
+        edx: e.edx,
+    }
+}
 
 /// Builds the CPUID table for the vCPU with local APIC id `apic_id` out of `num_cpus`.
 pub fn guest_cpuid(
@@ -156,6 +218,35 @@ mod tests {
         let t = guest_cpuid(&supported(), 0, 1);
         assert_eq!(find(&t, 1, 0).edx & L1_EDX_HTT, 0);
         assert_eq!(find(&t, 4, 3).eax >> 26, 0);
+    }
+
+    #[test]
+    fn a_baseline_removes_features_it_lacks() {
+        let mut t = guest_cpuid(&supported(), 0, 1);
+        let base = [
+            CpuidEntry {
+                function: 1,
+                ecx: 1 << 23, // popcnt only
+                edx: 1,
+                ..Default::default()
+            },
+            CpuidEntry {
+                function: 0x8000_0001,
+                edx: 1 << 29,
+                ..Default::default()
+            },
+        ];
+        restrict_to(&mut t, &base);
+        let l1 = find(&t, 1, 0);
+        assert_eq!(l1.ecx, (1 << 23) & supported()[1].ecx);
+        assert_eq!(
+            l1.edx, 1,
+            "HTT is not a feature bit: it is KVM's topology (off with 1 CPU)"
+        );
+        assert_eq!(find(&t, 0x8000_0001, 0).ecx, 0);
+        assert_eq!(find(&t, 0, 0), supported()[0], "identification leaves stay");
+        let neutral: Vec<CpuidEntry> = t.iter().map(to_neutral).collect();
+        vmm_types::cpuid::check_compatible(&neutral, &base).unwrap();
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod cpuid;
 mod kick;
 pub mod probe;
 pub mod setup;
+pub mod state;
 mod vcpu;
 mod vm;
 

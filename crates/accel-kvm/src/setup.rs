@@ -24,24 +24,6 @@ pub fn boot_msrs() -> Vec<(u32, u64)> {
     ]
 }
 
-/// MSRs read back by `Vcpu::state` (those of them KVM supports).
-pub const STATE_MSRS: &[u32] = &[
-    msr::IA32_SYSENTER_CS,
-    msr::IA32_SYSENTER_ESP,
-    msr::IA32_SYSENTER_EIP,
-    msr::IA32_STAR,
-    msr::IA32_CSTAR,
-    msr::IA32_LSTAR,
-    msr::IA32_FMASK,
-    msr::IA32_KERNEL_GS_BASE,
-    msr::IA32_TSC,
-    msr::IA32_TSC_AUX,
-    msr::IA32_MISC_ENABLE,
-    msr::IA32_PAT,
-    msr::IA32_MTRR_DEF_TYPE,
-    msr::IA32_TSC_DEADLINE,
-];
-
 /// Local APIC register offsets (Intel SDM Vol. 3A, table 11-1).
 const APIC_LVT_LINT0: usize = 0x350;
 const APIC_LVT_LINT1: usize = 0x360;

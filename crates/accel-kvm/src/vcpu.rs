@@ -14,7 +14,8 @@ use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
 use vmm_types::CpuState;
 
 use crate::kick::Kicker;
-use crate::{convert, cpuid, errno_err, setup};
+use crate::state::{self, StateCtx, Support, XsaveComponent};
+use crate::{convert, errno_err, setup};
 
 /// One KVM vCPU. Vcpu 0 starts runnable; the in-kernel LAPIC keeps the others in
 /// `KVM_MP_STATE_UNINITIALIZED` until they receive INIT and SIPI.
@@ -22,19 +23,26 @@ pub struct KvmVcpu {
     fd: VcpuFd,
     id: u32,
     kicker: Arc<Kicker>,
-    /// The MSRs `state()` reads back: [`setup::STATE_MSRS`] that KVM supports.
+    /// The MSRs `state()` reads back: [`vmm_types::msr::STATE`] that KVM lists, plus
+    /// TSC and TSC_DEADLINE always.
     state_msrs: Vec<u32>,
     /// Size of the `kvm_run` mapping, bounding the port I/O data area.
     mmap_size: usize,
-    /// KVM_GET/SET_XSAVE are available: MXCSR goes through them, because
-    /// KVM_GET_FPU/KVM_SET_FPU ignore their `mxcsr` field.
-    has_xsave: bool,
+    /// The optional state ioctls this KVM has. With KVM_GET/SET_XSAVE, MXCSR goes
+    /// through them, because KVM_GET_FPU/KVM_SET_FPU ignore their `mxcsr` field.
+    support: Support,
+    /// Where the XSAVE components sit in the standard format (CPUID 0xD).
+    xsave_components: Vec<XsaveComponent>,
+    /// The last exit was port I/O or MMIO, which KVM completes only on the next
+    /// KVM_RUN: done (with `immediate_exit`) before `run` returns a kick.
+    io_pending: bool,
 }
 
 /// What to do after the borrow of the exit ends.
 enum After {
     Nothing,
     Pio,
+    Mmio,
     InternalError,
 }
 
@@ -42,14 +50,13 @@ impl KvmVcpu {
     pub(crate) fn new(
         fd: VcpuFd,
         id: u32,
-        num_cpus: u32,
+        table: &[kvm_cpuid_entry2],
         supported_cpuid: &[kvm_cpuid_entry2],
         msr_index_list: &[u32],
         mmap_size: usize,
-        has_xsave: bool,
+        support: Support,
     ) -> Result<KvmVcpu> {
-        let table = cpuid::guest_cpuid(supported_cpuid, id, num_cpus);
-        let table = CpuId::from_entries(&table)
+        let table = CpuId::from_entries(table)
             .map_err(|_| Error::InvalidState("CPUID table too large".into()))?;
         fd.set_cpuid2(&table)
             .map_err(|e| errno_err("KVM_SET_CPUID2", e))?;
@@ -58,17 +65,21 @@ impl KvmVcpu {
             .into_iter()
             .filter(|(i, _)| msr_index_list.contains(i))
             .collect();
-        set_msrs(&fd, &msrs)?;
+        state::set_msrs(&fd, &msrs)?;
 
         let mut lapic = fd.get_lapic().map_err(|e| errno_err("KVM_GET_LAPIC", e))?;
         setup::set_lint_virtual_wire(&mut lapic);
         fd.set_lapic(&lapic)
             .map_err(|e| errno_err("KVM_SET_LAPIC", e))?;
 
-        let state_msrs = setup::STATE_MSRS
+        let state_msrs = vmm_types::msr::STATE
             .iter()
             .copied()
-            .filter(|i| msr_index_list.contains(i))
+            .filter(|&i| {
+                msr_index_list.contains(&i)
+                    || i == vmm_types::msr::IA32_TSC
+                    || i == vmm_types::msr::IA32_TSC_DEADLINE
+            })
             .collect();
         let vcpu = KvmVcpu {
             fd,
@@ -76,14 +87,16 @@ impl KvmVcpu {
             kicker: Arc::new(Kicker::default()),
             state_msrs,
             mmap_size,
-            has_xsave,
+            support,
+            xsave_components: state::xsave_components(supported_cpuid),
+            io_pending: false,
         };
         vcpu.set_fpu(&vmm_types::FpuState::default())?;
         Ok(vcpu)
     }
 
     fn set_fpu(&self, fpu: &vmm_types::FpuState) -> Result<()> {
-        if !self.has_xsave {
+        if !self.support.xsave {
             return self
                 .fd
                 .set_fpu(&convert::fpu_to_kvm(fpu))
@@ -100,19 +113,6 @@ impl KvmVcpu {
         unsafe { self.fd.set_xsave(&xsave) }.map_err(|e| errno_err("KVM_SET_XSAVE", e))
     }
 
-    fn get_fpu(&self) -> Result<vmm_types::FpuState> {
-        let mut fpu =
-            convert::fpu_from_kvm(&self.fd.get_fpu().map_err(|e| errno_err("KVM_GET_FPU", e))?);
-        if self.has_xsave {
-            let xsave = self
-                .fd
-                .get_xsave()
-                .map_err(|e| errno_err("KVM_GET_XSAVE", e))?;
-            fpu.mxcsr = convert::mxcsr_from_xsave(&xsave.region);
-        }
-        Ok(fpu)
-    }
-
     fn immediate_exit(&mut self) -> *const AtomicU8 {
         let run = self.fd.get_kvm_run();
         std::ptr::addr_of_mut!(run.immediate_exit).cast::<AtomicU8>()
@@ -124,18 +124,21 @@ impl KvmVcpu {
             // one that lands after this store is either seen below or re-arms the exit.
             immediate_exit.store(0, Ordering::SeqCst);
             if self.kicker.take_pending() {
+                self.complete_io(immediate_exit)?;
                 return Ok(VcpuExit::Interrupted);
             }
-            let after = match self.fd.run() {
+            let r = self.fd.run();
+            self.io_pending = false;
+            let after = match r {
                 Ok(exit) => match exit {
                     KvmExit::IoIn(..) | KvmExit::IoOut(..) => After::Pio,
                     KvmExit::MmioRead(addr, data) => {
                         io.mmio_read(addr, data);
-                        After::Nothing
+                        After::Mmio
                     }
                     KvmExit::MmioWrite(addr, data) => {
                         io.mmio_write(addr, data);
-                        After::Nothing
+                        After::Mmio
                     }
                     KvmExit::Hlt => return Ok(VcpuExit::HaltedForever),
                     KvmExit::Shutdown => return Ok(VcpuExit::Shutdown),
@@ -172,9 +175,41 @@ impl KvmVcpu {
             };
             match after {
                 After::Nothing => {}
-                After::Pio => self.handle_pio(io)?,
+                After::Pio => {
+                    self.handle_pio(io)?;
+                    self.io_pending = true;
+                }
+                After::Mmio => self.io_pending = true,
                 After::InternalError => return Err(self.internal_error()),
             }
+        }
+    }
+
+    /// Lets KVM finish an I/O exit (an IN's data into RAX, RIP past the
+    /// instruction) without entering the guest, so the state is consistent while
+    /// the vCPU is out of `run` (the KVM API's advice for `immediate_exit`).
+    fn complete_io(&mut self, immediate_exit: &AtomicU8) -> Result<()> {
+        if !std::mem::take(&mut self.io_pending) {
+            return Ok(());
+        }
+        immediate_exit.store(1, Ordering::SeqCst);
+        let r = self.fd.run().map(|_| ());
+        immediate_exit.store(0, Ordering::SeqCst);
+        match r {
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Ok(()),
+            Err(e) => Err(errno_err("KVM_RUN (completing I/O)", e)),
+            Ok(()) => Err(Error::Guest(
+                "KVM_RUN with immediate_exit entered the guest".into(),
+            )),
+        }
+    }
+
+    fn state_ctx(&self) -> StateCtx<'_> {
+        StateCtx {
+            fd: &self.fd,
+            support: self.support,
+            msrs: &self.state_msrs,
+            xsave_components: &self.xsave_components,
         }
     }
 
@@ -242,64 +277,17 @@ impl KvmVcpu {
     }
 }
 
-fn set_msrs(fd: &VcpuFd, msrs: &[(u32, u64)]) -> Result<()> {
-    let k = convert::msrs_to_kvm(msrs).map_err(|e| Error::InvalidState(e.to_string()))?;
-    let n = fd.set_msrs(&k).map_err(|e| errno_err("KVM_SET_MSRS", e))?;
-    if n < msrs.len() {
-        return Err(Error::InvalidState(format!(
-            "KVM refused MSR {:#x} = {:#x}",
-            msrs[n].0, msrs[n].1
-        )));
-    }
-    Ok(())
-}
-
 impl accel::Vcpu for KvmVcpu {
     fn id(&self) -> u32 {
         self.id
     }
 
     fn set_state(&mut self, state: &CpuState) -> Result<()> {
-        self.fd
-            .set_regs(&convert::regs_to_kvm(&state.regs))
-            .map_err(|e| errno_err("KVM_SET_REGS", e))?;
-        let mut sregs = self
-            .fd
-            .get_sregs()
-            .map_err(|e| errno_err("KVM_GET_SREGS", e))?;
-        convert::sregs_to_kvm(&state.sregs, &mut sregs);
-        self.fd
-            .set_sregs(&sregs)
-            .map_err(|e| errno_err("KVM_SET_SREGS", e))?;
-        self.set_fpu(&state.fpu)?;
-        if !state.msrs.is_empty() {
-            set_msrs(&self.fd, &state.msrs)?;
-        }
-        Ok(())
+        self.state_ctx().restore(state)
     }
 
     fn state(&mut self) -> Result<CpuState> {
-        let regs = self
-            .fd
-            .get_regs()
-            .map_err(|e| errno_err("KVM_GET_REGS", e))?;
-        let sregs = self
-            .fd
-            .get_sregs()
-            .map_err(|e| errno_err("KVM_GET_SREGS", e))?;
-        let fpu = self.get_fpu()?;
-        let list: Vec<(u32, u64)> = self.state_msrs.iter().map(|&i| (i, 0)).collect();
-        let mut k = convert::msrs_to_kvm(&list).map_err(|e| Error::InvalidState(e.to_string()))?;
-        let n = self
-            .fd
-            .get_msrs(&mut k)
-            .map_err(|e| errno_err("KVM_GET_MSRS", e))?;
-        Ok(CpuState {
-            regs: convert::regs_from_kvm(&regs),
-            sregs: convert::sregs_from_kvm(&sregs),
-            fpu,
-            msrs: convert::msrs_from_kvm(&k, n),
-        })
+        self.state_ctx().save()
     }
 
     fn run(&mut self, io: &dyn IoHandler) -> Result<VcpuExit> {

@@ -1,18 +1,21 @@
 //! [`KvmVm`]: a KVM virtual machine with the in-kernel irqchip and PIT.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use accel::{Error, GuestMemory, Result};
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_msi, kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES,
-    KVM_PIT_SPEAKER_DUMMY,
+    kvm_clock_data, kvm_cpuid_entry2, kvm_irqchip, kvm_msi, kvm_pit_config,
+    kvm_userspace_memory_region, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
+    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
+use vmm_types::{CpuidEntry, VmState};
 
 use crate::caps::CAPS;
+use crate::state::{vm as vmstate, Support};
 use crate::vcpu::KvmVcpu;
-use crate::{errno_err, kick};
+use crate::{cpuid, errno_err, kick};
 
 /// The KVM API version this code speaks (`KVM_GET_API_VERSION`).
 pub const KVM_API_VERSION: i32 = 12;
@@ -88,6 +91,8 @@ pub struct KvmVm {
     supported_cpuid: Vec<kvm_cpuid_entry2>,
     /// MSRs KVM can save and restore (`KVM_GET_MSR_INDEX_LIST`).
     msr_index_list: Vec<u32>,
+    /// The CPUID baseline vCPUs created from now on are restricted to, if any.
+    baseline: Mutex<Option<Vec<CpuidEntry>>>,
 }
 
 impl KvmVm {
@@ -159,7 +164,49 @@ impl KvmVm {
             num_cpus,
             supported_cpuid,
             msr_index_list,
+            baseline: Mutex::new(None),
         })
+    }
+
+    /// Restricts the CPUID of vCPUs created from now on to `baseline` (for example
+    /// `emu`'s table, so the guest can later move there): see
+    /// [`cpuid::restrict_to`]. `None` shows the host's features (the default).
+    pub fn set_cpuid_baseline(&self, baseline: Option<Vec<CpuidEntry>>) {
+        *self.baseline.lock().unwrap_or_else(|e| e.into_inner()) = baseline;
+    }
+
+    fn support(&self) -> Support {
+        Support {
+            xsave: self.kvm.check_extension(Cap::Xsave),
+            xcrs: self.kvm.check_extension(Cap::Xcrs),
+            vcpu_events: self.kvm.check_extension(Cap::VcpuEvents),
+            debugregs: self.kvm.check_extension(Cap::Debugregs),
+        }
+    }
+
+    /// The table vCPU `id` is given.
+    fn vcpu_cpuid(&self, id: u32) -> Vec<kvm_cpuid_entry2> {
+        let mut t = cpuid::guest_cpuid(&self.supported_cpuid, id, self.num_cpus);
+        if let Some(b) = self
+            .baseline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+        {
+            cpuid::restrict_to(&mut t, b);
+        }
+        t
+    }
+
+    fn get_irqchip(&self, chip_id: u32) -> Result<kvm_irqchip> {
+        let mut c = kvm_irqchip {
+            chip_id,
+            ..Default::default()
+        };
+        self.fd
+            .get_irqchip(&mut c)
+            .map_err(|e| errno_err("KVM_GET_IRQCHIP", e))?;
+        Ok(c)
     }
 
     /// The number of vCPUs this VM was created for.
@@ -204,14 +251,15 @@ impl accel::Vm for KvmVm {
             .fd
             .create_vcpu(u64::from(id))
             .map_err(|e| errno_err("KVM_CREATE_VCPU", e))?;
+        let table = self.vcpu_cpuid(id);
         let vcpu = KvmVcpu::new(
             fd,
             id,
-            self.num_cpus,
+            &table,
             &self.supported_cpuid,
             &self.msr_index_list,
             mmap_size,
-            self.kvm.check_extension(Cap::Xsave),
+            self.support(),
         )?;
         Ok(Box::new(vcpu))
     }
@@ -235,6 +283,76 @@ impl accel::Vm for KvmVm {
             .signal_msi(msi)
             .map(|_| ())
             .map_err(|e| errno_err("KVM_SIGNAL_MSI", e))
+    }
+
+    fn save_state(&self) -> Result<VmState> {
+        let master = self.get_irqchip(KVM_IRQCHIP_PIC_MASTER)?;
+        let slave = self.get_irqchip(KVM_IRQCHIP_PIC_SLAVE)?;
+        let ioapic = self.get_irqchip(KVM_IRQCHIP_IOAPIC)?;
+        let pit = self
+            .fd
+            .get_pit2()
+            .map_err(|e| errno_err("KVM_GET_PIT2", e))?;
+        let now = vmstate::monotonic_ns();
+        let clock = self
+            .fd
+            .get_clock()
+            .map_err(|e| errno_err("KVM_GET_CLOCK", e))?;
+        // SAFETY: KVM_GET_IRQCHIP fills the union member `chip_id` selects: `pic`
+        // for the two 8259s, `ioapic` for the IOAPIC; both are plain data.
+        let (m, s, io) = unsafe { (master.chip.pic, slave.chip.pic, ioapic.chip.ioapic) };
+        Ok(VmState {
+            pic: vmm_types::PicState {
+                master: vmstate::pic_from_kvm(&m, true),
+                slave: vmstate::pic_from_kvm(&s, false),
+            },
+            ioapic: vmstate::ioapic_from_kvm(&io),
+            pit: vmstate::pit_from_kvm(&pit, now),
+            clock_ns: clock.clock,
+        })
+    }
+
+    fn restore_state(&self, s: &VmState) -> Result<()> {
+        // Validate everything before the first setter.
+        let mut ioapic = self.get_irqchip(KVM_IRQCHIP_IOAPIC)?;
+        // SAFETY: the IOAPIC chip's union member is `ioapic` (plain data).
+        let mut io = unsafe { ioapic.chip.ioapic };
+        vmstate::ioapic_to_kvm(&s.ioapic, &mut io).map_err(Error::InvalidState)?;
+        ioapic.chip.ioapic = io;
+        self.fd
+            .set_clock(&kvm_clock_data {
+                clock: s.clock_ns,
+                ..Default::default()
+            })
+            .map_err(|e| errno_err("KVM_SET_CLOCK", e))?;
+        for (chip_id, chip, master) in [
+            (KVM_IRQCHIP_PIC_MASTER, &s.pic.master, true),
+            (KVM_IRQCHIP_PIC_SLAVE, &s.pic.slave, false),
+        ] {
+            let mut c = kvm_irqchip {
+                chip_id,
+                ..Default::default()
+            };
+            c.chip.pic = vmstate::pic_to_kvm(chip, master);
+            self.fd
+                .set_irqchip(&c)
+                .map_err(|e| errno_err("KVM_SET_IRQCHIP", e))?;
+        }
+        self.fd
+            .set_irqchip(&ioapic)
+            .map_err(|e| errno_err("KVM_SET_IRQCHIP", e))?;
+        let mut pit = self
+            .fd
+            .get_pit2()
+            .map_err(|e| errno_err("KVM_GET_PIT2", e))?;
+        vmstate::pit_to_kvm(&s.pit, vmstate::monotonic_ns(), &mut pit);
+        self.fd
+            .set_pit2(&pit)
+            .map_err(|e| errno_err("KVM_SET_PIT2", e))
+    }
+
+    fn cpuid(&self) -> Vec<CpuidEntry> {
+        self.vcpu_cpuid(0).iter().map(cpuid::to_neutral).collect()
     }
 }
 

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 pub use vmm_types;
-use vmm_types::CpuState;
+use vmm_types::{CpuState, CpuidEntry, VmState};
 
 /// Guest RAM, shared by the VMM, the devices and the accelerator.
 pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
@@ -69,8 +69,15 @@ pub trait VcpuKick: Send + Sync {
 /// One virtual CPU. Each runs on its own host thread.
 pub trait Vcpu: Send {
     fn id(&self) -> u32;
-    /// Sets the architectural state (used for the boot CPU's entry state and restore).
+    /// Sets the architectural state: the boot CPU's entry state, or a restore of
+    /// what [`Vcpu::state`] of either accelerator returned. Parts left empty (no
+    /// `lapic` page, no `xsave` image) keep what the vCPU has (see [`CpuState`]).
+    /// On restore, call [`Vm::restore_state`] first: the TSC and the LAPIC timer
+    /// continue from the VM clock.
     fn set_state(&mut self, state: &CpuState) -> Result<()>;
+    /// The full state of a vCPU that is not running (its thread is outside `run`):
+    /// registers, XSAVE image, debug registers, LAPIC page, MSRs of
+    /// [`vmm_types::msr::STATE`], activity state and pending events.
     fn state(&mut self) -> Result<CpuState>;
     /// Runs guest code until an event the VMM must handle.
     fn run(&mut self, io: &dyn IoHandler) -> Result<VcpuExit>;
@@ -87,4 +94,17 @@ pub trait Vm: Send + Sync {
     fn set_irq_line(&self, gsi: u32, level: bool) -> Result<()>;
     /// Delivers a message-signalled interrupt.
     fn signal_msi(&self, addr: u64, data: u32) -> Result<()>;
+    /// The PIC pair, IOAPIC, PIT and guest clock. Call with every vCPU outside `run`.
+    fn save_state(&self) -> Result<VmState>;
+    /// Loads what [`Vm::save_state`] of either accelerator returned; guest time
+    /// continues from `s.clock_ns`. Call before the vCPUs' [`Vcpu::set_state`].
+    fn restore_state(&self, s: &VmState) -> Result<()>;
+    /// The CPUID table the guest sees (vCPU 0's; the others differ only in APIC IDs).
+    fn cpuid(&self) -> Vec<CpuidEntry>;
+    /// Refuses a restore of a guest that saw CPUID table `saved` when this VM lacks
+    /// one of its features ([`vmm_types::cpuid::check_compatible`]).
+    fn check_cpuid(&self, saved: &[CpuidEntry]) -> Result<()> {
+        vmm_types::cpuid::check_compatible(saved, &self.cpuid())
+            .map_err(|e| Error::InvalidState(e.to_string()))
+    }
 }

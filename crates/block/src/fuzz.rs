@@ -5,6 +5,7 @@ use crate::disk::Disk;
 use crate::qcow2::Qcow2Disk;
 use crate::storage::MemStorage;
 use crate::vdi::VdiDisk;
+use crate::vhdx::VhdxDisk;
 use crate::vmdk::VmdkDisk;
 use crate::vpc::VpcDisk;
 
@@ -65,6 +66,38 @@ pub fn fuzz_vpc(data: &[u8]) {
     // Probing sees the same bytes.
     let s = MemStorage::new(data.to_vec(), data.len() as u64);
     let _ = crate::open::probe_storage(&s);
+}
+
+/// Parses `data` as a VHDX image and exercises it like [`fuzz_vdi`]; then again with
+/// the checksums of both headers and region tables recomputed, so that mutated header
+/// and region fields reach the parsers behind the CRC-32C checks.
+pub fn fuzz_vhdx(data: &[u8]) {
+    let s = MemStorage::new(data.to_vec(), data.len() as u64);
+    exercise_vhdx(Box::new(s));
+    let mut fixed = data.to_vec();
+    for (at, len) in [
+        (64usize << 10, 4096usize),
+        (128 << 10, 4096),
+        (192 << 10, 64 << 10),
+        (256 << 10, 64 << 10),
+    ] {
+        if let Some(b) = fixed.get_mut(at..at + len) {
+            crate::vhdx::header::set_checksum(b);
+        }
+    }
+    if fixed != data {
+        let n = fixed.len() as u64;
+        exercise_vhdx(Box::new(MemStorage::new(fixed, n)));
+    }
+}
+
+fn exercise_vhdx(s: Box<MemStorage>) {
+    let _ = crate::open::probe_storage(s.as_ref());
+    if let Ok(d) = VhdxDisk::open(s, "fuzz", true) {
+        exercise_reads(&d);
+        walk_map(&d);
+        let _ = d.check();
+    }
 }
 
 /// Parses `data` as a VMDK sparse or stream image and exercises it like [`fuzz_vdi`]

@@ -53,7 +53,7 @@ pub struct ImageInfo {
     pub backing_format: Option<String>,
     /// qcow2 details.
     pub qcow2: Option<Qcow2Info>,
-    /// Subformat: "dynamic" or "fixed" (VDI, VPC), "monolithicSparse" or
+    /// Subformat: "dynamic" or "fixed" (VDI, VPC, VHDX), "monolithicSparse" or
     /// "streamOptimized" (VMDK).
     pub subformat: Option<&'static str>,
 }
@@ -104,6 +104,16 @@ pub fn inspect(path: &Path, format: Option<ImageFormat>) -> Result<ImageInfo> {
             info.subformat = Some(match d.kind() {
                 crate::vpc::VpcKind::Dynamic => "dynamic",
                 crate::vpc::VpcKind::Fixed => "fixed",
+            });
+            return Ok(info);
+        }
+        ImageFormat::Vhdx => {
+            let d = crate::vhdx::VhdxDisk::open(Box::new(storage), &shown, true)?;
+            info.virtual_size = d.size();
+            info.cluster_size = Some(d.block_size());
+            info.subformat = Some(match d.kind() {
+                crate::vhdx::VhdxKind::Dynamic => "dynamic",
+                crate::vhdx::VhdxKind::Fixed => "fixed",
             });
             return Ok(info);
         }

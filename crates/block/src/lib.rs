@@ -1,5 +1,5 @@
-//! Disk images behind one trait: raw files and qcow2 (read and write), VDI, VHD and
-//! VMDK (read-only).
+//! Disk images behind one trait: raw files and qcow2 (read and write), VDI, VHD, VHDX
+//! and VMDK (read-only).
 //!
 //! Devices (virtio-blk) and tools (`hako img`) see a [`Disk`]; the format is chosen
 //! when the image is opened ([`open`]), given or probed (see [`open`](mod@open) for the
@@ -14,6 +14,7 @@ pub mod raw;
 pub mod storage;
 pub mod structure;
 pub mod vdi;
+pub mod vhdx;
 pub mod vmdk;
 pub mod vpc;
 
@@ -22,5 +23,6 @@ pub use open::{open, probe, BackingPolicy, ImageFormat, OpenOptions};
 pub use qcow2::Qcow2Disk;
 pub use raw::RawDisk;
 pub use vdi::VdiDisk;
+pub use vhdx::VhdxDisk;
 pub use vmdk::VmdkDisk;
 pub use vpc::VpcDisk;

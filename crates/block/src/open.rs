@@ -16,7 +16,7 @@
 //!   of `hako img` (qemu-img's rule): a probed image opens its backing chain; a backing
 //!   file without a recorded format is probed, with a warning.
 //! - **a probed raw image cannot be turned into something else**: writes that would
-//!   make a probed raw image probe as another format (a qcow2, VMDK, VDI or VHD header) are
+//!   make a probed raw image probe as another format (a qcow2, VMDK, VDI, VHD or VHDX header) are
 //!   refused.
 //!
 //! Opening a probed raw image for writing logs a warning, as QEMU does.
@@ -26,6 +26,7 @@ use crate::qcow2::{Header, Qcow2Disk};
 use crate::raw::RawDisk;
 use crate::storage::{FileStorage, Storage};
 use crate::vdi::VdiDisk;
+use crate::vhdx::VhdxDisk;
 use crate::vmdk::{open_vmdk, ExtentPaths};
 use crate::vpc::VpcDisk;
 use std::collections::HashSet;
@@ -50,6 +51,8 @@ pub enum ImageFormat {
     Vpc,
     /// VMware monolithicSparse / streamOptimized (read-only).
     Vmdk,
+    /// Hyper-V VHDX, dynamic and fixed (read-only).
+    Vhdx,
 }
 
 impl ImageFormat {
@@ -67,6 +70,7 @@ impl fmt::Display for ImageFormat {
             ImageFormat::Vdi => "vdi",
             ImageFormat::Vpc => "vpc",
             ImageFormat::Vmdk => "vmdk",
+            ImageFormat::Vhdx => "vhdx",
         })
     }
 }
@@ -80,8 +84,9 @@ impl FromStr for ImageFormat {
             "vdi" => Ok(ImageFormat::Vdi),
             "vpc" | "vhd" => Ok(ImageFormat::Vpc),
             "vmdk" => Ok(ImageFormat::Vmdk),
+            "vhdx" => Ok(ImageFormat::Vhdx),
             _ => Err(format!(
-                "unknown image format '{s}' (expected raw, qcow2, vdi, vpc or vmdk)"
+                "unknown image format '{s}' (expected raw, qcow2, vdi, vpc, vhdx or vmdk)"
             )),
         }
     }
@@ -150,7 +155,7 @@ pub fn probe(path: &Path) -> Result<ImageFormat> {
 }
 
 /// Detects the format of an image on any storage: qcow2 magic, VMDK `KDMV` magic or
-/// text descriptor at offset 0, VDI signature at 0x40,
+/// text descriptor, or VHDX `vhdxfile` at offset 0, VDI signature at 0x40,
 /// VHD cookie at offset 0 (dynamic) or a valid fixed-disk footer at the end; anything
 /// else is raw.
 pub fn probe_storage(s: &dyn Storage) -> std::io::Result<ImageFormat> {
@@ -176,6 +181,8 @@ pub fn probe_bytes(head: &[u8], tail: &[u8]) -> ImageFormat {
         ImageFormat::Qcow2
     } else if crate::vmdk::probe(head) {
         ImageFormat::Vmdk
+    } else if crate::vhdx::probe(head) {
+        ImageFormat::Vhdx
     } else if crate::vdi::probe(head) {
         ImageFormat::Vdi
     } else if crate::vpc::probe(head, tail) {
@@ -263,6 +270,7 @@ fn open_layer(
         }
         ImageFormat::Vdi => Ok(Box::new(VdiDisk::open(storage, &shown, opts.read_only)?)),
         ImageFormat::Vpc => Ok(Box::new(VpcDisk::open(storage, &shown, opts.read_only)?)),
+        ImageFormat::Vhdx => Ok(Box::new(VhdxDisk::open(storage, &shown, opts.read_only)?)),
         ImageFormat::Vmdk => {
             if !opts.read_only {
                 return Err(crate::structure::read_only_format(&shown, "vmdk"));

@@ -1,11 +1,11 @@
 //! Stable-toolchain fuzzing: replays the cargo-fuzz corpora and regressions in `fuzz/`,
 //! then mutates the seeds deterministically and feeds every mutant to the same entry
-//! point the fuzz target uses (qcow2, VDI, VHD and VMDK targets; the VDI, VHD and VMDK seeds are
+//! point the fuzz target uses (qcow2, VDI, VHD, VMDK and VHDX targets; the VDI, VHD, VMDK and VHDX seeds are
 //! joined by images qemu-img makes at test time, when it is installed). `HAKO_FUZZ_ITERS` sets the number of mutants, `HAKO_FUZZ_SEED` the generator seed.
 
 mod common;
 
-use block::fuzz::{fuzz_image, fuzz_vdi, fuzz_vmdk, fuzz_vpc};
+use block::fuzz::{fuzz_image, fuzz_vdi, fuzz_vhdx, fuzz_vmdk, fuzz_vpc};
 use common::Rng;
 use std::path::PathBuf;
 
@@ -157,6 +157,11 @@ fn qemu_seeds(format: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let variants: &[&[&str]] = match format {
         "vdi" => &[&[], &["-o", "static=on"]],
         "vmdk" => &[&[], &["-o", "subformat=streamOptimized"]],
+        // 1 MiB blocks keep the images at about 5 MiB.
+        "vhdx" => &[
+            &["-o", "subformat=dynamic,block_size=1M"],
+            &["-o", "subformat=fixed,block_size=1M"],
+        ],
         _ => &[&[], &["-o", "subformat=fixed"]],
     };
     let mut v = Vec::new();
@@ -220,4 +225,17 @@ fn vpc_corpus_and_mutants_do_not_crash() {
 #[test]
 fn vmdk_corpus_and_mutants_do_not_crash() {
     replay_and_mutate("vmdk_image", "vmdk", fuzz_vmdk);
+}
+
+#[test]
+fn vhdx_corpus_and_mutants_do_not_crash() {
+    // The hand-made seeds are valid images, so mutants start from deep inside.
+    for (p, d) in inputs("corpus/vhdx_image") {
+        let n = d.len() as u64;
+        let s = Box::new(block::storage::MemStorage::new(d, n));
+        let disk = block::VhdxDisk::open(s, "seed", true)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!(disk.check().corruptions, 0, "{}", p.display());
+    }
+    replay_and_mutate("vhdx_image", "vhdx", fuzz_vhdx);
 }

@@ -158,7 +158,7 @@ fn backing_loops_and_missing_backing_files() {
     assert!(e.contains("c.qcow2") && e.contains("not found"), "{e}");
 
     let d = dir.path().join("d.qcow2");
-    write_qcow2(&d, Some("a.qcow2"), Some("vhdx"));
+    write_qcow2(&d, Some("a.qcow2"), Some("qed"));
     let e = open(&d, &o).err().unwrap();
     assert!(matches!(e, DiskError::UnsupportedImage { .. }), "{e}");
 }

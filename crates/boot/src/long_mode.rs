@@ -101,5 +101,6 @@ pub fn entry_state(entry: u64, boot_params: u64) -> CpuState {
         sregs,
         fpu: Default::default(),
         msrs: vec![(msr::IA32_PAT, msr::PAT_RESET), (msr::IA32_MISC_ENABLE, 1)],
+        ..Default::default()
     }
 }

@@ -76,6 +76,7 @@ pub fn entry_state(entry: u32, gdt_base: u64, eax: u32, ebx: u32) -> CpuState {
         sregs,
         fpu: Default::default(),
         msrs: vec![(msr::IA32_PAT, msr::PAT_RESET), (msr::IA32_MISC_ENABLE, 1)],
+        ..Default::default()
     }
 }
 

@@ -10,7 +10,7 @@
 //! for an IRQ 12 that no line delivers.)
 
 use serde::{Deserialize, Serialize};
-use vm_device::BusDevice;
+use vm_device::{BusDevice, Persist, StateError};
 
 use crate::{EventSink, PlatformEvent};
 
@@ -35,6 +35,32 @@ pub struct I8042 {
     events: EventSink,
 }
 
+/// The commands that take a data byte on port 0x60.
+const DATA_COMMANDS: [u8; 5] = [0x60, 0xd1, 0xd2, 0xd3, 0xd4];
+
+impl Persist for I8042 {
+    type State = I8042State;
+    /// Where resets go.
+    type Args = EventSink;
+
+    fn save(&self) -> I8042State {
+        self.state.clone()
+    }
+
+    fn restore(events: EventSink, state: &I8042State) -> Result<Self, StateError> {
+        if let Some(c) = state.pending_command.filter(|c| !DATA_COMMANDS.contains(c)) {
+            return Err(StateError::new(
+                "i8042",
+                format!("command {c:#x} takes no data byte"),
+            ));
+        }
+        Ok(I8042 {
+            state: state.clone(),
+            events,
+        })
+    }
+}
+
 impl I8042 {
     pub fn new(events: EventSink) -> Self {
         I8042 {
@@ -44,14 +70,6 @@ impl I8042 {
             },
             events,
         }
-    }
-
-    pub fn state(&self) -> I8042State {
-        self.state.clone()
-    }
-
-    pub fn from_state(state: I8042State, events: EventSink) -> Self {
-        I8042 { state, events }
     }
 
     fn status(&self) -> u8 {
@@ -94,7 +112,7 @@ impl I8042 {
     fn command(&mut self, cmd: u8) {
         match cmd {
             0x20 => self.state.output = Some(self.state.command_byte),
-            0x60 | 0xd1 | 0xd2 | 0xd3 | 0xd4 => self.state.pending_command = Some(cmd),
+            c if DATA_COMMANDS.contains(&c) => self.state.pending_command = Some(cmd),
             0xaa => self.state.output = Some(0x55), // self-test passed
             0xab => self.state.output = Some(0x00), // keyboard interface test passed
             0xa9 => self.state.output = Some(0x01), // AUX interface: clock line stuck low
@@ -182,9 +200,15 @@ mod tests {
         d.write_port(0x60, 0x47);
         d.write_port(0x64, 0x20);
         assert_eq!(d.read_port(0x60), 0x47);
-        let s = d.state();
-        let json = serde_json::to_string(&s).unwrap();
-        let back: I8042State = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, s);
+        d.write_port(0x64, 0xd3); // leaves a command waiting for its data byte
+        let events: EventSink = Arc::new(|_| {});
+        let (a, b) = vm_device::persist::round_trip(&d, events.clone()).unwrap();
+        assert_eq!(a, b);
+        assert!(a.contains("\"command_byte\":71") && a.contains("\"pending_command\":211"));
+        let bad = I8042State {
+            pending_command: Some(0xaa),
+            ..d.save()
+        };
+        assert!(I8042::restore(events, &bad).is_err());
     }
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use vm_device::bus::lock;
-use vm_device::{BusDevice, IrqLine};
+use vm_device::{BusDevice, IrqLine, Persist, StateError};
 
 pub const SCRATCH_PORT: u16 = 0xe0;
 pub const FLUSH_PAGE_PORT: u16 = 0xe4;
@@ -66,6 +66,33 @@ impl Region {
     ];
 }
 
+impl Persist for PcTestdev {
+    type State = PcTestdevState;
+    /// The IRQ lines, as for [`PcTestdev::new`].
+    type Args = Vec<Arc<dyn IrqLine>>;
+
+    fn save(&self) -> PcTestdevState {
+        PcTestdevState {
+            scratch: self.scratch,
+            iomem: self.iomem.clone(),
+        }
+    }
+
+    fn restore(irqs: Self::Args, state: &PcTestdevState) -> Result<Self, StateError> {
+        if state.iomem.len() != IOMEM_LEN as usize {
+            return Err(StateError::new(
+                "pc-testdev",
+                format!("I/O memory of {} bytes, not {IOMEM_LEN}", state.iomem.len()),
+            ));
+        }
+        Ok(PcTestdev {
+            scratch: state.scratch,
+            iomem: state.iomem.clone(),
+            irqs,
+        })
+    }
+}
+
 impl PcTestdev {
     /// `irqs[n]` is the line a write to port 0x2000+n drives; missing lines are ignored.
     pub fn new(irqs: Vec<Arc<dyn IrqLine>>) -> Self {
@@ -74,21 +101,6 @@ impl PcTestdev {
             iomem: vec![0; IOMEM_LEN as usize],
             irqs,
         }
-    }
-
-    pub fn state(&self) -> PcTestdevState {
-        PcTestdevState {
-            scratch: self.scratch,
-            iomem: self.iomem.clone(),
-        }
-    }
-
-    /// Restores `state` (an `iomem` of the wrong size is cut or zero-padded).
-    pub fn restore(&mut self, state: &PcTestdevState) {
-        self.scratch = state.scratch;
-        self.iomem.fill(0);
-        let n = state.iomem.len().min(self.iomem.len());
-        self.iomem[..n].copy_from_slice(&state.iomem[..n]);
     }
 
     pub fn read(&mut self, region: Region, offset: u64, data: &mut [u8]) {
@@ -194,10 +206,10 @@ mod tests {
         assert_eq!(read(&mut d, Region::ScratchBytes, 1, 1), [0x56]);
         d.write(Region::ScratchBytes, 3, &[0xab]);
         d.write(Region::Scratch, 0, &[0xcd]);
-        assert_eq!(d.state().scratch, 0xab34_56cd);
+        assert_eq!(d.save().scratch, 0xab34_56cd);
         // A 4-byte access at offset 3 touches only the bytes the register has.
         d.write(Region::Scratch, 3, &[1, 2, 3, 4]);
-        assert_eq!(d.state().scratch, 0x0134_56cd);
+        assert_eq!(d.save().scratch, 0x0134_56cd);
         assert_eq!(read(&mut d, Region::Scratch, 3, 4), [1, 0, 0, 0]);
     }
 
@@ -235,10 +247,12 @@ mod tests {
         assert_eq!(read(&mut d, Region::Iomem, 0xffff, 1), [0x99]);
         assert_eq!(read(&mut d, Region::FlushPage, 0, 4), [0; 4]);
         d.write(Region::FlushPage, 0, &0x10_0000u32.to_le_bytes());
-        let s = d.state();
-        let json = serde_json::to_string(&s).unwrap();
-        let mut e = PcTestdev::new(Vec::new());
-        e.restore(&serde_json::from_str(&json).unwrap());
-        assert_eq!(e.state(), s);
+        let (a, b) = vm_device::persist::round_trip(&d, Vec::new()).unwrap();
+        assert_eq!(a, b);
+        let short = PcTestdevState {
+            iomem: vec![0; 16],
+            ..d.save()
+        };
+        assert!(PcTestdev::restore(Vec::new(), &short).is_err());
     }
 }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use vm_device::{BusDevice, IrqLine};
+use vm_device::{BusDevice, IrqLine, Persist, StateError};
 
 pub use calendar::DateTime;
 
@@ -393,9 +393,13 @@ impl Rtc {
             self.latch_time(now);
         }
     }
+}
 
-    /// Snapshot.
-    pub fn state(&self) -> RtcState {
+impl Persist for Rtc {
+    type State = RtcState;
+    type Args = ();
+
+    fn save(&self) -> RtcState {
         RtcState {
             index: self.index,
             nmi_disabled: self.nmi_disabled,
@@ -406,20 +410,61 @@ impl Rtc {
         }
     }
 
-    /// Rebuilds from a snapshot (a short CMOS image is zero-filled).
-    pub fn from_state(state: &RtcState) -> Self {
-        let mut cmos = [0u8; CMOS_SIZE];
-        for (d, s) in cmos.iter_mut().zip(&state.cmos) {
-            *d = *s;
+    fn restore(_: (), state: &RtcState) -> Result<Self, StateError> {
+        let cmos: [u8; CMOS_SIZE] = state.cmos.as_slice().try_into().map_err(|_| {
+            StateError::new(
+                "rtc",
+                format!("CMOS RAM of {} bytes, not {CMOS_SIZE}", state.cmos.len()),
+            )
+        })?;
+        if state.index > 0x7f || state.flags & !(C_PF | C_AF | C_UF) != 0 {
+            return Err(StateError::new(
+                "rtc",
+                "register index or flags out of range",
+            ));
         }
-        Rtc {
-            index: state.index & 0x7f,
+        Ok(Rtc {
+            index: state.index,
             nmi_disabled: state.nmi_disabled,
             cmos,
             offset_ns: state.offset_ns,
-            flags: state.flags & (C_PF | C_AF | C_UF),
+            flags: state.flags,
             flags_at_ns: state.flags_at_ns,
+        })
+    }
+}
+
+/// Snapshot of an [`RtcDevice`]: the chip and the level it drives IRQ8 at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtcDeviceState {
+    pub rtc: RtcState,
+    pub irq_out: bool,
+}
+
+/// What a restored [`RtcDevice`] runs on.
+pub struct RtcArgs<C> {
+    pub clock: C,
+    pub irq: Option<Arc<dyn IrqLine>>,
+}
+
+impl<C: WallClock> Persist for RtcDevice<C> {
+    type State = RtcDeviceState;
+    type Args = RtcArgs<C>;
+
+    fn save(&self) -> RtcDeviceState {
+        RtcDeviceState {
+            rtc: self.rtc.save(),
+            irq_out: self.irq_out,
         }
+    }
+
+    fn restore(args: RtcArgs<C>, state: &RtcDeviceState) -> Result<Self, StateError> {
+        Ok(RtcDevice {
+            rtc: Rtc::restore((), &state.rtc)?,
+            clock: args.clock,
+            irq: args.irq,
+            irq_out: state.irq_out,
+        })
     }
 }
 
@@ -463,7 +508,7 @@ impl<C: WallClock> RtcDevice<C> {
         self
     }
 
-    /// The state machine (e.g. for snapshots).
+    /// The state machine.
     pub fn rtc(&self) -> &Rtc {
         &self.rtc
     }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use vm_device::{BusDevice, IrqLine};
+use vm_device::{BusDevice, IrqLine, Persist, StateError};
 use vm_superio::serial::{NoEvents, SerialState as SuperioState};
 use vm_superio::{Serial as Uart, Trigger};
 
@@ -82,22 +82,6 @@ impl Serial {
         }
     }
 
-    pub fn from_state(
-        state: &SerialState,
-        irq: Arc<dyn IrqLine>,
-        out: Box<dyn Write + Send>,
-    ) -> Self {
-        // from_state only fails for an oversized input buffer; fall back to a fresh UART then.
-        match Uart::from_state(&state.into(), IrqTrigger(irq.clone()), NoEvents, out) {
-            Ok(uart) => Serial { uart },
-            Err(_) => Serial::new(irq, Box::new(std::io::sink())),
-        }
-    }
-
-    pub fn state(&self) -> SerialState {
-        self.uart.state().into()
-    }
-
     /// Queues input bytes for the guest; returns how many fit in the receive FIFO.
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
         let room = self.uart.fifo_capacity().min(bytes.len());
@@ -105,6 +89,27 @@ impl Serial {
             return 0;
         }
         self.uart.enqueue_raw_bytes(&bytes[..room]).unwrap_or(0)
+    }
+}
+
+/// What a restored serial port is wired to.
+pub struct SerialArgs {
+    pub irq: Arc<dyn IrqLine>,
+    pub out: Box<dyn Write + Send>,
+}
+
+impl Persist for Serial {
+    type State = SerialState;
+    type Args = SerialArgs;
+
+    fn save(&self) -> SerialState {
+        self.uart.state().into()
+    }
+
+    fn restore(args: SerialArgs, state: &SerialState) -> Result<Self, StateError> {
+        let uart = Uart::from_state(&state.into(), IrqTrigger(args.irq), NoEvents, args.out)
+            .map_err(|e| StateError::new("serial", format!("{e:?}")))?;
+        Ok(Serial { uart })
     }
 }
 
@@ -168,10 +173,27 @@ mod tests {
         assert_eq!(b[0] & 1, 1, "LSR data ready");
         s.read(0, &mut b);
         assert_eq!(b[0], b'o');
-        let st = s.state();
-        let json = serde_json::to_string(&st).unwrap();
-        let back: SerialState = serde_json::from_str(&json).unwrap();
-        let s2 = Serial::from_state(&back, irq, Box::new(std::io::sink()));
-        assert_eq!(s2.state(), st);
+        let args = SerialArgs {
+            irq: irq.clone(),
+            out: Box::new(std::io::sink()),
+        };
+        let (a, b) = vm_device::persist::round_trip(&s, args).unwrap();
+        assert_eq!(a, b);
+        assert!(a.contains("\"in_buffer\":[107]"), "{a}");
+    }
+
+    #[test]
+    fn an_impossible_input_buffer_is_refused_not_replaced() {
+        let irq: Arc<dyn IrqLine> = Arc::new(CountIrq::default());
+        let state = SerialState {
+            in_buffer: vec![0; 4096],
+            ..Default::default()
+        };
+        let args = SerialArgs {
+            irq,
+            out: Box::new(std::io::sink()),
+        };
+        let err = Serial::restore(args, &state).err().expect("refused");
+        assert_eq!(err.device, "serial");
     }
 }

@@ -1,6 +1,9 @@
 //! `hako`: run virtual machines, inspect the host, manage disk images.
 
+mod console;
+mod ctl;
 mod host;
+mod host_io;
 mod img;
 mod run;
 
@@ -27,6 +30,8 @@ enum Command {
     Host(host::HostArgs),
     /// Create, inspect, check, convert and resize disk images (qemu-img conventions).
     Img(img::ImgArgs),
+    /// Control a running VM through its API socket (`hako run --api-socket`).
+    Ctl(ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Host(a) => host::run(a),
         Command::Img(a) => img::run(a),
+        Command::Ctl(a) => ctl::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

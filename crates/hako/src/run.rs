@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use vmm::config::parse_size;
+use vmm::snapshot::RestoreMode;
 use vmm::{
-    AccelKind, ConsoleKind, DeviceSpec, DiskSpec, ExitReason, Machine, OnReboot, VirtioTransport,
-    VmConfig,
+    AccelKind, ConsoleKind, CpuModel, DeviceSpec, DiskSpec, ExitReason, Machine, OnReboot, Start,
+    VirtioTransport, VmConfig,
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -31,8 +32,24 @@ or is quit from the console; (V << 1) | 1 (in 8 bits) when it writes V to --devi
 pub struct RunArgs {
     /// Kernel to boot: a bzImage or an ELF vmlinux, entered in 64-bit mode, or a
     /// Multiboot v1 kernel (header in the first 8 KiB), entered in 32-bit protected mode.
+    #[arg(long, value_name = "PATH", required_unless_present = "restore")]
+    kernel: Option<PathBuf>,
+    /// Resume the snapshot in DIR (written by `hako ctl snapshot`) instead of booting.
+    /// Its config.json describes the VM; only --accel, --api-socket and
+    /// --restore-mode may be given with it.
+    #[arg(long, value_name = "DIR", conflicts_with_all = [
+        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "device", "virtio",
+        "console", "on_reboot", "trace"
+    ])]
+    restore: Option<PathBuf>,
+    /// How --restore loads guest memory: map the memory file copy-on-write (restore
+    /// time does not grow with memory size), or copy it into fresh memory.
+    #[arg(long, value_enum, default_value_t = RestoreModeArg::Map, requires = "restore")]
+    restore_mode: RestoreModeArg,
+    /// Serve the VM's control API (HTTP/1.1 + JSON; see docs/api/openapi.json) on
+    /// this Unix socket, created with mode 0600. `hako ctl --api-socket PATH` talks to it.
     #[arg(long, value_name = "PATH")]
-    kernel: PathBuf,
+    api_socket: Option<PathBuf>,
     /// Initial ramdisk handed to a Linux kernel. For a Multiboot kernel each file is a
     /// module: repeat the flag or separate paths with commas.
     #[arg(long, value_name = "PATH", value_delimiter = ',')]
@@ -46,7 +63,12 @@ pub struct RunArgs {
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1)]
     cpus: u32,
-    /// Accelerator.
+    /// The CPU the guest sees: everything the accelerator offers (host), or only what
+    /// both accelerators offer on any x86-64 host (portable), for a VM that may be
+    /// restored or migrated onto the other accelerator.
+    #[arg(long, value_enum, default_value_t = CpuArg::Host)]
+    cpu: CpuArg,
+    /// Accelerator. With --restore, auto means the one the snapshot was taken on.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     accel: AccelArg,
     /// Write an instruction trace (RIP and registers per instruction) to FILE (emu only;
@@ -57,8 +79,8 @@ pub struct RunArgs {
     /// instruction (off). The translator needs an x86-64 host.
     #[arg(long, value_enum, default_value_t = JitArg::On)]
     jit: JitArg,
-    /// A virtio-blk disk: PATH[,format=raw|qcow2|vdi|vpc|vmdk][,readonly=on][,serial=ID]. Repeatable.
-    /// The format is probed from the header when not given; vdi, vpc and vmdk are
+    /// A virtio-blk disk: PATH[,format=raw|qcow2|vdi|vpc|vmdk|vhdx][,readonly=on][,serial=ID].
+    /// Repeatable. The format is probed from the header when not given; vdi, vpc, vmdk and vhdx are
     /// read-only (readonly=on).
     #[arg(long, value_name = "SPEC")]
     disk: Vec<DiskSpec>,
@@ -80,6 +102,18 @@ pub struct RunArgs {
     /// 0xff000000). Repeatable.
     #[arg(long, value_name = "SPEC")]
     device: Vec<DeviceSpec>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum CpuArg {
+    Host,
+    Portable,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum RestoreModeArg {
+    Map,
+    Copy,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -106,8 +140,8 @@ pub enum TransportArg {
     Mmio,
 }
 
-pub fn run(a: RunArgs) -> Result<i32> {
-    let accel = match a.accel {
+fn explicit_accel(a: AccelArg) -> Option<AccelKind> {
+    match a {
         AccelArg::Kvm => {
             if accel_kvm::probe::probe().kvm.pvm {
                 eprintln!(
@@ -115,18 +149,48 @@ pub fn run(a: RunArgs) -> Result<i32> {
                      emulated by the host kernel and will hardly boot; use --accel emu for stock kernels"
                 );
             }
-            AccelKind::Kvm
+            Some(AccelKind::Kvm)
         }
-        AccelArg::Emu => AccelKind::Emu,
-        AccelArg::Auto => crate::host::auto_accel(),
+        AccelArg::Emu => Some(AccelKind::Emu),
+        AccelArg::Auto => None,
+    }
+}
+
+pub fn run(a: RunArgs) -> Result<i32> {
+    let accel = explicit_accel(a.accel);
+    let api_socket = a.api_socket.clone();
+    let mut first: Option<(Machine, Start)> = None;
+    let cfg = match &a.restore {
+        Some(dir) => {
+            let mode = match a.restore_mode {
+                RestoreModeArg::Map => RestoreMode::Map,
+                RestoreModeArg::Copy => RestoreMode::Copy,
+            };
+            let snap = vmm::snapshot::load(dir, accel, mode)
+                .with_context(|| format!("cannot restore {}", dir.display()))?;
+            let cfg = snap.config.clone();
+            let m = Machine::from_snapshot(snap, Box::new(std::io::stdout()))
+                .with_context(|| format!("cannot restore {}", dir.display()))?;
+            first = Some(m);
+            cfg
+        }
+        None => boot_config(a, accel.unwrap_or_else(crate::host::auto_accel)),
     };
-    let cfg = VmConfig {
-        kernel: a.kernel,
+    run_vm(cfg, first, api_socket)
+}
+
+fn boot_config(a: RunArgs, accel: AccelKind) -> VmConfig {
+    VmConfig {
+        kernel: a.kernel.expect("clap requires --kernel without --restore"),
         initrds: a.initrd,
         cmdline: a.cmdline,
         memory: a.memory,
         cpus: a.cpus,
         accel,
+        cpu: match a.cpu {
+            CpuArg::Host => CpuModel::Host,
+            CpuArg::Portable => CpuModel::Portable,
+        },
         trace: a.trace,
         jit: a.jit == JitArg::On,
         disks: a.disk,
@@ -143,16 +207,44 @@ pub fn run(a: RunArgs) -> Result<i32> {
             TransportArg::Mmio => VirtioTransport::Mmio,
         },
         devices: a.device,
-    };
+    }
+}
+
+/// Runs the VM (`first`: already built from a snapshot) until it ends, booting it
+/// again after a reset when the config asks for that.
+fn run_vm(
+    cfg: VmConfig,
+    mut first: Option<(Machine, Start)>,
+    api_socket: Option<PathBuf>,
+) -> Result<i32> {
     let mut term = None;
+    // Before any VM thread exists, so they all inherit the blocked signals.
+    let signal_target = crate::host_io::route_signals()?;
+    // Before the guest runs, so a socket in use fails the start, not a running guest.
+    let api = api_socket.as_deref().map(control_api::serve).transpose()?;
     loop {
-        let machine = Machine::new(cfg.clone(), Box::new(std::io::stdout()))?;
+        let (machine, start) = match first.take() {
+            Some(m) => m,
+            None => (
+                Machine::new(cfg.clone(), Box::new(std::io::stdout()))?,
+                Start::Boot,
+            ),
+        };
         tracing::info!("running on {}", machine.accel_name());
         if term.is_none() {
-            term = Some(vmm::console::RawTerminal::enable_on_stdin());
+            term = Some(crate::console::RawTerminal::enable_on_stdin());
         }
         let interactive = matches!(term, Some(Some(_)));
-        let reason = machine.run(interactive)?;
+        let vm = machine.start(start, false)?;
+        *signal_target.lock().unwrap_or_else(|e| e.into_inner()) = Some(vm.clone());
+        crate::host_io::route_stdin(interactive, &vm)?;
+        if let Some(a) = &api {
+            a.set_vm(Some(vm.clone()));
+        }
+        let reason = vm.wait();
+        if let Some(a) = &api {
+            a.set_vm(None);
+        }
         if matches!(reason, ExitReason::Reset | ExitReason::TripleFault)
             && cfg.on_reboot == OnReboot::Restart
         {

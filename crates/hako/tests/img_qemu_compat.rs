@@ -55,6 +55,21 @@ fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("bad json {e}: {out}"))
 }
 
+/// `map --output json` of hako and of qemu-img agree; qemu-img before 10 prints no
+/// `compressed` key, so it is compared only when qemu-img has it.
+fn assert_same_map(mut hako: serde_json::Value, qemu: serde_json::Value, what: &str) {
+    let qemu_has = qemu
+        .as_array()
+        .and_then(|a| a.first())
+        .is_some_and(|e| e.get("compressed").is_some());
+    if !qemu_has {
+        for e in hako.as_array_mut().into_iter().flatten() {
+            e.as_object_mut().map(|o| o.remove("compressed"));
+        }
+    }
+    assert_eq!(hako, qemu, "{what}");
+}
+
 struct Dir(tempfile::TempDir);
 impl Dir {
     fn new() -> Dir {
@@ -209,7 +224,7 @@ fn vdi_vhd_and_vmdk_made_by_qemu_img_read_back_identically() {
                 qemu(&["map", "--output", "json", "-f", fmt, s(&img)]),
                 "qemu-img map",
             ));
-            assert_eq!(m, q, "{what}");
+            assert_same_map(m, q, &what);
         }
         // Read-only formats cannot be written.
         let o = hako(&["resize", s(&img), "+1M"]);
@@ -338,7 +353,7 @@ fn probed_overlays_open_their_backing_chain_and_map_like_qemu_img() {
     assert_eq!(v.as_array().unwrap().len(), 2);
     let hm = json(&ok(hako(&["map", "--output", "json", s(&top)]), "hako map"));
     let qm = json(&ok(qemu(&["map", "--output", "json", s(&top)]), "qemu map"));
-    assert_eq!(hm, qm);
+    assert_same_map(hm, qm, "overlay");
     let hm = ok(hako(&["map", s(&top)]), "hako map");
     let qm = ok(qemu(&["map", s(&top)]), "qemu map");
     assert_eq!(hm, qm);

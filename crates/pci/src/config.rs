@@ -4,6 +4,7 @@
 //! the semantics needed here (per-byte write masks, BAR sizing) are small.
 
 use serde::{Deserialize, Serialize};
+use vm_device::StateError;
 
 /// Size of the conventional configuration space. The extended space that ECAM
 /// reaches (0x100..0x1000) reads as zero (no extended capabilities).
@@ -347,13 +348,25 @@ impl ConfigSpace {
         }
     }
 
-    /// Restores register bytes saved by [`state`](Self::state) (ignored if the length is wrong).
-    pub fn restore(&mut self, s: &ConfigSpaceState) -> bool {
+    /// Loads register bytes saved by [`state`](Self::state) into a space built the same
+    /// way: the identity (vendor, device, revision, class, subsystem) and the header
+    /// type must match, or the state belongs to another function.
+    pub fn load(&mut self, s: &ConfigSpaceState) -> Result<(), StateError> {
         if s.regs.len() != CONFIG_SIZE {
-            return false;
+            return Err(StateError::new(
+                "pci-config",
+                format!("{} bytes, not {CONFIG_SIZE}", s.regs.len()),
+            ));
+        }
+        let same = |r: std::ops::Range<usize>| s.regs[r.clone()] == self.regs[r];
+        if !(same(0..4) && same(8..12) && same(14..15) && same(0x2c..0x30)) {
+            return Err(StateError::new(
+                "pci-config",
+                "the saved function has another identity",
+            ));
         }
         self.regs.copy_from_slice(&s.regs);
-        true
+        Ok(())
     }
 }
 
@@ -498,7 +511,19 @@ mod tests {
         let s = c.state();
         let json = serde_json::to_string(&s).unwrap();
         let mut d = space();
-        assert!(d.restore(&serde_json::from_str(&json).unwrap()));
+        d.load(&serde_json::from_str(&json).unwrap()).unwrap();
         assert_eq!(d.decoded_bars(), c.decoded_bars());
+        assert_eq!(d.state(), s);
+        // Another function's registers, or a short image, do not load.
+        let mut other = s.clone();
+        other.regs[2] ^= 1; // device ID
+        assert!(d.load(&other).is_err());
+        other.regs.truncate(64);
+        assert!(d.load(&other).is_err());
+        assert_eq!(
+            d.state(),
+            s,
+            "a refused state leaves the registers as they were"
+        );
     }
 }

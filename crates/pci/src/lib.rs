@@ -17,4 +17,6 @@ pub use allocator::{AllocError, BarAllocator};
 pub use config::{BarDef, BarKind, ConfigSpace, ConfigSpaceState, PciIds};
 pub use device::{BarRange, PciDevice};
 pub use msix::{MsixConfig, MsixState};
-pub use root::{PciBarWindow, PciConfigIo, PciEcam, PciError, PciRoot};
+pub use root::{
+    HostBridge, PciBarWindow, PciConfigIo, PciConfigIoState, PciEcam, PciError, PciRoot,
+};

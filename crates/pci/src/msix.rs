@@ -3,7 +3,7 @@
 //! which forwards those accesses here.
 
 use serde::{Deserialize, Serialize};
-use vm_device::MsiSink;
+use vm_device::{MsiSink, StateError};
 
 use crate::config::ConfigSpace;
 
@@ -199,16 +199,23 @@ impl MsixConfig {
         }
     }
 
-    /// Restores a snapshot taken from a function with the same vector count.
-    pub fn restore(&mut self, s: &MsixState) -> bool {
+    /// Loads a snapshot taken from a function with the same vector count.
+    pub fn load(&mut self, s: &MsixState) -> Result<(), StateError> {
         if s.table.len() != self.table.len() || s.pending.len() != self.pending.len() {
-            return false;
+            return Err(StateError::new(
+                "msi-x",
+                format!(
+                    "{} vectors saved, the function has {}",
+                    s.table.len(),
+                    self.table.len()
+                ),
+            ));
         }
         self.table.clone_from(&s.table);
         self.pending.clone_from(&s.pending);
         self.enabled = s.enabled;
         self.function_masked = s.function_masked;
-        true
+        Ok(())
     }
 }
 
@@ -290,7 +297,7 @@ pub(crate) mod tests {
         m.signal(2, &sink);
         let json = serde_json::to_string(&m.state()).unwrap();
         let (mut c2, mut m2, sink2) = setup();
-        assert!(m2.restore(&serde_json::from_str(&json).unwrap()));
+        m2.load(&serde_json::from_str(&json).unwrap()).unwrap();
         assert_eq!(m2.state(), m.state());
         c2.write(off + 2, &CTRL_ENABLE.to_le_bytes());
         m2.config_written(&c2, &sink2);

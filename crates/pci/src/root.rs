@@ -10,11 +10,14 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
 use vm_device::bus::lock;
-use vm_device::BusDevice;
+use vm_device::{BusDevice, Persist, StateError};
 
 use crate::allocator::{AllocError, BarAllocator};
-use crate::config::{BarDef, BarKind, ConfigSpace, PciIds, BAR0, CMD_IO, CMD_MEM, COMMAND};
+use crate::config::{
+    BarDef, BarKind, ConfigSpace, ConfigSpaceState, PciIds, BAR0, CMD_IO, CMD_MEM, COMMAND,
+};
 use crate::device::{BarRange, PciDevice};
 use crate::layout;
 
@@ -104,13 +107,15 @@ impl Inner {
 /// Bus 0 of the PCI hierarchy.
 pub struct PciRoot {
     inner: Mutex<Inner>,
+    host_bridge: Arc<Mutex<HostBridge>>,
 }
 
 impl PciRoot {
     /// A root complex with the host bridge in slot 0, allocating BARs with `alloc`.
     pub fn new(alloc: BarAllocator) -> Arc<Self> {
         let mut slots: Vec<Option<Dev>> = vec![None; usize::from(layout::SLOTS)];
-        slots[0] = Some(Arc::new(Mutex::new(HostBridge::new())));
+        let host_bridge = Arc::new(Mutex::new(HostBridge::new()));
+        slots[0] = Some(host_bridge.clone());
         let mut reserved = vec![false; usize::from(layout::SLOTS)];
         reserved[0] = true;
         Arc::new(Self {
@@ -121,7 +126,18 @@ impl PciRoot {
                 io: BTreeMap::new(),
                 alloc,
             }),
+            host_bridge,
         })
+    }
+
+    /// The host bridge (00:00.0), for snapshots.
+    pub fn host_bridge(&self) -> &Arc<Mutex<HostBridge>> {
+        &self.host_bridge
+    }
+
+    /// Re-reads every device's BARs after their config spaces were restored.
+    pub fn refresh_routes(&self) {
+        lock(&self.inner).rebuild_routes();
     }
 
     /// Reserves the next free slot, so the caller can wire the device's INTx
@@ -241,6 +257,30 @@ pub struct PciConfigIo {
     address: u32,
 }
 
+/// The configuration address latched at 0xCF8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PciConfigIoState {
+    pub address: u32,
+}
+
+impl Persist for PciConfigIo {
+    type State = PciConfigIoState;
+    type Args = Arc<PciRoot>;
+
+    fn save(&self) -> PciConfigIoState {
+        PciConfigIoState {
+            address: self.address,
+        }
+    }
+
+    fn restore(root: Arc<PciRoot>, s: &PciConfigIoState) -> Result<Self, StateError> {
+        Ok(PciConfigIo {
+            root,
+            address: s.address,
+        })
+    }
+}
+
 impl PciConfigIo {
     /// The port device for `root`.
     pub fn new(root: Arc<PciRoot>) -> Self {
@@ -348,8 +388,23 @@ impl BusDevice for PciBarWindow {
 }
 
 /// The host bridge (00:00.0): identification only.
-struct HostBridge {
+pub struct HostBridge {
     config: ConfigSpace,
+}
+
+impl Persist for HostBridge {
+    type State = ConfigSpaceState;
+    type Args = ();
+
+    fn save(&self) -> ConfigSpaceState {
+        self.config.state()
+    }
+
+    fn restore(_: (), s: &ConfigSpaceState) -> Result<Self, StateError> {
+        let mut b = HostBridge::new();
+        b.config.load(s)?;
+        Ok(b)
+    }
 }
 
 impl HostBridge {
@@ -532,5 +587,30 @@ mod tests {
             root.add_device(40, Arc::new(Mutex::new(HostBridge::new()))),
             Err(PciError::SlotTaken(40))
         ));
+    }
+
+    #[test]
+    fn latch_and_host_bridge_round_trip() {
+        let (root, _) = root_with_scratch();
+        let mut io = PciConfigIo::new(root.clone());
+        io.write(0, &(0x8000_0000u32 | 1 << 11 | 0x10).to_le_bytes());
+        let (a, b) = vm_device::persist::round_trip(&io, root.clone()).unwrap();
+        assert_eq!(a, b);
+        let mut back = PciConfigIo::restore(root.clone(), &io.save()).unwrap();
+        let mut v = [0u8; 4];
+        back.read(4, &mut v);
+        assert_eq!(
+            u32::from_le_bytes(v),
+            layout::MMIO32_BASE as u32,
+            "latched BAR0"
+        );
+
+        // The guest writes the bridge's command register; the state carries it.
+        let mut ecam = PciEcam::new(root.clone());
+        ecam.write(4, &[0x06, 0]);
+        let hb = lock(root.host_bridge()).save();
+        let (a, b) = vm_device::persist::round_trip(&*lock(root.host_bridge()), ()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(&hb.regs[4..6], &[0x06, 0]);
     }
 }

@@ -30,6 +30,7 @@ pub const GUESTS: &[&str] = &[
     "echo",
     "xmodify",
     "jitcheck",
+    "migrate",
 ];
 
 /// The repository's `guests/` folder.

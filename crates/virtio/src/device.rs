@@ -1,7 +1,8 @@
 //! The interface between a transport and a device.
 
-use serde::{de::DeserializeOwned, Serialize};
 use virtio_queue::Queue;
+use vm_device::Persist;
+use vmm_types::dirty::DirtyLog;
 
 use crate::GuestMemory;
 
@@ -21,8 +22,6 @@ pub enum DeviceError {
     QueueNotReady(u16),
     #[error("driver misprogrammed the transport: {0}")]
     Transport(String),
-    #[error("saved state does not fit this device: {0}")]
-    BadState(&'static str),
 }
 
 impl From<virtio_queue::Error> for DeviceError {
@@ -54,13 +53,13 @@ pub struct QueueCtx<'a> {
     /// have `ready() == false`.
     pub queues: &'a mut [Queue],
     pub interrupt: &'a mut dyn VirtioInterrupt,
+    /// Where the pages the device writes are logged during a live migration.
+    pub dirty: Option<&'a DirtyLog>,
 }
 
-/// A virtio device model, independent of transport.
-pub trait VirtioDevice: Send {
-    /// Device-specific state saved in snapshots.
-    type State: Serialize + DeserializeOwned + Clone + std::fmt::Debug + PartialEq;
-
+/// A virtio device model, independent of transport. Its snapshot state is its
+/// [`Persist`] state; the transport saves and restores it with its own.
+pub trait VirtioDevice: Persist + Send {
     /// The virtio device type ([`crate::device_type`]).
     fn device_type(&self) -> u32;
     /// Maximum size of each queue (the number of queues is the length).
@@ -81,8 +80,20 @@ pub trait VirtioDevice: Send {
     }
     /// The driver reset the device.
     fn reset(&mut self);
-    /// Device-specific snapshot.
-    fn state(&self) -> Self::State;
-    /// Restores a snapshot taken by [`state`](Self::state).
-    fn restore(&mut self, state: &Self::State) -> Result<(), DeviceError>;
+}
+
+/// The acked features a restored device may hold: a subset of what it offers.
+pub(crate) fn check_acked(
+    device: &'static str,
+    offered: u64,
+    acked: u64,
+) -> Result<(), vm_device::StateError> {
+    let offered = offered | crate::features::VERSION_1;
+    if acked & !offered != 0 {
+        return Err(vm_device::StateError::new(
+            device,
+            format!("acked features {acked:#x} include ones it does not offer ({offered:#x})"),
+        ));
+    }
+    Ok(())
 }

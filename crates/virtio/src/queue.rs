@@ -157,11 +157,22 @@ pub fn drain_queue(
         .filter(|q| q.ready())
         .ok_or(DeviceError::QueueNotReady(index))?;
     let mut used_any = false;
+    let dirty = ctx.dirty;
+    if let Some(log) = dirty {
+        // The used ring (with avail_event) is written below: log all of it.
+        let used = queue.used_ring();
+        log.mark(used, 6 + 8 * u64::from(queue.size()));
+    }
     'outer: loop {
         queue.disable_notification(mem)?;
         while let Some(chain) = pop_chain(queue, mem)? {
             match handle(&chain, mem)? {
                 Some(len) => {
+                    if let Some(log) = dirty {
+                        for &(a, l) in &chain.writable {
+                            log.mark(a.0, u64::from(l));
+                        }
+                    }
                     queue.add_used(mem, chain.head, len)?;
                     used_any = true;
                 }

@@ -4,15 +4,29 @@
 //! Intel SDM, not of any accelerator's ABI: `accel-kvm` converts them to and from
 //! `kvm_regs`/`kvm_sregs`, and `x86-emu` executes on them directly. All of them are
 //! serde-serializable so snapshots can move a vCPU between accelerators.
+//!
+//! [`CpuState`] is the whole of one vCPU (registers, XSAVE image, debug registers,
+//! local APIC page, activity state and pending events), [`VmState`] the VM's
+//! interrupt controllers, PIT and clock, and [`cpuid::check_compatible`] the CPUID
+//! contract a restore checks (docs/snapshot.md sections 3-5).
 
 use serde::{Deserialize, Serialize};
 
 pub mod cpuid;
+pub mod dirty;
+pub mod events;
+pub mod lapic;
 pub mod msr;
 pub mod regs;
+pub mod vm_state;
+pub mod xsave;
 
 pub use cpuid::CpuidEntry;
-pub use regs::{CpuState, DescriptorTable, FpuState, Regs, Segment, SpecialRegs};
+pub use events::{CpuEvents, ExceptionEvent, InterruptEvent, InterruptShadow, MpState};
+pub use regs::{CpuState, DebugRegs, DescriptorTable, FpuState, Regs, Segment, SpecialRegs};
+pub use vm_state::{
+    IoApicState, PicChipState, PicInitStep, PicState, PitChannelState, PitState, VmState,
+};
 
 /// Architectural exception vectors (Intel SDM Vol. 3A, table 6-1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

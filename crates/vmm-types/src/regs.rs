@@ -202,12 +202,92 @@ impl Default for FpuState {
     }
 }
 
+/// Debug registers DR0-DR3, DR6 and DR7 (Intel SDM Vol. 3B, 17.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugRegs {
+    /// Breakpoint linear addresses DR0..DR3.
+    pub db: [u64; 4],
+    pub dr6: u64,
+    pub dr7: u64,
+}
+
+impl Default for DebugRegs {
+    /// The values after reset.
+    fn default() -> Self {
+        DebugRegs {
+            db: [0; 4],
+            dr6: 0xffff_0ff0,
+            dr7: 0x400,
+        }
+    }
+}
+
 /// The complete architectural state of one vCPU that the VMM sets and reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// - **x87/SSE**: [`CpuState::fpu`] is canonical. [`CpuState::xsave`] is the
+///   standard-format (non-compacted) XSAVE image, see [`crate::xsave`]; its legacy
+///   region is always written equal to `fpu` by the accelerators (with MXCSR_MASK
+///   and the reserved bytes zero) and ignored on load, so the two cannot disagree.
+///   The image carries the extended components (AVX at byte 576, ...) that
+///   [`CpuState::xcr0`] enables. An empty `xsave` means "no extended state"
+///   (XSTATE_BV = x87|SSE), which is what an entry state built by hand gives.
+/// - **Local APIC**: [`CpuState::lapic`] is the 1 KiB xAPIC register page
+///   ([`crate::lapic`]); its TMCCT (current count, offset 0x390) holds the timer's
+///   count at the moment of the save, and restoring continues counting down from
+///   it. An armed TSC-deadline timer is the `IA32_TSC_DEADLINE` MSR in
+///   [`CpuState::msrs`] (guest TSC units). An empty `lapic` leaves the vCPU's local
+///   APIC as it is (entry states).
+/// - **Time**: `IA32_TSC` in [`CpuState::msrs`] is the guest TSC at the save.
+///   Restore the VM ([`crate::VmState`]) before its vCPUs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CpuState {
     pub regs: Regs,
     pub sregs: SpecialRegs,
     pub fpu: FpuState,
-    /// Model-specific registers as (index, value), see [`crate::msr`].
+    /// Model-specific registers as (index, value), see [`crate::msr`] and
+    /// [`crate::msr::STATE`] for the ones a full save contains.
     pub msrs: Vec<(u32, u64)>,
+    /// XCR0 (XFEATURE_ENABLED_MASK); 1 (x87 only) after reset and on CPUs without XSAVE.
+    #[serde(default = "xcr0_reset")]
+    pub xcr0: u64,
+    /// Standard-format XSAVE image, or empty (see the type's documentation).
+    #[serde(default)]
+    pub xsave: Vec<u8>,
+    #[serde(default)]
+    pub debug: DebugRegs,
+    /// The local APIC register page (1024 bytes), or empty.
+    #[serde(default)]
+    pub lapic: Vec<u8>,
+    #[serde(default)]
+    pub mp_state: crate::events::MpState,
+    #[serde(default)]
+    pub events: crate::events::CpuEvents,
+}
+
+fn xcr0_reset() -> u64 {
+    1
+}
+
+impl Default for CpuState {
+    fn default() -> Self {
+        CpuState {
+            regs: Regs::default(),
+            sregs: SpecialRegs::default(),
+            fpu: FpuState::default(),
+            msrs: Vec::new(),
+            xcr0: xcr0_reset(),
+            xsave: Vec::new(),
+            debug: DebugRegs::default(),
+            lapic: Vec::new(),
+            mp_state: Default::default(),
+            events: Default::default(),
+        }
+    }
+}
+
+impl CpuState {
+    /// The value of MSR `index` in [`CpuState::msrs`], if present.
+    pub fn msr(&self, index: u32) -> Option<u64> {
+        self.msrs.iter().find(|m| m.0 == index).map(|m| m.1)
+    }
 }

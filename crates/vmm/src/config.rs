@@ -2,10 +2,13 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 pub use crate::device_spec::DeviceSpec;
 
 /// Which accelerator runs the vCPUs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AccelKind {
     Kvm,
     Emu,
@@ -20,8 +23,22 @@ impl AccelKind {
     }
 }
 
+/// The CPU the guest sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuModel {
+    /// Everything the accelerator offers (emu: its whole model; kvm: what the host
+    /// and KVM support).
+    #[default]
+    Host,
+    /// The features both accelerators offer on any x86-64 host, so the VM can be
+    /// snapshotted or migrated to the other accelerator (docs/snapshot.md, §5).
+    Portable,
+}
+
 /// Where the terminal's input goes (output of every console goes to the terminal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ConsoleKind {
     /// COM1 (ttyS0).
     #[default]
@@ -31,7 +48,8 @@ pub enum ConsoleKind {
 }
 
 /// What a guest reset does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnReboot {
     /// End `hako` with exit status 0.
     #[default]
@@ -41,7 +59,8 @@ pub enum OnReboot {
 }
 
 /// How virtio devices attach.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum VirtioTransport {
     #[default]
     Pci,
@@ -49,12 +68,38 @@ pub enum VirtioTransport {
 }
 
 /// One `--disk`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskSpec {
     pub path: PathBuf,
+    #[serde(with = "format_name", default)]
     pub format: Option<block::ImageFormat>,
+    #[serde(default)]
     pub read_only: bool,
+    #[serde(default)]
     pub serial: Option<String>,
+}
+
+/// An image format in a saved config, by the name `--disk format=` takes.
+mod format_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        f: &Option<block::ImageFormat>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match f {
+            Some(f) => s.serialize_some(&f.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<block::ImageFormat>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|n| n.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 impl std::str::FromStr for DiskSpec {
@@ -103,8 +148,9 @@ impl std::str::FromStr for DiskSpec {
     }
 }
 
-/// The configuration of one VM.
-#[derive(Debug, Clone)]
+/// The configuration of one VM: what `hako run` was asked for, and what a snapshot
+/// and a migration stream carry (as JSON) to build the same machine again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmConfig {
     pub kernel: PathBuf,
     /// `--initrd` files: at most one for a Linux kernel; for a Multiboot kernel,
@@ -115,7 +161,10 @@ pub struct VmConfig {
     pub memory: u64,
     pub cpus: u32,
     pub accel: AccelKind,
-    /// Instruction trace output (emu only).
+    #[serde(default)]
+    pub cpu: CpuModel,
+    /// Instruction trace output (emu only; not carried to a restored VM).
+    #[serde(skip)]
     pub trace: Option<PathBuf>,
     /// emu only: run hot code through the translator (x86-jit).
     pub jit: bool,
@@ -137,6 +186,7 @@ impl VmConfig {
             memory: 512 << 20,
             cpus: 1,
             accel,
+            cpu: CpuModel::Host,
             trace: None,
             jit: true,
             disks: Vec::new(),
@@ -203,7 +253,7 @@ mod tests {
         assert_eq!(d.format, Some(block::ImageFormat::Qcow2));
         assert!(d.read_only);
         assert_eq!(d.serial.as_deref(), Some("abc"));
-        assert!("a.img,format=vhdx".parse::<DiskSpec>().is_err());
+        assert!("a.img,format=qed".parse::<DiskSpec>().is_err());
         assert!("a.img,bogus=1".parse::<DiskSpec>().is_err());
         assert!(",readonly=on".parse::<DiskSpec>().is_err());
         assert!("a.img,readonly=maybe".parse::<DiskSpec>().is_err());

@@ -3,7 +3,8 @@
 use devices::{debug_exit, debugcon};
 
 /// One `--device`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
 pub enum DeviceSpec {
     /// QEMU's `isa-debug-exit`: a write of V to a port in `iobase..iobase+iosize`
     /// ends `hako` with status `(V << 1) | 1`.

@@ -3,16 +3,23 @@
 
 pub mod config;
 pub mod console;
+mod control;
 pub mod device_spec;
+pub mod device_tree;
+mod error;
+mod handle;
 mod irq;
 mod kernel;
 mod machine;
 pub mod platform;
 mod run;
+pub mod snapshot;
 mod test_devices;
 
 pub use config::{
-    AccelKind, ConsoleKind, DeviceSpec, DiskSpec, OnReboot, VirtioTransport, VmConfig,
+    AccelKind, ConsoleKind, CpuModel, DeviceSpec, DiskSpec, OnReboot, VirtioTransport, VmConfig,
 };
+pub use error::{Error, Result};
+pub use handle::{RunState, VmHandle, VmInfo};
 pub use machine::Machine;
-pub use run::ExitReason;
+pub use run::{ExitReason, Start};

@@ -5,21 +5,25 @@ use std::sync::{Arc, Mutex};
 
 use accel::{GuestMemory, IoHandler, Vm};
 use anyhow::{bail, Context, Result};
-use boot::acpi::PowerEvent;
+use boot::acpi::{PmDevice, PowerEvent};
 use boot::guest_ram_ranges;
 use devices::i8042::I8042;
-use devices::rtc::RtcDevice;
-use devices::serial::Serial;
+use devices::rtc::{RtcArgs, RtcDevice, SystemClock};
+use devices::serial::{Serial, SerialArgs};
 use devices::{EventSink, PlatformEvent};
 use vm_device::bus::lock;
 use vm_device::{Bus, IrqLine};
 
-use crate::config::{AccelKind, ConsoleKind, VmConfig};
+use crate::config::{AccelKind, ConsoleKind, CpuModel, VmConfig};
 use crate::console::ConsoleOut;
+use crate::control::Control;
+use crate::device_tree::DeviceTree;
 use crate::irq::GsiLine;
-use crate::platform::{self, InputSink};
-use crate::run::{ExitReason, ExitState};
+use crate::platform::{self, ConsoleSink, InputSink};
+use crate::run::{ExitReason, Start};
+use crate::snapshot::Snapshot;
 use crate::{kernel, test_devices};
+use vmm_types::dirty::DirtyLog;
 
 pub const COM1_BASE: u16 = 0x3f8;
 pub const COM1_GSI: u32 = 4;
@@ -54,19 +58,36 @@ impl IoHandler for Buses {
 pub struct Machine {
     pub(crate) config: VmConfig,
     pub(crate) vm: Arc<dyn Vm>,
+    /// Every device with state, by stable id.
+    pub(crate) devices: DeviceTree,
+    /// The ACPI PM block, whose power button the host can press.
+    pub(crate) pm: Arc<Mutex<PmDevice>>,
     pub(crate) buses: Arc<Buses>,
     /// Where the terminal's input goes (COM1 or hvc0).
     pub(crate) input: InputSink,
-    pub(crate) exit: Arc<ExitState>,
+    pub(crate) control: Arc<Control>,
     pub(crate) boot_cpu: vmm_types::CpuState,
+    pub(crate) mem: GuestMemory,
+    /// Guest pages written during a live migration (by devices, and by the CPU on emu).
+    #[allow(dead_code)] // read by live migration, the next stage of docs/snapshot.md
+    pub(crate) dirty: Arc<DirtyLog>,
+    /// The `--disk`s, flushed before a snapshot.
+    pub(crate) disks: Vec<Arc<dyn block::Disk>>,
 }
 
 fn create_vm(cfg: &VmConfig, mem: GuestMemory) -> Result<Arc<dyn Vm>> {
     Ok(match cfg.accel {
-        AccelKind::Kvm => Arc::new(accel_kvm::KvmVm::new(mem, cfg.cpus)?),
+        AccelKind::Kvm => {
+            let vm = accel_kvm::KvmVm::new(mem, cfg.cpus)?;
+            if cfg.cpu == CpuModel::Portable {
+                vm.set_cpuid_baseline(Some(accel_emu::EmuVm::portable_cpuid(cfg.cpus)));
+            }
+            Arc::new(vm)
+        }
         AccelKind::Emu => {
             let vm = accel_emu::EmuVm::new(mem, cfg.cpus)?;
             vm.set_jit(cfg.jit);
+            vm.set_portable_cpuid(cfg.cpu == CpuModel::Portable);
             if let Some(path) = &cfg.trace {
                 let f = std::fs::File::create(path)
                     .with_context(|| format!("cannot create trace file {}", path.display()))?;
@@ -85,7 +106,22 @@ fn host_memory() -> Option<u64> {
     Some(kib << 10)
 }
 
-fn check(config: &VmConfig) -> Result<()> {
+/// Refuses a guest larger than this host's memory.
+pub(crate) fn check_host_memory(bytes: u64) -> Result<()> {
+    if let Some(host) = host_memory() {
+        if bytes > host {
+            bail!(
+                "the guest's {} MiB of memory is more than this host has ({} MiB)",
+                bytes >> 20,
+                host >> 20
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks `config` before anything is allocated; `boot`: the kernel will be loaded.
+fn check(config: &VmConfig, boot: bool) -> Result<()> {
     if config.cpus == 0 || config.cpus > MAX_CPUS {
         bail!(
             "--cpus must be between 1 and {MAX_CPUS}, not {}",
@@ -95,17 +131,12 @@ fn check(config: &VmConfig) -> Result<()> {
     if config.memory < 16 << 20 {
         bail!("--memory must be at least 16M");
     }
-    if let Some(host) = host_memory() {
-        if config.memory > host {
-            bail!(
-                "--memory {} MiB is more than this host has ({} MiB)",
-                config.memory >> 20,
-                host >> 20
-            );
-        }
-    }
+    check_host_memory(config.memory)?;
     if config.trace.is_some() && config.accel != AccelKind::Emu {
         bail!("--trace needs --accel emu");
+    }
+    if !boot {
+        return Ok(());
     }
     // Check the files before allocating anything, so a typo fails fast.
     std::fs::metadata(&config.kernel)
@@ -117,33 +148,69 @@ fn check(config: &VmConfig) -> Result<()> {
 }
 
 impl Machine {
-    /// Builds the VM described by `config`, with every console's output going to `out`.
+    /// Builds the VM described by `config` with its kernel loaded, every console's
+    /// output going to `out`.
     pub fn new(config: VmConfig, out: Box<dyn Write + Send>) -> Result<Machine> {
-        check(&config)?;
+        Self::build(config, out, None)
+    }
+
+    /// Builds the machine a snapshot describes, its devices in their saved states;
+    /// returns it with how its vCPUs start.
+    pub fn from_snapshot(snap: Snapshot, out: Box<dyn Write + Send>) -> Result<(Machine, Start)> {
+        let m = Self::build(snap.config, out, Some(snap.memory))?;
+        m.vm.check_cpuid(&snap.state.cpuid)
+            .with_context(|| format!("cannot restore onto {}", m.accel_name()))?;
+        m.devices
+            .restore(&snap.state.devices)
+            .context("cannot restore the devices")?;
+        let start = Start::Restored {
+            vm: Box::new(snap.state.vm),
+            vcpus: snap.state.vcpus,
+        };
+        Ok((m, start))
+    }
+
+    /// `restored`: the memory of a snapshot (no kernel is loaded, no table written).
+    fn build(
+        config: VmConfig,
+        out: Box<dyn Write + Send>,
+        restored: Option<GuestMemory>,
+    ) -> Result<Machine> {
+        let boot = restored.is_none();
+        check(&config, boot)?;
         let out = Arc::new(Mutex::new(ConsoleOut(out)));
-        let mem =
-            GuestMemory::from_ranges(&guest_ram_ranges(config.memory)).with_context(|| {
-                format!(
-                    "cannot allocate {} MiB of guest memory",
-                    config.memory >> 20
-                )
-            })?;
+        let mem = match restored {
+            Some(m) => m,
+            None => {
+                GuestMemory::from_ranges(&guest_ram_ranges(config.memory)).with_context(|| {
+                    format!(
+                        "cannot allocate {} MiB of guest memory",
+                        config.memory >> 20
+                    )
+                })?
+            }
+        };
         let vm = create_vm(&config, mem.clone())?;
-        let exit = Arc::new(ExitState::default());
+        let control = Arc::new(Control::new(config.cpus as usize));
 
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
+        let mut tree = DeviceTree::default();
+        let dirty = Arc::new(DirtyLog::new(&crate::snapshot::memory::layout(&mem)));
+        let console_out: ConsoleSink = Arc::new(move || Box::new(SharedOut(out.clone())));
         let com1_irq: Arc<dyn IrqLine> = Arc::new(GsiLine {
             vm: vm.clone(),
             gsi: COM1_GSI,
         });
-        let serial = Arc::new(Mutex::new(Serial::new(
-            com1_irq,
-            Box::new(SharedOut(out.clone())),
-        )));
+        let serial = Arc::new(Mutex::new(Serial::new(com1_irq.clone(), console_out())));
         pio.insert(COM1_BASE as u64, 8, serial.clone())?;
+        let sink = console_out.clone();
+        tree.add("serial0", &serial, move || SerialArgs {
+            irq: com1_irq.clone(),
+            out: sink(),
+        });
 
-        let ex = exit.clone();
+        let ex = control.clone();
         let events: EventSink = Arc::new(move |e| {
             ex.request(match e {
                 PlatformEvent::Reset => ExitReason::Reset,
@@ -152,35 +219,58 @@ impl Machine {
             })
         });
         // 0x60..0x64: the i8042 data and command ports (0x61 is the PIT's, claimed by the accelerator).
-        pio.insert(0x60, 5, Arc::new(Mutex::new(I8042::new(events.clone()))))?;
+        let i8042 = Arc::new(Mutex::new(I8042::new(events.clone())));
+        pio.insert(0x60, 5, i8042.clone())?;
+        let ev = events.clone();
+        tree.add("i8042", &i8042, move || ev.clone());
         let layout = boot::MemoryLayout::new(config.memory);
         let mut rtc = RtcDevice::new();
         rtc.rtc_mut().set_memory_size(layout.low, layout.high);
-        pio.insert(0x70, 2, Arc::new(Mutex::new(rtc)))?;
+        let rtc = Arc::new(Mutex::new(rtc));
+        pio.insert(0x70, 2, rtc.clone())?;
+        tree.add("rtc", &rtc, || RtcArgs {
+            clock: SystemClock,
+            irq: None,
+        });
 
-        let debug_events = events.clone();
-        let pm = platform::pm_device(
-            &vm,
+        let ev = events.clone();
+        let pm = platform::pm_device(&vm, &mut pio, &mut tree, move || {
+            let ev = ev.clone();
             Box::new(move |e| {
-                events(match e {
+                ev(match e {
                     PowerEvent::PowerOff => PlatformEvent::PowerOff,
                     PowerEvent::Reset => PlatformEvent::Reset,
                 })
-            }),
-        );
+            })
+        })?;
         let plat = platform::build(
             &config,
             &vm,
             &mem,
-            &mut pio,
-            &mut mmio,
-            pm,
-            Box::new(SharedOut(out)),
+            platform::Wiring {
+                pio: &mut pio,
+                mmio: &mut mmio,
+                tree: &mut tree,
+                dirty: &dirty,
+            },
+            &console_out,
+            boot,
         )?;
 
         // After the platform's devices, so an overlap is reported against this flag.
-        test_devices::attach(&config.devices, &vm, &mut pio, &mut mmio, &debug_events)?;
-        let boot_cpu = kernel::load(&config, &mem, plat.rsdp)?;
+        test_devices::attach(
+            &config.devices,
+            &vm,
+            &mut pio,
+            &mut mmio,
+            &mut tree,
+            &events,
+        )?;
+        let boot_cpu = if boot {
+            kernel::load(&config, &mem, plat.rsdp)?
+        } else {
+            vmm_types::CpuState::default()
+        };
         let input: InputSink = match config.console {
             ConsoleKind::Serial => Arc::new(move |b: &[u8]| lock(&serial).enqueue_input(b)),
             ConsoleKind::Virtio => plat.virtio_console_input,
@@ -188,10 +278,15 @@ impl Machine {
         Ok(Machine {
             config,
             vm,
+            devices: tree,
+            pm,
             buses: Arc::new(Buses { pio, mmio }),
             input,
-            exit,
+            control,
             boot_cpu,
+            mem,
+            dirty,
+            disks: plat.disks,
         })
     }
 

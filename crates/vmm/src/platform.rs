@@ -6,18 +6,22 @@ use std::sync::{Arc, Mutex};
 
 use accel::{GuestMemory, Vm};
 use anyhow::{Context, Result};
-use boot::acpi::{self, AcpiConfig, PciHostConfig, VirtioMmioConfig};
+use boot::acpi::{self, AcpiConfig, PciHostConfig, PmArgs, PmDevice, PowerEvent, VirtioMmioConfig};
 use pci::layout::*;
 use pci::{BarAllocator, PciBarWindow, PciConfigIo, PciEcam, PciRoot};
-use virtio::transport::mmio::VirtioMmioDevice;
-use virtio::transport::pci::VirtioPciDevice;
+use virtio::blk::BlkArgs;
+use virtio::console::ConsoleArgs;
+use virtio::transport::mmio::{VirtioMmioArgs, VirtioMmioDevice};
+use virtio::transport::pci::{VirtioPciArgs, VirtioPciDevice};
 use virtio::VirtioDevice;
 use vm_device::bus::lock;
-use vm_device::{Bus, BusDevice, IrqLine, MsiSink};
+use vm_device::{Bus, IrqLine, MsiSink};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::config::{DiskSpec, VirtioTransport, VmConfig};
+use crate::device_tree::DeviceTree;
 use crate::irq::{GsiLine, VmMsi};
+use vmm_types::dirty::DirtyLog;
 
 /// GSI of the ACPI SCI.
 pub const SCI_GSI: u32 = 9;
@@ -30,10 +34,13 @@ pub type InputSink = Arc<dyn Fn(&[u8]) -> usize + Send + Sync>;
 
 /// What building the platform produced for the rest of the VMM.
 pub struct Platform {
+    /// The PCI root, whose BAR routes follow restored config spaces.
+    pub pci: Arc<PciRoot>,
     /// Guest address of the RSDP, for boot_params.
     pub rsdp: u64,
     /// Input of the virtio console (hvc0).
     pub virtio_console_input: InputSink,
+    pub disks: Vec<Arc<dyn block::Disk>>,
 }
 
 fn line(vm: &Arc<dyn Vm>, gsi: u32) -> Arc<dyn IrqLine> {
@@ -63,24 +70,41 @@ struct Attacher<'a> {
     mem: &'a GuestMemory,
     root: &'a Arc<PciRoot>,
     mmio: &'a mut Bus,
+    tree: &'a mut DeviceTree,
+    dirty: &'a Arc<DirtyLog>,
     transport: VirtioTransport,
     mmio_devices: Vec<VirtioMmioConfig>,
 }
 
 impl Attacher<'_> {
-    /// Plugs `dev` in; returns a closure that processes host-side events of it.
-    fn attach<D: VirtioDevice + Send + 'static>(
-        &mut self,
-        dev: D,
-    ) -> Result<Arc<dyn Fn() + Send + Sync>> {
+    /// Plugs `dev` in as device `id` of the tree, `args` making what restoring it needs;
+    /// returns a closure that processes host-side events of it.
+    fn attach<D, F>(&mut self, id: &str, dev: D, args: F) -> Result<Arc<dyn Fn() + Send + Sync>>
+    where
+        D: VirtioDevice + Send + 'static,
+        F: Fn() -> D::Args + Send + Sync + 'static,
+    {
         match self.transport {
             VirtioTransport::Pci => {
                 let slot = self.root.reserve_slot()?;
                 let gsi = intx_gsi(slot, 0);
                 let msi: Arc<dyn MsiSink> = Arc::new(VmMsi(self.vm.clone()));
-                let t = VirtioPciDevice::new(dev, self.mem.clone(), msi, line(self.vm, gsi), gsi)?;
+                let intx = line(self.vm, gsi);
+                let mut t =
+                    VirtioPciDevice::new(dev, self.mem.clone(), msi.clone(), intx.clone(), gsi)?;
+                t.set_dirty_log(Some(self.dirty.clone()));
                 let t = Arc::new(Mutex::new(t));
                 self.root.add_device(slot, t.clone())?;
+                let mem = self.mem.clone();
+                let dirty = self.dirty.clone();
+                self.tree.add(id, &t, move || VirtioPciArgs {
+                    device: args(),
+                    mem: mem.clone(),
+                    msi: msi.clone(),
+                    intx: intx.clone(),
+                    intx_gsi: gsi,
+                    dirty: Some(dirty.clone()),
+                });
                 Ok(Arc::new(move || lock(&t).process_event()))
             }
             VirtioTransport::Mmio => {
@@ -90,12 +114,19 @@ impl Attacher<'_> {
                 }
                 let gsi = PLATFORM_GSI_BASE + n;
                 let base = PLATFORM_MMIO_BASE + n as u64 * PLATFORM_MMIO_STRIDE;
-                let t = Arc::new(Mutex::new(VirtioMmioDevice::new(
-                    dev,
-                    self.mem.clone(),
-                    line(self.vm, gsi),
-                )));
+                let irq = line(self.vm, gsi);
+                let mut t = VirtioMmioDevice::new(dev, self.mem.clone(), irq.clone());
+                t.set_dirty_log(Some(self.dirty.clone()));
+                let t = Arc::new(Mutex::new(t));
                 self.mmio.insert(base, PLATFORM_MMIO_STRIDE, t.clone())?;
+                let mem = self.mem.clone();
+                let dirty = self.dirty.clone();
+                self.tree.add(id, &t, move || VirtioMmioArgs {
+                    device: args(),
+                    mem: mem.clone(),
+                    line: irq.clone(),
+                    dirty: Some(dirty.clone()),
+                });
                 self.mmio_devices.push(VirtioMmioConfig {
                     base,
                     size: PLATFORM_MMIO_STRIDE,
@@ -107,16 +138,30 @@ impl Attacher<'_> {
     }
 }
 
-/// Builds ACPI, PCI and the virtio devices onto the buses and into guest memory.
+/// Where the platform's devices go: the buses, the device tree, the dirty log.
+pub struct Wiring<'a> {
+    pub pio: &'a mut Bus,
+    pub mmio: &'a mut Bus,
+    pub tree: &'a mut DeviceTree,
+    pub dirty: &'a Arc<DirtyLog>,
+}
+
+/// Builds ACPI, PCI and the virtio devices onto the buses and into guest memory
+/// (the ACPI tables only if `write_tables`: a restored guest has its own).
 pub fn build(
     cfg: &VmConfig,
     vm: &Arc<dyn Vm>,
     mem: &GuestMemory,
-    pio: &mut Bus,
-    mmio: &mut Bus,
-    pm: Arc<Mutex<dyn BusDevice>>,
-    console_out: Box<dyn Write + Send>,
+    w: Wiring<'_>,
+    console_out: &ConsoleSink,
+    write_tables: bool,
 ) -> Result<Platform> {
+    let Wiring {
+        pio,
+        mmio,
+        tree,
+        dirty,
+    } = w;
     let disks: Vec<_> = cfg
         .disks
         .iter()
@@ -126,11 +171,15 @@ pub fn build(
     let ram_end = vm_memory::GuestMemoryBackend::last_addr(mem).0 + 1;
     let mmio64 = mmio64_base(ram_end);
     let root = PciRoot::new(BarAllocator::new(mmio64));
+    let config_io = Arc::new(Mutex::new(PciConfigIo::new(root.clone())));
     pio.insert(
         PCI_CONFIG_IO_BASE as u64,
         PCI_CONFIG_IO_LEN as u64,
-        Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+        config_io.clone(),
     )?;
+    let r = root.clone();
+    tree.add("pci-config-io", &config_io, move || r.clone());
+    tree.add("pci-host-bridge", root.host_bridge(), || ());
     pio.insert(
         IO_BASE,
         IO_SIZE,
@@ -155,26 +204,40 @@ pub fn build(
         MMIO64_SIZE,
         Arc::new(Mutex::new(PciBarWindow::new(root.clone(), mmio64, false))),
     )?;
-    pio.insert(PM_BASE, PM_LEN, pm)?;
 
     let mut a = Attacher {
         vm,
         mem,
         root: &root,
         mmio,
+        tree,
+        dirty,
         transport: cfg.virtio,
         mmio_devices: Vec::new(),
     };
+    let opened: Vec<_> = disks.iter().map(|d| d.1.clone()).collect();
     for (i, (spec, disk)) in disks.into_iter().enumerate() {
         let serial = spec
             .serial
             .clone()
             .unwrap_or_else(|| format!("hako-disk{i}"));
-        a.attach(virtio::blk::Blk::new(disk, &serial))?;
+        let blk = virtio::blk::Blk::new(disk.clone(), &serial);
+        a.attach(&format!("virtio-blk{i}"), blk, move || BlkArgs {
+            disk: disk.clone(),
+            serial: serial.clone(),
+        })?;
     }
-    let (console, input) = virtio::console::Console::new(console_out);
-    let kick = a.attach(console)?;
-    a.attach(virtio::rng::Rng::new())?;
+    let (console, input) = virtio::console::Console::new(console_out());
+    let out = console_out.clone();
+    let inp = input.clone();
+    let kick = a.attach("virtio-console", console, move || ConsoleArgs {
+        output: out(),
+        input: inp.clone(),
+    })?;
+    let entropy = || Box::new(virtio::rng::host_getrandom) as virtio::rng::EntropySource;
+    a.attach("virtio-rng", virtio::rng::Rng::new(), entropy)?;
+    let r = root.clone();
+    a.tree.after_restore(move || r.refresh_routes());
     let virtio_console_input: InputSink = Arc::new(move |bytes: &[u8]| {
         let n = input.push(bytes);
         kick();
@@ -193,23 +256,36 @@ pub fn build(
         slots: SLOTS,
     });
     let tables = acpi::build(&acpi_cfg).context("cannot build the ACPI tables")?;
-    for (addr, bytes) in &tables.blobs {
+    // A restored guest has its tables in its memory already (and may have written them).
+    for (addr, bytes) in tables.blobs.iter().filter(|_| write_tables) {
         mem.write_slice(bytes, GuestAddress(*addr))
             .context("cannot write the ACPI tables")?;
     }
     Ok(Platform {
+        pci: root,
         rsdp: tables.rsdp_addr,
         virtio_console_input,
+        disks: opened,
     })
 }
 
-/// The ACPI PM block (power button, S5 power-off, reset register) on the SCI.
+/// Makes a fresh output for a console each time a console is built or restored.
+pub type ConsoleSink = Arc<dyn Fn() -> Box<dyn Write + Send> + Send + Sync>;
+
+/// The ACPI PM block (power button, S5 power-off, reset register) on the SCI, on the
+/// port bus and in the tree as `acpi-pm`. `on_event` makes its event handler.
 pub fn pm_device(
     vm: &Arc<dyn Vm>,
-    on_event: Box<dyn Fn(acpi::pm::PowerEvent) + Send>,
-) -> Arc<Mutex<dyn BusDevice>> {
-    Arc::new(Mutex::new(acpi::pm::PmDevice::new(
-        line(vm, SCI_GSI),
-        on_event,
-    )))
+    pio: &mut Bus,
+    tree: &mut DeviceTree,
+    on_event: impl Fn() -> Box<dyn Fn(PowerEvent) + Send> + Send + Sync + 'static,
+) -> Result<Arc<Mutex<PmDevice>>> {
+    let sci = line(vm, SCI_GSI);
+    let pm = Arc::new(Mutex::new(PmDevice::new(sci.clone(), on_event())));
+    pio.insert(PM_BASE, PM_LEN, pm.clone())?;
+    tree.add("acpi-pm", &pm, move || PmArgs {
+        sci: sci.clone(),
+        on_event: on_event(),
+    });
+    Ok(pm)
 }

@@ -1,16 +1,16 @@
-//! Running a VM: one host thread per vCPU, the console's input pump, and the
-//! coordination that ends them all when the guest (or the user) ends the VM.
+//! Running a VM: one host thread per vCPU, each parking at the [`Control`]'s
+//! checkpoint between runs, until the guest (or the user) ends the VM.
 
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
-use accel::{Vcpu, VcpuExit, VcpuKick};
-use anyhow::{Context, Result};
-use vm_device::bus::lock;
+use accel::{Vcpu, VcpuExit};
+use anyhow::Context;
 
+use crate::control::Control;
+use crate::handle::{RunState, VmHandle};
 use crate::machine::Machine;
-use crate::platform::InputSink;
+use vmm_types::{CpuState, VmState};
 
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,8 @@ pub enum ExitReason {
     ConsoleQuit,
     /// hako received SIGTERM, SIGHUP or SIGINT.
     Signal(i32),
+    /// Stopped through the VM's handle (`stop`, or after a migration handed it over).
+    Stopped,
     /// The guest wrote this value to the isa-debug-exit port.
     DebugExit(u32),
     /// The VMM failed.
@@ -57,6 +59,7 @@ impl ExitReason {
             }
             ExitReason::ConsoleQuit => "quit from the console".into(),
             ExitReason::Signal(n) => format!("terminated by signal {n}"),
+            ExitReason::Stopped => "stopped through the control API".into(),
             ExitReason::DebugExit(v) => format!(
                 "the guest wrote {v:#x} to isa-debug-exit (exit status {})",
                 devices::debug_exit::exit_status(*v)
@@ -66,205 +69,97 @@ impl ExitReason {
     }
 }
 
-/// Shared between the vCPU threads, devices and the console.
-#[derive(Default)]
-pub struct ExitState {
-    reason: Mutex<Option<ExitReason>>,
-    cv: Condvar,
-    kickers: Mutex<Vec<Arc<dyn VcpuKick>>>,
-    halted: Mutex<u32>,
-}
-
-impl ExitState {
-    /// Records why the VM ends (the first reason wins) and stops every vCPU.
-    pub fn request(&self, r: ExitReason) {
-        {
-            let mut g = lock(&self.reason);
-            if g.is_none() {
-                *g = Some(r);
-            }
-        }
-        self.cv.notify_all();
-        for k in lock(&self.kickers).iter() {
-            k.kick();
-        }
-    }
-
-    pub fn reason(&self) -> Option<ExitReason> {
-        lock(&self.reason).clone()
-    }
-
-    fn wait(&self) -> ExitReason {
-        let mut g = lock(&self.reason);
-        loop {
-            if let Some(r) = g.clone() {
-                return r;
-            }
-            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-fn vcpu_loop(mut vcpu: Box<dyn Vcpu>, m: &Machine, ncpus: u32) {
+fn vcpu_loop(mut vcpu: Box<dyn Vcpu>, m: &Machine, ctl: &Control) {
     let id = vcpu.id();
-    while m.exit.reason().is_none() {
+    let idx = id as usize;
+    while ctl.checkpoint(idx, &mut *vcpu) {
         match vcpu.run(&*m.buses) {
             Ok(VcpuExit::Interrupted) => {}
             Ok(VcpuExit::HaltedForever) => {
-                let all = {
-                    let mut h = lock(&m.exit.halted);
-                    *h += 1;
-                    *h == ncpus
-                };
-                if all {
-                    m.exit.request(ExitReason::AllHalted);
-                }
-                m.exit.wait();
+                // Returns when paused (to park above) or when the VM ended.
+                ctl.halted_forever(idx);
             }
-            Ok(VcpuExit::Shutdown) => m.exit.request(ExitReason::TripleFault),
-            Ok(VcpuExit::Reset) => m.exit.request(ExitReason::Reset),
-            Ok(VcpuExit::PowerOff) => m.exit.request(ExitReason::PowerOff),
-            Err(e) => m.exit.request(ExitReason::Error(format!("vCPU {id}: {e}"))),
+            Ok(VcpuExit::Shutdown) => ctl.request(ExitReason::TripleFault),
+            Ok(VcpuExit::Reset) => ctl.request(ExitReason::Reset),
+            Ok(VcpuExit::PowerOff) => ctl.request(ExitReason::PowerOff),
+            Err(e) => ctl.request(ExitReason::Error(format!("vCPU {id}: {e}"))),
         }
     }
+}
+
+/// How the vCPUs start.
+pub enum Start {
+    /// From the kernel's entry state (vCPU 0) and waiting for INIT/SIPI (the others).
+    Boot,
+    /// From a snapshot or a migration: the interrupt controllers and clock, then
+    /// one state per vCPU in order.
+    Restored {
+        vm: Box<VmState>,
+        vcpus: Vec<CpuState>,
+    },
 }
 
 impl Machine {
-    /// Runs the VM until it ends; returns why. `interactive` enables the console escape.
-    pub fn run(self, interactive: bool) -> Result<ExitReason> {
-        let m = Arc::new(self);
-        let ncpus = m.config.cpus;
+    /// Starts the vCPU threads (paused if `paused`) and returns the VM's handle.
+    pub fn start(self, start: Start, paused: bool) -> anyhow::Result<VmHandle> {
+        let ncpus = self.config.cpus;
+        let ctl = self.control.clone();
         let mut vcpus = Vec::new();
-        for id in 0..ncpus {
-            let mut v =
-                m.vm.create_vcpu(id)
-                    .with_context(|| format!("cannot create vCPU {id}"))?;
-            if id == 0 {
-                v.set_state(&m.boot_cpu)
-                    .context("cannot set the boot CPU's state")?;
+        if let Start::Restored { vm, vcpus } = &start {
+            if vcpus.len() != ncpus as usize {
+                anyhow::bail!("{} saved vCPU states for {ncpus} vCPUs", vcpus.len());
             }
-            lock(&m.exit.kickers).push(v.kicker());
+            // Before any vCPU is created: KVM wants the irqchip and clock first.
+            self.vm
+                .restore_state(vm)
+                .context("cannot restore the interrupt controllers and clock")?;
+        }
+        for id in 0..ncpus {
+            let mut v = self
+                .vm
+                .create_vcpu(id)
+                .with_context(|| format!("cannot create vCPU {id}"))?;
+            match &start {
+                Start::Boot if id == 0 => v
+                    .set_state(&self.boot_cpu)
+                    .context("cannot set the boot CPU's state")?,
+                Start::Boot => {}
+                Start::Restored { vcpus, .. } => {
+                    v.set_state(&vcpus[id as usize])
+                        .with_context(|| format!("cannot load vCPU {id}'s saved state"))?;
+                }
+            }
+            ctl.add_kicker(v.kicker());
             vcpus.push(v);
         }
-
-        // Signals first: threads spawned after this inherit the blocked mask.
-        route_signals(m.exit.clone())?;
-        route_stdin(interactive, m.input.clone(), m.exit.clone())?;
-
-        let mut handles = Vec::new();
+        if paused {
+            // Before the threads run: each parks at its first checkpoint.
+            ctl.set_paused();
+        }
+        let m = Arc::new(self);
+        let mut threads = Vec::new();
         for v in vcpus {
             let mc = m.clone();
             let name = format!("vcpu{}", v.id());
-            handles.push(
+            let c = ctl.clone();
+            threads.push(
                 thread::Builder::new()
                     .name(name)
-                    .spawn(move || vcpu_loop(v, &mc, ncpus))
+                    .spawn(move || vcpu_loop(v, &mc, &c))
                     .context("cannot start a vCPU thread")?,
             );
         }
-        let reason = m.exit.wait();
-        for h in handles {
-            if h.join().is_err() {
-                return Ok(ExitReason::Error("a vCPU thread panicked".into()));
-            }
-        }
-        Ok(reason)
+        let initial = if paused {
+            RunState::Created
+        } else {
+            RunState::Running
+        };
+        Ok(VmHandle::new(m, threads, initial))
     }
-}
 
-/// Where the (single, process-wide) stdin reader sends input: the running VM's console.
-#[derive(Default)]
-struct StdinRouter {
-    target: Mutex<Option<(InputSink, Arc<ExitState>)>>,
-}
-
-static STDIN_ROUTER: OnceLock<Arc<StdinRouter>> = OnceLock::new();
-
-/// Points stdin at `input`, starting the reader thread on first use. The thread is
-/// detached (a blocking read cannot be interrupted) and dies with the process; a
-/// restarted VM takes over the same thread.
-fn route_stdin(interactive: bool, input: InputSink, exit: Arc<ExitState>) -> Result<()> {
-    let mut started = None;
-    let router = STDIN_ROUTER.get_or_init(|| {
-        let r = Arc::new(StdinRouter::default());
-        started = Some(r.clone());
-        r
-    });
-    *lock(&router.target) = Some((input, exit));
-    if let Some(r) = started {
-        let rq = r.clone();
-        thread::Builder::new()
-            .name("console-in".into())
-            .spawn(move || {
-                crate::console::pump_stdin(
-                    interactive,
-                    |mut bytes| {
-                        while !bytes.is_empty() {
-                            let Some((sink, exit)) = lock(&r.target).clone() else {
-                                return;
-                            };
-                            if exit.reason().is_some() {
-                                return;
-                            }
-                            let n = sink(bytes);
-                            bytes = &bytes[n..];
-                            if n == 0 {
-                                thread::sleep(Duration::from_millis(2));
-                            }
-                        }
-                    },
-                    || {
-                        if let Some((_, exit)) = lock(&rq.target).clone() {
-                            exit.request(ExitReason::ConsoleQuit);
-                        }
-                    },
-                );
-            })
-            .context("cannot start the console thread")?;
+    /// Boots the VM and runs it until it ends; returns why.
+    pub fn run(self) -> anyhow::Result<ExitReason> {
+        let h = self.start(Start::Boot, false)?;
+        Ok(h.wait())
     }
-    Ok(())
-}
-
-/// The signals that end the VM in an orderly way (terminal restored, files flushed).
-const EXIT_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT];
-
-static SIGNAL_EXIT: OnceLock<Arc<Mutex<Option<Arc<ExitState>>>>> = OnceLock::new();
-
-/// Turns SIGTERM/SIGHUP/SIGINT into an orderly exit of the running VM: they are
-/// blocked in this thread (and so in every thread spawned after it) and taken by a
-/// dedicated thread with `sigwait`.
-fn route_signals(exit: Arc<ExitState>) -> Result<()> {
-    let mut first = false;
-    let target = SIGNAL_EXIT.get_or_init(|| {
-        first = true;
-        Arc::new(Mutex::new(None))
-    });
-    *lock(target) = Some(exit);
-    if !first {
-        return Ok(());
-    }
-    // SAFETY: an all-zero sigset_t is a valid argument for sigemptyset to initialise.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t owned by this frame; the signal numbers are valid.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for s in EXIT_SIGNALS {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    let t = target.clone();
-    thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || loop {
-            let mut sig = 0;
-            // SAFETY: `set` holds the blocked signals; `sig` is a valid out-pointer.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                if let Some(exit) = lock(&t).clone() {
-                    exit.request(ExitReason::Signal(sig));
-                }
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
 }

@@ -12,6 +12,7 @@ use devices::EventSink;
 use vm_device::{Bus, BusDevice, IrqLine};
 
 use crate::config::DeviceSpec;
+use crate::device_tree::DeviceTree;
 use crate::irq::GsiLine;
 
 /// Ports the accelerators handle themselves (PICs and their ELCRs, PIT, port 0x61
@@ -61,6 +62,7 @@ pub fn attach(
     vm: &Arc<dyn Vm>,
     pio: &mut Bus,
     mmio: &mut Bus,
+    tree: &mut DeviceTree,
     events: &EventSink,
 ) -> Result<()> {
     for spec in specs {
@@ -72,7 +74,7 @@ pub fn attach(
                 readback,
             ))),
             DeviceSpec::PcTestdev => {
-                let irqs = (0..pc_testdev::IRQ_LINES as u32)
+                let irqs: Vec<Arc<dyn IrqLine>> = (0..pc_testdev::IRQ_LINES as u32)
                     .map(|gsi| {
                         Arc::new(GsiLine {
                             vm: vm.clone(),
@@ -80,7 +82,8 @@ pub fn attach(
                         }) as Arc<dyn IrqLine>
                     })
                     .collect();
-                let dev = Arc::new(Mutex::new(PcTestdev::new(irqs)));
+                let dev = Arc::new(Mutex::new(PcTestdev::new(irqs.clone())));
+                tree.add("pc-testdev", &dev, move || irqs.clone());
                 for (region, io, base, len) in pc_testdev::Region::ALL {
                     let r = Arc::new(Mutex::new(PcTestdevRegion {
                         dev: dev.clone(),

@@ -227,6 +227,20 @@ impl Cpu {
         self.cpuid.overrides = entries;
     }
 
+    /// Delivers exception `vector` (with `error_code` if it has one) as if the
+    /// current instruction had raised it: used to complete an exception another
+    /// accelerator saved as pending or injected. Escalates to #DF and triple fault;
+    /// returns `Some(Shutdown)` on a triple fault.
+    pub fn inject_exception(
+        &mut self,
+        bus: &mut dyn crate::Bus,
+        vector: u8,
+        error_code: Option<u32>,
+    ) -> Option<StopReason> {
+        self.halted = false;
+        self.raise(bus, crate::exception::Exc::new(vector, error_code))
+    }
+
     /// Whether the CPU would accept a maskable interrupt now.
     pub fn interrupts_enabled(&self) -> bool {
         self.flags.rflags & crate::flags::IF != 0 && !self.int_shadow
@@ -296,7 +310,10 @@ impl Cpu {
         }
     }
 
-    /// Imports the architectural state the VMM hands over.
+    /// Imports the architectural state the VMM hands over: registers, x87/SSE
+    /// (from `fpu`; this CPU has no XSAVE components), debug registers, the MSRs
+    /// it keeps itself, HLT (`mp_state` Halted) and the interrupt shadow. The
+    /// platform's parts (LAPIC, TSC, wait-for-SIPI, pending events) are the caller's.
     pub fn set_state(&mut self, s: &CpuState) {
         self.gpr = s.regs.gprs();
         self.rip = s.regs.rip;
@@ -334,14 +351,26 @@ impl Cpu {
         for &(idx, val) in &s.msrs {
             let _ = self.set_msr_local(idx, val);
         }
-        self.halted = false;
-        self.int_shadow = false;
+        self.dr = [
+            s.debug.db[0],
+            s.debug.db[1],
+            s.debug.db[2],
+            s.debug.db[3],
+            0,
+            0,
+            s.debug.dr6,
+            s.debug.dr7,
+        ];
+        self.halted = s.mp_state == vmm_types::MpState::Halted;
+        self.int_shadow = s.events.interrupt_shadow != vmm_types::InterruptShadow::None;
         self.tlb.flush_all();
         self.blocks.clear();
         self.update_mode();
     }
 
-    /// Exports the architectural state (`apic_base` and `cr8` are the platform's).
+    /// Exports the architectural state (`apic_base`, `cr8`, the LAPIC page, the TSC
+    /// and the pending events are the platform's). The interrupt shadow is saved as
+    /// STI blocking: this CPU's shadow blocks maskable interrupts only.
     pub fn state(&self) -> CpuState {
         let mut regs = Regs {
             rip: self.rip,
@@ -398,11 +427,33 @@ impl Cpu {
             (TSC_OFFSET_PSEUDO_MSR, m.tsc_offset),
         ];
         msrs.extend(m.other.iter().copied());
+        let xsave = vmm_types::xsave::canonical(&fpu, &[], 1);
         CpuState {
             regs,
             sregs,
             fpu,
             msrs,
+            xcr0: 1,
+            xsave,
+            debug: vmm_types::DebugRegs {
+                db: [self.dr[0], self.dr[1], self.dr[2], self.dr[3]],
+                dr6: self.dr[6],
+                dr7: self.dr[7],
+            },
+            mp_state: if self.halted {
+                vmm_types::MpState::Halted
+            } else {
+                vmm_types::MpState::Runnable
+            },
+            events: vmm_types::CpuEvents {
+                interrupt_shadow: if self.int_shadow {
+                    vmm_types::InterruptShadow::Sti
+                } else {
+                    vmm_types::InterruptShadow::None
+                },
+                ..Default::default()
+            },
+            ..Default::default()
         }
     }
 }

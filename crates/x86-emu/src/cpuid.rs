@@ -64,7 +64,18 @@ pub struct CpuidModel {
     /// delay-loop calibration instead of measuring its own over several timer
     /// ticks, and the TSC synchronisation check runs for 2 ms instead of 20.
     pub cores: u32,
+    /// The portable model (`--cpu portable`): only what every x86-64 KVM host can
+    /// offer too, so the VM may move to KVM and back (docs/snapshot.md, §5).
+    pub portable: bool,
 }
+
+/// What the portable model leaves out, as (leaf, subleaf, register 0..3 for
+/// EAX..EDX, bits): features beyond x86-64's baseline that a KVM host may lack.
+pub const PORTABLE_DROPS: &[(u32, u32, usize, u32)] = &[
+    (1, 0, 2, ecx1::POPCNT),
+    // 1 GiB pages, RDTSCP.
+    (0x8000_0001, 0, 3, (1 << 26) | (1 << 27)),
+];
 
 fn regs_from_str(s: &[u8; 12]) -> (u32, u32, u32) {
     let w = |k: usize| u32::from_le_bytes([s[k], s[k + 1], s[k + 2], s[k + 3]]);
@@ -78,6 +89,7 @@ impl CpuidModel {
             overrides: Vec::new(),
             tsc_deadline: false,
             cores: 1,
+            portable: false,
         }
     }
 
@@ -88,6 +100,20 @@ impl CpuidModel {
 
     /// The values of leaf `func`, subleaf `index`: (EAX, EBX, ECX, EDX).
     pub fn query(&self, func: u32, index: u32) -> (u32, u32, u32, u32) {
+        let (a, b, c, d) = self.query_full(func, index);
+        if !self.portable {
+            return (a, b, c, d);
+        }
+        let mut r = [a, b, c, d];
+        for &(f, i, reg, bits) in PORTABLE_DROPS {
+            if f == func && (i == index || !matches!(f, 7 | 0xb | 0xd)) {
+                r[reg] &= !bits;
+            }
+        }
+        (r[0], r[1], r[2], r[3])
+    }
+
+    fn query_full(&self, func: u32, index: u32) -> (u32, u32, u32, u32) {
         if let Some(e) = vmm_types::cpuid::lookup(&self.overrides, func, index) {
             return (e.eax, e.ebx, e.ecx, e.edx);
         }
@@ -106,6 +132,7 @@ impl CpuidModel {
                 if self.tsc_deadline {
                     ecx |= ecx1::TSC_DEADLINE;
                 }
+
                 let edx = FPU
                     | PSE
                     | TSC

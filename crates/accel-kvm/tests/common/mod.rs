@@ -106,6 +106,7 @@ pub fn boot_state(mem: &GuestMemory, entry: u64, cmdline: &str) -> CpuState {
         },
         fpu: Default::default(),
         msrs: Vec::new(),
+        ..Default::default()
     }
 }
 

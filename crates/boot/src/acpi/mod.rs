@@ -18,7 +18,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
-pub use pm::{PmDevice, PmState, PowerEvent};
+pub use pm::{PmArgs, PmDevice, PmState, PowerEvent};
 
 /// OEM ID written in every table.
 pub const OEM_ID: [u8; 6] = *b"HAKOBN";

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use vm_device::{BusDevice, IrqLine};
+use vm_device::{BusDevice, IrqLine, Persist, StateError};
 
 /// Default base port of the PM block.
 pub const PM_IO_BASE: u16 = 0x600;
@@ -125,9 +125,21 @@ impl PmDevice {
         };
         (word >> shift) as u8
     }
+}
 
-    /// Snapshot.
-    pub fn state(&self) -> PmState {
+/// What a restored PM block is wired to (as for [`PmDevice::new`]).
+pub struct PmArgs {
+    pub sci: Arc<dyn IrqLine>,
+    pub on_event: Box<dyn Fn(PowerEvent) + Send>,
+}
+
+impl Persist for PmDevice {
+    type State = PmState;
+    type Args = PmArgs;
+
+    /// The PM timer runs on host time: it is saved as its value now and continues
+    /// from there, so two saves in a row differ in `timer` by the ticks between them.
+    fn save(&self) -> PmState {
         PmState {
             pm1_sts: self.sts,
             pm1_en: self.en,
@@ -136,14 +148,33 @@ impl PmDevice {
         }
     }
 
-    /// Restores a snapshot; the timer continues from the saved value.
-    pub fn restore(&mut self, s: &PmState) {
-        self.sts = s.pm1_sts & STS_BITS;
-        self.en = s.pm1_en & STS_BITS;
-        self.cnt = (s.pm1_cnt & !SLP_EN) | SCI_EN;
-        self.start = Instant::now();
-        self.timer_offset = s.timer;
-        self.update_sci();
+    fn restore(args: PmArgs, s: &PmState) -> Result<Self, StateError> {
+        if s.pm1_sts & !STS_BITS != 0 || s.pm1_en & !STS_BITS != 0 {
+            return Err(StateError::new(
+                "acpi-pm",
+                format!(
+                    "status {:#x} / enable {:#x} has bits the block does not implement",
+                    s.pm1_sts, s.pm1_en
+                ),
+            ));
+        }
+        if s.pm1_cnt & SCI_EN == 0 || s.pm1_cnt & SLP_EN != 0 {
+            return Err(StateError::new(
+                "acpi-pm",
+                format!("PM1a_CNT {:#x} is not a value the block holds", s.pm1_cnt),
+            ));
+        }
+        let d = PmDevice {
+            sts: s.pm1_sts,
+            en: s.pm1_en,
+            cnt: s.pm1_cnt,
+            start: Instant::now(),
+            timer_offset: s.timer,
+            sci: args.sci,
+            on_event: args.on_event,
+        };
+        d.update_sci();
+        Ok(d)
     }
 }
 

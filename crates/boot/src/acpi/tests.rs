@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use vm_device::{BusDevice, IrqLine};
+use vm_device::{BusDevice, IrqLine, Persist};
 
 use super::*;
 
@@ -331,17 +331,33 @@ fn pm_timer_advances_and_state_round_trips() {
     assert!(u32::from_le_bytes(b).wrapping_sub(u32::from_le_bytes(a)) > 0);
     d.write(2, &(1u16 << 8).to_le_bytes());
     d.press_power_button();
-    let json = serde_json::to_string(&d.state()).unwrap();
-    let (mut e, sci, _) = pm_device();
+    let saved = d.save();
+    let json = serde_json::to_string(&saved).unwrap();
+    let sci = Arc::new(Sci::default());
+    let args = PmArgs {
+        sci: sci.clone(),
+        on_event: Box::new(|_| {}),
+    };
     let s: PmState = serde_json::from_str(&json).unwrap();
-    e.restore(&s);
+    let e = PmDevice::restore(args, &s).unwrap();
     assert!(
         sci.0.load(Ordering::SeqCst),
         "pending power button re-raises the SCI"
     );
-    assert_eq!((e.state().pm1_sts, e.state().pm1_en), (s.pm1_sts, s.pm1_en));
+    let again = e.save();
+    assert_eq!(PmState { timer: 0, ..again }, PmState { timer: 0, ..saved });
     assert!(
-        e.state().timer.wrapping_sub(s.timer) < 1 << 30,
+        again.timer.wrapping_sub(s.timer) < 1 << 30,
         "timer continues from the saved value"
     );
+    let bad = PmState {
+        pm1_cnt: 0,
+        ..saved
+    };
+    let args = PmArgs {
+        sci,
+        on_event: Box::new(|_| {}),
+    };
+    let err = PmDevice::restore(args, &bad).err().expect("refused");
+    assert_eq!(err.device, "acpi-pm");
 }

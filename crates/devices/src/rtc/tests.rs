@@ -298,22 +298,21 @@ fn state_round_trip() {
     wr(&mut rtc, 0x40, 0x77, now);
     rtc.set_memory_size(256 << 20, 0);
     rtc.write_port(PORT_INDEX, 0x82, now);
-    let json = serde_json::to_string(&rtc.state()).unwrap();
-    let back: RtcState = serde_json::from_str(&json).unwrap();
-    assert_eq!(back, rtc.state());
-    let mut r = Rtc::from_state(&back);
-    assert_eq!(r.state(), rtc.state());
+    let (a, b) = vm_device::persist::round_trip(&rtc, ()).unwrap();
+    assert_eq!(a, b);
+    let back: RtcState = serde_json::from_str(&a).unwrap();
+    let mut r = Rtc::restore((), &back).unwrap();
     let later = at(T0 + 3600, 0);
     assert_eq!(time_regs(&mut r, later), time_regs(&mut rtc, later));
     assert_eq!(rd(&mut r, reg::YEAR, later), 0x30);
     assert_eq!(rd(&mut r, 0x40, later), 0x77);
-    // A truncated CMOS image does not panic.
+    // A truncated CMOS image is refused, naming the device.
     let short = RtcState {
         cmos: vec![1, 2, 3],
         ..back
     };
-    let mut s = Rtc::from_state(&short);
-    assert_eq!(rd(&mut s, 0x50, later), 0);
+    let e = Rtc::restore((), &short).expect_err("refused");
+    assert!(e.to_string().starts_with("rtc: CMOS RAM of 3 bytes"), "{e}");
 }
 
 #[test]

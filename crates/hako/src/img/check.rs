@@ -127,7 +127,7 @@ pub fn run(a: CheckArgs) -> anyhow::Result<i32> {
     };
     match format {
         ImageFormat::Qcow2 => {}
-        ImageFormat::Vdi | ImageFormat::Vpc | ImageFormat::Vmdk => {
+        ImageFormat::Vdi | ImageFormat::Vpc | ImageFormat::Vhdx | ImageFormat::Vmdk => {
             return check_structure(&a, format)
         }
         ImageFormat::Raw => {
@@ -198,6 +198,7 @@ fn check_structure(a: &CheckArgs, format: ImageFormat) -> anyhow::Result<i32> {
     let storage = Box::new(FileStorage::new(f));
     let opened = match format {
         ImageFormat::Vdi => block::VdiDisk::open(storage, &path, true).map(|d| d.check()),
+        ImageFormat::Vhdx => block::VhdxDisk::open(storage, &path, true).map(|d| d.check()),
         ImageFormat::Vmdk => {
             block::vmdk::open_vmdk(&a.file, storage, block::vmdk::ExtentPaths::Contained)
                 .map(|d| d.check())

@@ -33,10 +33,14 @@ fn hex(n: u64) -> String {
     }
 }
 
+/// One extent as qemu-img (10.x) prints it. Data the image holds but at no plain
+/// file offset is stored compressed (qcow2 compressed clusters, streamOptimized
+/// VMDK grains): that is what qemu-img's `compressed` says.
 fn json_line(r: &Run) -> String {
     let e = &r.e;
+    let compressed = e.data && !e.zero && e.offset.is_none();
     let mut s = format!(
-        "{{ \"start\": {}, \"length\": {}, \"depth\": {}, \"present\": {}, \"zero\": {}, \"data\": {}",
+        "{{ \"start\": {}, \"length\": {}, \"depth\": {}, \"present\": {}, \"zero\": {}, \"data\": {}, \"compressed\": {compressed}",
         r.start, e.len, e.depth, e.present, e.zero, e.data
     );
     if let Some(o) = e.offset {

@@ -15,8 +15,9 @@ use block::Disk;
 use serde::{Deserialize, Serialize};
 use virtio_queue::Queue;
 
-use crate::device::{DeviceError, QueueCtx, VirtioDevice};
+use crate::device::{check_acked, DeviceError, QueueCtx, VirtioDevice};
 use crate::{device_type, features, queue};
+use vm_device::{Persist, StateError};
 
 /// Sector size of the virtio-blk protocol.
 pub const SECTOR_SIZE: u64 = 512;
@@ -47,6 +48,43 @@ pub mod feature {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlkState {
     pub acked_features: u64,
+    /// The disk's size in sectors when saved: the guest has it cached.
+    pub capacity: u64,
+}
+
+/// What a restored block device serves (as for [`Blk::new`]).
+pub struct BlkArgs {
+    pub disk: Arc<dyn Disk>,
+    pub serial: String,
+}
+
+impl Persist for Blk {
+    type State = BlkState;
+    type Args = BlkArgs;
+
+    fn save(&self) -> BlkState {
+        BlkState {
+            acked_features: self.acked_features,
+            capacity: self.capacity(),
+        }
+    }
+
+    fn restore(args: BlkArgs, s: &BlkState) -> Result<Self, StateError> {
+        let mut b = Blk::new(args.disk, &args.serial);
+        if b.capacity() != s.capacity {
+            return Err(StateError::new(
+                "virtio-blk",
+                format!(
+                    "the disk has {} sectors, the guest saw {}",
+                    b.capacity(),
+                    s.capacity
+                ),
+            ));
+        }
+        check_acked("virtio-blk", b.features(), s.acked_features)?;
+        b.acked_features = s.acked_features;
+        Ok(b)
+    }
 }
 
 /// A virtio block device.
@@ -96,8 +134,6 @@ impl Blk {
 }
 
 impl VirtioDevice for Blk {
-    type State = BlkState;
-
     fn device_type(&self) -> u32 {
         device_type::BLOCK
     }
@@ -131,14 +167,5 @@ impl VirtioDevice for Blk {
     }
     fn reset(&mut self) {
         self.acked_features = 0;
-    }
-    fn state(&self) -> BlkState {
-        BlkState {
-            acked_features: self.acked_features,
-        }
-    }
-    fn restore(&mut self, s: &BlkState) -> Result<(), DeviceError> {
-        self.acked_features = s.acked_features;
-        Ok(())
     }
 }

@@ -6,6 +6,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::testing::{self, mmio, GuestQueue};
+use crate::transport::mmio::VirtioMmioArgs;
 use crate::transport::VirtioMmioDevice;
 use crate::{status, GuestMemory};
 
@@ -342,22 +343,54 @@ fn state_round_trip() {
     let mut r = rig();
     r.header(4, 0);
     r.submit(&[(HDR, 16, false), (STATUS, 1, true)]);
-    let json = serde_json::to_string(&r.dev.state()).unwrap();
-    let mut dev2 = VirtioMmioDevice::new(
-        Blk::new(r.disk.clone(), "hako-disk-1"),
-        r.mem.clone(),
-        testing::line(),
-    );
-    dev2.restore(&serde_json::from_str(&json).unwrap()).unwrap();
-    assert_eq!(dev2.state(), r.dev.state());
-    assert_ne!(
-        dev2.device().state().acked_features & features::VERSION_1,
-        0
-    );
+    let json = serde_json::to_string(&r.dev.save()).unwrap();
+    let args = |disk| VirtioMmioArgs {
+        device: BlkArgs {
+            disk,
+            serial: "hako-disk-1".into(),
+        },
+        mem: r.mem.clone(),
+        line: testing::line(),
+        dirty: None,
+    };
+    let saved = serde_json::from_str(&json).unwrap();
+    // A disk of another size than the guest saw is refused.
+    let small: Arc<dyn Disk> = MemDisk::new(8, false);
+    let e = VirtioMmioDevice::<Blk>::restore(args(small), &saved)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("sectors"), "{e}");
+    let dev2 = VirtioMmioDevice::<Blk>::restore(args(r.disk.clone()), &saved).unwrap();
+    assert_eq!(serde_json::to_string(&dev2.save()).unwrap(), json);
+    assert_ne!(dev2.device().save().acked_features & features::VERSION_1, 0);
     r.dev = dev2;
     r.header(0, 1);
     assert_eq!(
         r.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]),
         (513, 0)
     );
+}
+
+#[test]
+fn device_writes_are_logged_for_migration() {
+    let mut r = rig();
+    let log = Arc::new(vmm_types::dirty::DirtyLog::new(&[(0, 0x10_0000)]));
+    r.dev.set_dirty_log(Some(log.clone()));
+    r.header(0, 1); // a read: the device writes DATA and STATUS
+    assert_eq!(
+        r.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]),
+        (513, 0)
+    );
+    assert!(
+        log.take()[0].iter().all(|&w| w == 0),
+        "logging off: nothing logged"
+    );
+    log.set_enabled(true);
+    r.header(0, 2);
+    r.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]);
+    let bits = log.take()[0][0];
+    let pages: Vec<u32> = (0..64).filter(|p| bits & (1 << p) != 0).collect();
+    // The used ring (page 1), the data buffer (page 0x10), the status byte (page 9);
+    // not the header the device only read (page 8).
+    assert_eq!(pages, vec![1, 9, 0x10]);
 }

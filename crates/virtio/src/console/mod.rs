@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueT};
 use vm_device::bus::lock;
 
-use crate::device::{DeviceError, QueueCtx, VirtioDevice};
+use crate::device::{check_acked, DeviceError, QueueCtx, VirtioDevice};
 use crate::{device_type, features, queue};
+use vm_device::{Persist, StateError};
 
 /// Queue size of both queues.
 pub const QUEUE_SIZE: u16 = 256;
@@ -149,9 +150,48 @@ impl Console {
     }
 }
 
-impl VirtioDevice for Console {
-    type State = ConsoleState;
+/// What a restored console is wired to. `input` is the handle the VMM already feeds
+/// (from [`Console::new`]), so its input keeps reaching the guest.
+pub struct ConsoleArgs {
+    pub output: Box<dyn Write + Send>,
+    pub input: ConsoleInput,
+}
 
+impl Persist for Console {
+    type State = ConsoleState;
+    type Args = ConsoleArgs;
+
+    fn save(&self) -> ConsoleState {
+        ConsoleState {
+            acked_features: self.acked_features,
+            pending_input: lock(&self.input.0).iter().copied().collect(),
+        }
+    }
+
+    fn restore(args: ConsoleArgs, s: &ConsoleState) -> Result<Self, StateError> {
+        if s.pending_input.len() > INPUT_LIMIT {
+            return Err(StateError::new(
+                "virtio-console",
+                format!(
+                    "{} bytes of pending input, more than its buffer holds",
+                    s.pending_input.len()
+                ),
+            ));
+        }
+        check_acked("virtio-console", features::RING, s.acked_features)?;
+        let mut q = lock(&args.input.0);
+        q.clear();
+        q.extend(&s.pending_input);
+        drop(q);
+        Ok(Console {
+            output: args.output,
+            input: args.input,
+            acked_features: s.acked_features,
+        })
+    }
+}
+
+impl VirtioDevice for Console {
     fn device_type(&self) -> u32 {
         device_type::CONSOLE
     }
@@ -180,19 +220,6 @@ impl VirtioDevice for Console {
     }
     fn reset(&mut self) {
         self.acked_features = 0;
-    }
-    fn state(&self) -> ConsoleState {
-        ConsoleState {
-            acked_features: self.acked_features,
-            pending_input: lock(&self.input.0).iter().copied().collect(),
-        }
-    }
-    fn restore(&mut self, s: &ConsoleState) -> Result<(), DeviceError> {
-        self.acked_features = s.acked_features;
-        let mut q = lock(&self.input.0);
-        q.clear();
-        q.extend(s.pending_input.iter().take(INPUT_LIMIT));
-        Ok(())
     }
 }
 

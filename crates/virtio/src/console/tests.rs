@@ -5,7 +5,9 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::testing::{self, mmio, GuestQueue};
+use crate::transport::mmio::VirtioMmioArgs;
 use crate::transport::VirtioMmioDevice;
+use vm_device::Persist;
 
 #[derive(Clone, Default)]
 struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -84,12 +86,25 @@ fn input_is_bounded() {
 fn state_round_trip_keeps_pending_input() {
     let (mut dev, input, _out, mem, mut rx, _tx) = setup();
     input.push(b"abc");
-    let json = serde_json::to_string(&dev.state()).unwrap();
-    let (console, input2) = Console::new(Box::new(Sink::default()));
-    let mut dev2 = VirtioMmioDevice::new(console, mem.clone(), testing::line());
-    dev2.restore(&serde_json::from_str(&json).unwrap()).unwrap();
-    assert_eq!(dev2.state(), dev.state());
-    assert_eq!(input2.pending(), 3);
+    let json = serde_json::to_string(&dev.save()).unwrap();
+    let (_, input2) = Console::new(Box::new(Sink::default()));
+    let args = VirtioMmioArgs {
+        device: ConsoleArgs {
+            output: Box::new(Sink::default()),
+            input: input2.clone(),
+        },
+        mem: mem.clone(),
+        line: testing::line(),
+        dirty: None,
+    };
+    let mut dev2 =
+        VirtioMmioDevice::<Console>::restore(args, &serde_json::from_str(&json).unwrap()).unwrap();
+    assert_eq!(serde_json::to_string(&dev2.save()).unwrap(), json);
+    assert_eq!(
+        input2.pending(),
+        3,
+        "the handle given on restore feeds the guest"
+    );
     rx.add_chain(&mem, &[(0x8000, 8, true)]);
     mmio::notify(&mut dev2, 0);
     assert_eq!(rx.take_used(&mem), vec![(0, 3)]);

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 use virtio_queue::Queue;
 
-use crate::device::{DeviceError, QueueCtx, VirtioDevice};
+use crate::device::{check_acked, DeviceError, QueueCtx, VirtioDevice};
 use crate::{device_type, features, queue};
+use vm_device::{Persist, StateError};
 
 /// Queue size.
 pub const QUEUE_SIZE: u16 = 256;
@@ -68,9 +69,26 @@ impl Rng {
     }
 }
 
-impl VirtioDevice for Rng {
+impl Persist for Rng {
     type State = RngState;
+    /// Where the entropy comes from.
+    type Args = EntropySource;
 
+    fn save(&self) -> RngState {
+        RngState {
+            acked_features: self.acked_features,
+        }
+    }
+
+    fn restore(source: EntropySource, s: &RngState) -> Result<Self, StateError> {
+        let mut r = Rng::with_source(source);
+        check_acked("virtio-rng", r.features(), s.acked_features)?;
+        r.acked_features = s.acked_features;
+        Ok(r)
+    }
+}
+
+impl VirtioDevice for Rng {
     fn device_type(&self) -> u32 {
         device_type::RNG
     }
@@ -106,15 +124,6 @@ impl VirtioDevice for Rng {
     }
     fn reset(&mut self) {
         self.acked_features = 0;
-    }
-    fn state(&self) -> RngState {
-        RngState {
-            acked_features: self.acked_features,
-        }
-    }
-    fn restore(&mut self, s: &RngState) -> Result<(), DeviceError> {
-        self.acked_features = s.acked_features;
-        Ok(())
     }
 }
 

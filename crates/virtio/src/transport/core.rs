@@ -3,7 +3,11 @@
 //! and breaking the device (DEVICE_NEEDS_RESET) when the driver misbehaves.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use virtio_queue::{Queue, QueueState, QueueT};
+
+use vm_device::StateError;
+use vmm_types::dirty::DirtyLog;
 
 use crate::device::{DeviceError, QueueCtx, VirtioDevice, VirtioInterrupt};
 use crate::{features, status, GuestMemory};
@@ -55,6 +59,8 @@ pub struct VirtioCore<D: VirtioDevice> {
     pub(crate) queues: Vec<Queue>,
     pub(crate) config_generation: u8,
     pub(crate) broken: bool,
+    /// Where written guest pages are logged (live migration).
+    pub(crate) dirty: Option<Arc<DirtyLog>>,
 }
 
 fn fresh_queues(max: &[u16]) -> Vec<Queue> {
@@ -86,6 +92,7 @@ impl<D: VirtioDevice> VirtioCore<D> {
             queue_sel: 0,
             config_generation: 0,
             broken: false,
+            dirty: None,
         }
     }
 
@@ -305,6 +312,7 @@ impl<D: VirtioDevice> VirtioCore<D> {
             mem: &self.mem,
             queues: &mut self.queues,
             interrupt: &mut *irq,
+            dirty: self.dirty.as_deref(),
         };
         if let Err(e) = self.device.process_queue(q, &mut ctx) {
             self.fail(e, irq);
@@ -320,6 +328,7 @@ impl<D: VirtioDevice> VirtioCore<D> {
             mem: &self.mem,
             queues: &mut self.queues,
             interrupt: &mut *irq,
+            dirty: self.dirty.as_deref(),
         };
         if let Err(e) = self.device.process_event(&mut ctx) {
             self.fail(e, irq);
@@ -361,15 +370,25 @@ impl<D: VirtioDevice> VirtioCore<D> {
                 .collect(),
             config_generation: self.config_generation,
             broken: self.broken,
-            device: self.device.state(),
+            device: self.device.save(),
         }
     }
 
-    pub(crate) fn restore(&mut self, s: &CoreState<D::State>) -> Result<(), DeviceError> {
+    /// Loads the transport half of `s` into a core whose device was restored from
+    /// `s.device` (see the transports' `Persist::restore`).
+    pub(crate) fn load(&mut self, s: &CoreState<D::State>) -> Result<(), StateError> {
+        let bad = |why: &str| StateError::new("virtio", why.to_string());
         if s.queues.len() != self.regs.len() || s.positions.len() != self.regs.len() {
-            return Err(DeviceError::BadState("queue count differs"));
+            return Err(bad("queue count differs"));
         }
-        self.device.restore(&s.device)?;
+        if s.driver_features & !self.device_features() != 0 {
+            return Err(bad(
+                "the driver's features include ones the device does not offer",
+            ));
+        }
+        if usize::from(s.queue_sel) > self.regs.len() {
+            return Err(bad("selected queue out of range"));
+        }
         let event_idx =
             s.status & status::DRIVER_OK != 0 && s.driver_features & features::EVENT_IDX != 0;
         let max = self.device.queue_max_sizes();
@@ -389,8 +408,7 @@ impl<D: VirtioDevice> VirtioCore<D> {
                 avail_ring: r.driver,
                 used_ring: r.device,
             };
-            queues[i] =
-                Queue::try_from(state).map_err(|_| DeviceError::BadState("invalid queue"))?;
+            queues[i] = Queue::try_from(state).map_err(|_| bad("invalid queue"))?;
         }
         self.queues = queues;
         self.regs.clone_from(&s.queues);
@@ -408,7 +426,7 @@ impl<D: VirtioDevice> VirtioCore<D> {
                 .iter()
                 .any(|q| q.ready() && !q.is_valid(&self.mem))
         {
-            return Err(DeviceError::BadState("queue rings outside guest memory"));
+            return Err(bad("queue rings outside guest memory"));
         }
         Ok(())
     }

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use vm_device::{BusDevice, IrqLine};
+use vm_device::{BusDevice, IrqLine, Persist, StateError};
+use vmm_types::dirty::DirtyLog;
 
 use super::core::{CoreState, RingPart, VirtioCore};
-use crate::device::{DeviceError, VirtioDevice, VirtioInterrupt};
+use crate::device::{VirtioDevice, VirtioInterrupt};
 use crate::GuestMemory;
 
 /// Size of a virtio-mmio register window.
@@ -58,6 +59,11 @@ impl<D: VirtioDevice> VirtioMmioDevice<D> {
             line,
             interrupt_status: 0,
         }
+    }
+
+    /// Logs the guest pages the device writes into `log` (live migration).
+    pub fn set_dirty_log(&mut self, log: Option<Arc<DirtyLog>>) {
+        self.core.dirty = log;
     }
 
     /// The device model.
@@ -150,21 +156,41 @@ impl<D: VirtioDevice> VirtioMmioDevice<D> {
             _ => tracing::debug!("virtio-mmio: ignored write at {off:#x}"),
         }
     }
+}
 
-    /// Serializable state.
-    pub fn state(&self) -> VirtioMmioState<D::State> {
+/// What a restored virtio-mmio device is built from (as for [`VirtioMmioDevice::new`]).
+pub struct VirtioMmioArgs<A> {
+    pub device: A,
+    pub mem: GuestMemory,
+    pub line: Arc<dyn IrqLine>,
+    pub dirty: Option<Arc<DirtyLog>>,
+}
+
+impl<D: VirtioDevice> Persist for VirtioMmioDevice<D> {
+    type State = VirtioMmioState<D::State>;
+    type Args = VirtioMmioArgs<D::Args>;
+
+    fn save(&self) -> Self::State {
         VirtioMmioState {
             interrupt_status: self.interrupt_status,
             core: self.core.state(),
         }
     }
 
-    /// Restores a state saved from a device built the same way.
-    pub fn restore(&mut self, s: &VirtioMmioState<D::State>) -> Result<(), DeviceError> {
-        self.core.restore(&s.core)?;
-        self.interrupt_status = s.interrupt_status;
-        self.line.set_level(self.interrupt_status != 0);
-        Ok(())
+    fn restore(args: Self::Args, s: &Self::State) -> Result<Self, StateError> {
+        let device = D::restore(args.device, &s.core.device)?;
+        let mut t = VirtioMmioDevice::new(device, args.mem, args.line);
+        t.core.dirty = args.dirty;
+        t.core.load(&s.core)?;
+        if s.interrupt_status & !0x3 != 0 {
+            return Err(StateError::new(
+                "virtio-mmio",
+                "interrupt status out of range",
+            ));
+        }
+        t.interrupt_status = s.interrupt_status;
+        t.line.set_level(t.interrupt_status != 0);
+        Ok(t)
     }
 }
 

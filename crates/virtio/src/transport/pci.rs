@@ -23,10 +23,11 @@ use pci::{
     PciIds,
 };
 use serde::{Deserialize, Serialize};
-use vm_device::{IrqLine, MsiSink};
+use vm_device::{IrqLine, MsiSink, Persist, StateError};
+use vmm_types::dirty::DirtyLog;
 
 use super::core::{CoreState, RingPart, VirtioCore};
-use crate::device::{DeviceError, VirtioDevice, VirtioInterrupt};
+use crate::device::{VirtioDevice, VirtioInterrupt};
 use crate::{device_type, GuestMemory};
 
 /// PCI vendor ID of virtio devices.
@@ -221,6 +222,11 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
         })
     }
 
+    /// Logs the guest pages the device writes into `log` (live migration).
+    pub fn set_dirty_log(&mut self, log: Option<Arc<DirtyLog>>) {
+        self.core.dirty = log;
+    }
+
     /// The device model.
     pub fn device(&self) -> &D {
         &self.core.device
@@ -353,9 +359,23 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
         let len = self.config.dword(c + 12) as usize;
         (bar == 0 && matches!(len, 1 | 2 | 4)).then_some((off, len))
     }
+}
 
-    /// Serializable state.
-    pub fn state(&self) -> VirtioPciState<D::State> {
+/// What a restored virtio-pci device is built from (as for [`VirtioPciDevice::new`]).
+pub struct VirtioPciArgs<A> {
+    pub device: A,
+    pub mem: GuestMemory,
+    pub msi: Arc<dyn MsiSink>,
+    pub intx: Arc<dyn IrqLine>,
+    pub intx_gsi: u32,
+    pub dirty: Option<Arc<DirtyLog>>,
+}
+
+impl<D: VirtioDevice> Persist for VirtioPciDevice<D> {
+    type State = VirtioPciState<D::State>;
+    type Args = VirtioPciArgs<D::Args>;
+
+    fn save(&self) -> Self::State {
         VirtioPciState {
             config: self.config.state(),
             msix: self.msix.state(),
@@ -366,22 +386,30 @@ impl<D: VirtioDevice> VirtioPciDevice<D> {
         }
     }
 
-    /// Restores a state saved from a device built the same way.
-    pub fn restore(&mut self, s: &VirtioPciState<D::State>) -> Result<(), DeviceError> {
-        if s.queue_vectors.len() != self.queue_vectors.len() {
-            return Err(DeviceError::BadState("queue count differs"));
+    /// Builds the device as [`VirtioPciDevice::new`] does, then loads `s` into it: a
+    /// state from a device with another layout (queues, BARs, MSI-X vectors) is refused.
+    fn restore(args: Self::Args, s: &Self::State) -> Result<Self, StateError> {
+        let bad = |why: &str| StateError::new("virtio-pci", why.to_string());
+        let device = D::restore(args.device, &s.core.device)?;
+        let mut t = VirtioPciDevice::new(device, args.mem, args.msi, args.intx, args.intx_gsi)
+            .map_err(|e| bad(&e.to_string()))?;
+        t.core.dirty = args.dirty;
+        if s.queue_vectors.len() != t.queue_vectors.len() {
+            return Err(bad("queue count differs"));
         }
-        if !self.config.restore(&s.config) || !self.msix.restore(&s.msix) {
-            return Err(DeviceError::BadState(
-                "PCI configuration or MSI-X layout differs",
-            ));
+        let vectors = t.msix.vectors();
+        let vector_ok = |v: u16| v == NO_VECTOR || v < vectors;
+        if !vector_ok(s.config_vector) || !s.queue_vectors.iter().all(|&v| vector_ok(v)) {
+            return Err(bad("an MSI-X vector out of range"));
         }
-        self.core.restore(&s.core)?;
-        self.isr = s.isr;
-        self.config_vector = s.config_vector;
-        self.queue_vectors.clone_from(&s.queue_vectors);
-        self.intx.set_level(self.isr != 0 && !self.msix.enabled());
-        Ok(())
+        t.config.load(&s.config)?;
+        t.msix.load(&s.msix)?;
+        t.core.load(&s.core)?;
+        t.isr = s.isr;
+        t.config_vector = s.config_vector;
+        t.queue_vectors.clone_from(&s.queue_vectors);
+        t.intx.set_level(t.isr != 0 && !t.msix.enabled());
+        Ok(t)
     }
 }
 

@@ -3,11 +3,12 @@
 
 use vm_device::BusDevice;
 
-use super::mmio::VirtioMmioDevice;
+use super::mmio::{VirtioMmioArgs, VirtioMmioDevice};
 use crate::rng::Rng;
 use crate::status;
 use crate::testing::{self, mmio, GuestQueue, F_INDIRECT, F_NEXT, F_WRITE};
 use crate::GuestMemory;
+use vm_device::Persist;
 
 fn setup() -> (
     VirtioMmioDevice<Rng>,
@@ -183,11 +184,17 @@ fn state_round_trip() {
     q.add_chain(&mem, &[(0x9000, 4, true)]);
     mmio::notify(&mut dev, 0);
     q.take_used(&mem);
-    let json = serde_json::to_string(&dev.state()).unwrap();
+    let json = serde_json::to_string(&dev.save()).unwrap();
     let line = testing::line();
-    let mut dev2 = VirtioMmioDevice::new(Rng::new(), mem.clone(), line.clone());
-    dev2.restore(&serde_json::from_str(&json).unwrap()).unwrap();
-    assert_eq!(dev2.state(), dev.state());
+    let args = VirtioMmioArgs {
+        device: Box::new(crate::rng::host_getrandom) as crate::rng::EntropySource,
+        mem: mem.clone(),
+        line: line.clone(),
+        dirty: None,
+    };
+    let mut dev2 =
+        VirtioMmioDevice::<Rng>::restore(args, &serde_json::from_str(&json).unwrap()).unwrap();
+    assert_eq!(serde_json::to_string(&dev2.save()).unwrap(), json);
     assert!(line.level(), "pending interrupt re-asserted");
     q.add_chain(&mem, &[(0x9000, 4, true)]);
     mmio::notify(&mut dev2, 0);

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use pci::PciDevice;
 
-use super::pci::{VirtioPciDevice, NO_VECTOR};
+use super::pci::{VirtioPciArgs, VirtioPciDevice, VirtioPciState, NO_VECTOR};
 use crate::rng::Rng;
 use crate::status;
 use crate::testing::{self, GuestQueue, Line, MsiLog};
 use crate::GuestMemory;
+use vm_device::Persist;
 
 struct Drv {
     dev: VirtioPciDevice<Rng>,
@@ -323,21 +324,26 @@ fn state_round_trip_continues_the_ring() {
     q.add_chain(&mem, &[(0x9000, 4, true)]);
     d.notify(0);
     assert_eq!(q.take_used(&mem).len(), 1);
-    let json = serde_json::to_string(&d.dev.state()).unwrap();
+    let json = serde_json::to_string(&d.dev.save()).unwrap();
 
     let mut e = Drv::new();
     e.mem = mem.clone();
-    let mut dev = VirtioPciDevice::new(
-        Rng::with_source(source()),
-        mem.clone(),
-        e.msi.clone(),
-        e.line.clone(),
-        17,
-    )
-    .unwrap();
-    dev.restore(&serde_json::from_str(&json).unwrap()).unwrap();
+    let args = || VirtioPciArgs {
+        device: source(),
+        mem: mem.clone(),
+        msi: e.msi.clone(),
+        intx: e.line.clone(),
+        intx_gsi: 17,
+        dirty: None,
+    };
+    let saved: VirtioPciState<_> = serde_json::from_str(&json).unwrap();
+    // A state naming an MSI-X vector the function does not have is refused.
+    let mut bad = saved.clone();
+    bad.queue_vectors[0] = 99;
+    assert!(VirtioPciDevice::<Rng>::restore(args(), &bad).is_err());
+    let dev = VirtioPciDevice::<Rng>::restore(args(), &saved).unwrap();
     e.dev = dev;
-    assert_eq!(e.dev.state(), d.dev.state());
+    assert_eq!(serde_json::to_string(&e.dev.save()).unwrap(), json);
     assert_eq!(e.status(), 0xf);
     q.set_used_event(&mem, 1); // EVENT_IDX was negotiated: ask for the next interrupt
     q.add_chain(&mem, &[(0x9000, 4, true)]);

@@ -160,6 +160,19 @@ impl Cpu {
         if self.set_msr_local(idx, v) {
             return Ok(());
         }
+        // The platform's TSC-deadline timer runs on the platform TSC: take the
+        // guest's offset (IA32_TSC writes) out. A deadline before the platform's
+        // time 0 is in the past: 1 fires at once (0 would disarm).
+        let v = if idx == msr::IA32_TSC_DEADLINE && v != 0 {
+            let p = v.wrapping_sub(self.msrs.tsc_offset);
+            if (p as i64) <= 0 {
+                1
+            } else {
+                p
+            }
+        } else {
+            v
+        };
         if bus.wrmsr(idx, v) {
             return Ok(());
         }
@@ -186,6 +199,11 @@ impl Cpu {
             msr::IA32_TSC_AUX => m.tsc_aux,
             msr::IA32_TSC => bus.tsc().wrapping_add(m.tsc_offset),
             msr::IA32_MISC_ENABLE => m.misc_enable,
+            // The platform keeps the deadline on its TSC (see `wrmsr`).
+            msr::IA32_TSC_DEADLINE => match bus.rdmsr(idx)? {
+                0 => 0,
+                d => d.wrapping_add(m.tsc_offset),
+            },
             msr::IA32_BIOS_SIGN_ID | msr::IA32_MTRRCAP => 0,
             // Locked, VMX off: the OS must not try to configure it.
             msr::IA32_FEATURE_CONTROL => 1,

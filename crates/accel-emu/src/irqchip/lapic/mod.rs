@@ -10,6 +10,7 @@
 //! and polls [`Lapic::pending_vector`] / [`Lapic::take_nmi`] / [`Lapic::take_init`] /
 //! [`Lapic::take_sipi`] at instruction boundaries.
 
+pub mod page;
 pub mod timer;
 
 use serde::{Deserialize, Serialize};

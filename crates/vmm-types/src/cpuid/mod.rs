@@ -21,3 +21,8 @@ pub fn lookup(table: &[CpuidEntry], function: u32, index: u32) -> Option<&CpuidE
         .iter()
         .find(|e| e.function == function && (!e.indexed || e.index == index))
 }
+
+mod check;
+mod names;
+
+pub use check::{check_compatible, feature_registers, CpuidMismatch, FeatureRegister, Reg};

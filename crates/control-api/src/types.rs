@@ -1,0 +1,89 @@
+//! What the API exchanges, as JSON. These mirror `vmm`'s types so that the OpenAPI
+//! document describes them without `vmm` depending on the documentation crate.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// An error: what went wrong, in one line.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// The VM's life: created (started paused, never run), running, paused, stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+/// `GET /v1/vm`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmInfo {
+    pub state: State,
+    /// `kvm` or `emu`.
+    pub accel: String,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    /// Milliseconds since the VM was started.
+    pub uptime_ms: u64,
+    /// The VM's configuration, as a snapshot's `config.json` holds it.
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+}
+
+/// `PUT /v1/vm/snapshot`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    /// The directory to write (created if missing; its snapshot files are replaced).
+    pub dir: String,
+    /// Leave the VM paused afterwards (default: it resumes if it was running).
+    #[serde(default)]
+    pub stay_paused: bool,
+}
+
+/// What a snapshot wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotReport {
+    pub dir: String,
+    pub state_bytes: u64,
+    pub memory_bytes: u64,
+    /// Memory bytes that were not zero (the rest are holes in the memory file).
+    pub memory_data_bytes: u64,
+    /// How long the VM was paused for it, in milliseconds.
+    pub paused_ms: f64,
+}
+
+impl From<vmm::VmInfo> for VmInfo {
+    fn from(i: vmm::VmInfo) -> Self {
+        VmInfo {
+            state: match i.state {
+                vmm::RunState::Created => State::Created,
+                vmm::RunState::Running => State::Running,
+                vmm::RunState::Paused => State::Paused,
+                vmm::RunState::Stopped => State::Stopped,
+            },
+            accel: i.accel.to_string(),
+            vcpus: i.vcpus,
+            memory_bytes: i.memory_bytes,
+            uptime_ms: i.uptime_ms,
+            config: serde_json::to_value(&i.config).expect("configs serialize"),
+        }
+    }
+}
+
+impl From<vmm::snapshot::SnapshotReport> for SnapshotReport {
+    fn from(r: vmm::snapshot::SnapshotReport) -> Self {
+        SnapshotReport {
+            dir: r.dir.display().to_string(),
+            state_bytes: r.state_bytes,
+            memory_bytes: r.memory_bytes,
+            memory_data_bytes: r.memory_data_bytes,
+            paused_ms: r.paused_ms,
+        }
+    }
+}

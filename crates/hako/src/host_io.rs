@@ -1,0 +1,110 @@
+//! The host side of an interactive VM: stdin to the guest's console, and the
+//! signals that end it in an orderly way.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use vmm::{ExitReason, VmHandle};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where the (single, process-wide) stdin reader sends input: the running VM's console.
+#[derive(Default)]
+struct StdinRouter {
+    target: Mutex<Option<VmHandle>>,
+}
+
+static STDIN_ROUTER: OnceLock<Arc<StdinRouter>> = OnceLock::new();
+
+/// Points stdin at the VM of `vm`, starting the reader thread on first use. The
+/// thread is detached (a blocking read cannot be interrupted) and dies with the
+/// process; a restarted VM takes over the same thread.
+pub fn route_stdin(interactive: bool, vm: &VmHandle) -> Result<()> {
+    let mut started = None;
+    let router = STDIN_ROUTER.get_or_init(|| {
+        let r = Arc::new(StdinRouter::default());
+        started = Some(r.clone());
+        r
+    });
+    *lock(&router.target) = Some(vm.clone());
+    if let Some(r) = started {
+        let rq = r.clone();
+        thread::Builder::new()
+            .name("console-in".into())
+            .spawn(move || {
+                crate::console::pump_stdin(
+                    interactive,
+                    |mut bytes| {
+                        while !bytes.is_empty() {
+                            let Some(vm) = lock(&r.target).clone() else {
+                                return;
+                            };
+                            if vm.ended() {
+                                return;
+                            }
+                            let n = vm.input()(bytes);
+                            bytes = &bytes[n..];
+                            if n == 0 {
+                                thread::sleep(Duration::from_millis(2));
+                            }
+                        }
+                    },
+                    || {
+                        if let Some(vm) = lock(&rq.target).clone() {
+                            vm.end(ExitReason::ConsoleQuit);
+                        }
+                    },
+                );
+            })
+            .context("cannot start the console thread")?;
+    }
+    Ok(())
+}
+
+/// The signals that end the VM in an orderly way (terminal restored, files flushed).
+const EXIT_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT];
+
+static SIGNAL_EXIT: OnceLock<Arc<Mutex<Option<VmHandle>>>> = OnceLock::new();
+
+/// Turns SIGTERM/SIGHUP/SIGINT into an orderly exit of the running VM: they are
+/// blocked in this thread (and so in every thread spawned after it) and taken by a
+/// dedicated thread with `sigwait`. Call it before starting the VM, so its threads
+/// inherit the blocked mask; `target` then names the VM to end.
+pub fn route_signals() -> Result<Arc<Mutex<Option<VmHandle>>>> {
+    let mut first = false;
+    let target = SIGNAL_EXIT.get_or_init(|| {
+        first = true;
+        Arc::new(Mutex::new(None))
+    });
+    if !first {
+        return Ok(target.clone());
+    }
+    // SAFETY: an all-zero sigset_t is a valid argument for sigemptyset to initialise.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t owned by this frame; the signal numbers are valid.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in EXIT_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let t = target.clone();
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig = 0;
+            // SAFETY: `set` holds the blocked signals; `sig` is a valid out-pointer.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                if let Some(vm) = lock(&t).clone() {
+                    vm.end(ExitReason::Signal(sig));
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(target.clone())
+}

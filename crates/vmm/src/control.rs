@@ -1,0 +1,230 @@
+//! What the vCPU threads, the devices and the lifecycle commands share: why the VM
+//! ends, whether its vCPUs should be parked (paused), and the requests a parked vCPU
+//! thread serves on its own vCPU (save or load its state). One mutex and one condvar
+//! cover all of it, so a parked or halted vCPU wakes for any of them.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use accel::{Vcpu, VcpuKick};
+use vm_device::bus::lock;
+use vmm_types::CpuState;
+
+use crate::run::ExitReason;
+
+/// What a parked vCPU thread is asked to do with its vCPU.
+pub(crate) enum VcpuRequest {
+    Save,
+}
+
+/// What it answers.
+pub(crate) enum VcpuReply {
+    Saved(Result<Box<CpuState>, String>),
+}
+
+struct Inner {
+    reason: Option<ExitReason>,
+    /// vCPUs should park at their next exit from `run`.
+    pause: bool,
+    /// vCPU threads parked now.
+    parked: Vec<bool>,
+    /// vCPUs halted with interrupts off: when all are, nothing can wake the guest.
+    halted_forever: Vec<bool>,
+    requests: Vec<Option<VcpuRequest>>,
+    replies: Vec<Option<VcpuReply>>,
+}
+
+/// Shared between the vCPU threads, the devices and the VM's handle.
+pub struct Control {
+    inner: Mutex<Inner>,
+    cv: Condvar,
+    kickers: Mutex<Vec<Arc<dyn VcpuKick>>>,
+}
+
+impl Control {
+    pub(crate) fn new(ncpus: usize) -> Control {
+        Control {
+            inner: Mutex::new(Inner {
+                reason: None,
+                pause: false,
+                parked: vec![false; ncpus],
+                halted_forever: vec![false; ncpus],
+                requests: (0..ncpus).map(|_| None).collect(),
+                replies: (0..ncpus).map(|_| None).collect(),
+            }),
+            cv: Condvar::new(),
+            kickers: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    fn wait<'a>(&self, g: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        self.cv.wait(g).unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn add_kicker(&self, k: Arc<dyn VcpuKick>) {
+        lock(&self.kickers).push(k);
+    }
+
+    fn kick_all(&self) {
+        for k in lock(&self.kickers).iter() {
+            k.kick();
+        }
+    }
+
+    /// Records why the VM ends (the first reason wins) and stops every vCPU.
+    pub fn request(&self, r: ExitReason) {
+        {
+            let mut g = self.lock();
+            if g.reason.is_none() {
+                g.reason = Some(r);
+            }
+        }
+        self.cv.notify_all();
+        self.kick_all();
+    }
+
+    pub fn reason(&self) -> Option<ExitReason> {
+        self.lock().reason.clone()
+    }
+
+    /// Blocks until the VM ends.
+    pub fn wait_exit(&self) -> ExitReason {
+        let mut g = self.lock();
+        loop {
+            if let Some(r) = g.reason.clone() {
+                return r;
+            }
+            g = self.wait(g);
+        }
+    }
+
+    /// Whether the vCPUs are (being) paused.
+    pub fn pausing(&self) -> bool {
+        self.lock().pause
+    }
+
+    /// Asks every vCPU to park and waits until all have (or the VM ended, or
+    /// `timeout` passed). Returns whether they are all parked.
+    pub(crate) fn pause(&self, timeout: Duration) -> bool {
+        self.lock().pause = true;
+        self.cv.notify_all();
+        self.kick_all();
+        let deadline = Instant::now() + timeout;
+        let mut g = self.lock();
+        loop {
+            if g.reason.is_some() {
+                return false;
+            }
+            if g.parked.iter().all(|&p| p) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            // Kick again: a vCPU may have entered `run` after the first kick.
+            drop(g);
+            self.kick_all();
+            g = self.lock();
+            let wait = left.min(Duration::from_millis(5));
+            g = self
+                .cv
+                .wait_timeout(g, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Makes vCPUs park at their next checkpoint, without waiting for them.
+    pub(crate) fn set_paused(&self) {
+        self.lock().pause = true;
+    }
+
+    /// Lets the parked vCPUs run again.
+    pub(crate) fn resume(&self) {
+        self.lock().pause = false;
+        self.cv.notify_all();
+    }
+
+    /// Runs `req` on parked vCPU `idx`'s own thread and returns its answer (`None`
+    /// if the VM ended first).
+    pub(crate) fn on_vcpu(&self, idx: usize, req: VcpuRequest) -> Option<VcpuReply> {
+        let mut g = self.lock();
+        g.requests[idx] = Some(req);
+        self.cv.notify_all();
+        loop {
+            if let Some(r) = g.replies[idx].take() {
+                return Some(r);
+            }
+            if g.reason.is_some() {
+                g.requests[idx] = None;
+                return None;
+            }
+            g = self.wait(g);
+        }
+    }
+
+    /// Called by vCPU thread `idx` between runs: parks it while the VM is paused,
+    /// serving requests on `vcpu`. Returns false when the VM has ended.
+    pub(crate) fn checkpoint(&self, idx: usize, vcpu: &mut dyn Vcpu) -> bool {
+        let mut g = self.lock();
+        if g.reason.is_some() {
+            return false;
+        }
+        if !g.pause {
+            return true;
+        }
+        g.parked[idx] = true;
+        self.cv.notify_all();
+        loop {
+            if g.reason.is_some() {
+                g.parked[idx] = false;
+                return false;
+            }
+            if let Some(req) = g.requests[idx].take() {
+                drop(g);
+                let reply = match req {
+                    VcpuRequest::Save => {
+                        VcpuReply::Saved(vcpu.state().map(Box::new).map_err(|e| e.to_string()))
+                    }
+                };
+                g = self.lock();
+                g.replies[idx] = Some(reply);
+                self.cv.notify_all();
+                continue;
+            }
+            if !g.pause {
+                g.parked[idx] = false;
+                return true;
+            }
+            g = self.wait(g);
+        }
+    }
+
+    /// vCPU `idx` halted with interrupts off. Waits until the VM ends or is paused
+    /// (returning true for the latter); ends the VM if every vCPU is in this state.
+    pub(crate) fn halted_forever(&self, idx: usize) -> bool {
+        let mut g = self.lock();
+        g.halted_forever[idx] = true;
+        if g.halted_forever.iter().all(|&h| h) && g.reason.is_none() {
+            g.reason = Some(ExitReason::AllHalted);
+            self.cv.notify_all();
+            drop(g);
+            self.kick_all();
+            return false;
+        }
+        loop {
+            if g.reason.is_some() {
+                return false;
+            }
+            if g.pause {
+                return true;
+            }
+            g = self.wait(g);
+        }
+    }
+}
