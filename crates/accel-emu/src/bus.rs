@@ -3,9 +3,11 @@
 //! through the VMM's [`IoHandler`].
 
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 
 use accel::IoHandler;
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion, VolatileMemory, VolatileSlice};
+use vmm_types::dirty::DirtyLog;
 use vmm_types::msr;
 use x86_emu::Bus;
 
@@ -27,6 +29,9 @@ pub(crate) struct EmuBus<'a> {
     /// Base of this vCPU's LAPIC window (cached; updated on APIC base writes).
     pub lapic_base: u64,
     ram: Vec<Ram<'a>>,
+    /// Where stores are logged during a live migration (taken at the start of `run`:
+    /// logging is switched with every vCPU outside it).
+    dirty: Option<Arc<DirtyLog>>,
 }
 
 impl<'a> EmuBus<'a> {
@@ -49,6 +54,7 @@ impl<'a> EmuBus<'a> {
             idx,
             lapic_base,
             ram,
+            dirty: lock(&shared.dirty).clone(),
         }
     }
 
@@ -170,6 +176,9 @@ impl Bus for EmuBus<'_> {
 
     #[inline]
     fn write(&mut self, addr: u64, size: usize, val: u64) {
+        if let Some(d) = &self.dirty {
+            d.mark_page(addr);
+        }
         if let Some((s, off)) = self.ram(addr, size) {
             if addr % size as u64 == 0 {
                 let r = match size {
@@ -190,6 +199,9 @@ impl Bus for EmuBus<'_> {
     }
 
     fn atomic_rmw(&mut self, addr: u64, size: usize, f: &mut dyn FnMut(u64) -> u64) -> u64 {
+        if let Some(d) = &self.dirty {
+            d.mark_page(addr);
+        }
         if addr % size as u64 == 0 {
             if let Some(slice) = self
                 .ram(addr, size)
@@ -257,12 +269,21 @@ impl Bus for EmuBus<'_> {
     }
 
     fn write_bytes(&mut self, addr: u64, data: &[u8]) {
+        if let Some(d) = &self.dirty {
+            d.mark(addr, data.len() as u64);
+        }
         match self.ram(addr, data.len()) {
             Some((s, off)) if s.write_slice(data, off).is_ok() => {}
             _ => data
                 .iter()
                 .enumerate()
                 .for_each(|(k, &b)| self.write(addr + k as u64, 1, b as u64)),
+        }
+    }
+
+    fn note_write_page(&mut self, addr: u64) {
+        if let Some(d) = &self.dirty {
+            d.mark_page(addr);
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use accel::{GuestMemory, Vcpu};
+use vmm_types::dirty::DirtyLog;
 
 use crate::irqchip::ioapic::IoApic;
 use crate::irqchip::lapic::{Ipi, Lapic};
@@ -66,6 +67,8 @@ pub(crate) struct Shared {
     pub jit_group: Arc<x86_jit::JitGroup>,
     /// The portable CPUID model (`--cpu portable`).
     pub portable_cpuid: AtomicBool,
+    /// Where the vCPUs log their stores during a live migration.
+    pub dirty: Mutex<Option<Arc<DirtyLog>>>,
 }
 
 impl Shared {
@@ -209,6 +212,7 @@ impl EmuVm {
             jit: AtomicBool::new(cfg!(target_arch = "x86_64")),
             jit_group: x86_jit::JitGroup::new(),
             portable_cpuid: AtomicBool::new(false),
+            dirty: Mutex::new(None),
         };
         let group = shared.jit_group.clone();
         shared
@@ -287,6 +291,20 @@ impl accel::Vm for EmuVm {
 
     fn save_state(&self) -> accel::Result<vmm_types::VmState> {
         Ok(self.shared.save_state())
+    }
+
+    fn set_dirty_log(&self, log: Option<Arc<DirtyLog>>) -> accel::Result<()> {
+        *lock(&self.shared.dirty) = log;
+        // Entries filled before logging started would let stores go unlogged.
+        self.shared.jit_group.drop_write_entries();
+        Ok(())
+    }
+
+    fn sync_dirty_log(&self) -> accel::Result<()> {
+        // The interpreter logs each store as it makes it; the translator logs a page
+        // when it fills a write entry for it, so those are dropped each round.
+        self.shared.jit_group.drop_write_entries();
+        Ok(())
     }
 
     fn restore_state(&self, s: &vmm_types::VmState) -> accel::Result<()> {

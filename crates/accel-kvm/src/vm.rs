@@ -6,10 +6,11 @@ use accel::{Error, GuestMemory, Result};
 use kvm_bindings::{
     kvm_clock_data, kvm_cpuid_entry2, kvm_irqchip, kvm_msi, kvm_pit_config,
     kvm_userspace_memory_region, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
-    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
+use vmm_types::dirty::DirtyLog;
 use vmm_types::{CpuidEntry, VmState};
 
 use crate::caps::CAPS;
@@ -86,7 +87,9 @@ pub struct KvmVm {
     kvm: Kvm,
     fd: Arc<VmFd>,
     /// Keeps the guest RAM mapped for as long as KVM may touch it.
-    _mem: GuestMemory,
+    mem: GuestMemory,
+    /// Where `sync_dirty_log` puts KVM's dirty bitmaps while logging is on.
+    dirty: Mutex<Option<Arc<DirtyLog>>>,
     num_cpus: u32,
     supported_cpuid: Vec<kvm_cpuid_entry2>,
     /// MSRs KVM can save and restore (`KVM_GET_MSR_INDEX_LIST`).
@@ -125,22 +128,7 @@ impl KvmVm {
         fd.create_pit2(pit)
             .map_err(|e| errno_err("KVM_CREATE_PIT2", e))?;
 
-        for (slot, region) in mem.iter().enumerate() {
-            let host = region
-                .get_host_address(vm_memory::MemoryRegionAddress(0))
-                .map_err(|e| Error::InvalidState(format!("guest memory region: {e}")))?;
-            let r = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
-                userspace_addr: host as u64,
-            };
-            // SAFETY: the region is a live mapping of `memory_size` bytes owned by `mem`,
-            // which the VM keeps (`_mem`) until after the VM fd is closed.
-            unsafe { fd.set_user_memory_region(r) }
-                .map_err(|e| errno_err("KVM_SET_USER_MEMORY_REGION", e))?;
-        }
+        set_memory_slots(&fd, &mem, 0)?;
 
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -160,7 +148,8 @@ impl KvmVm {
         Ok(KvmVm {
             kvm,
             fd: Arc::new(fd),
-            _mem: mem,
+            mem,
+            dirty: Mutex::new(None),
             num_cpus,
             supported_cpuid,
             msr_index_list,
@@ -221,6 +210,27 @@ impl KvmVm {
 }
 
 /// `KVM_CREATE_VM`, retried when interrupted (the kernel documents EINTR for it).
+/// Registers every region of `mem` as a memory slot (slot n = region n) with `flags`.
+fn set_memory_slots(fd: &VmFd, mem: &GuestMemory, flags: u32) -> Result<()> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|e| Error::InvalidState(format!("guest memory region: {e}")))?;
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the region is a live mapping of `memory_size` bytes owned by `mem`,
+        // which the VM keeps (`KvmVm::mem`) until after the VM fd is closed.
+        unsafe { fd.set_user_memory_region(r) }
+            .map_err(|e| errno_err("KVM_SET_USER_MEMORY_REGION", e))?;
+    }
+    Ok(())
+}
+
 fn create_vm(kvm: &Kvm) -> Result<VmFd> {
     loop {
         match kvm.create_vm() {
@@ -353,6 +363,40 @@ impl accel::Vm for KvmVm {
 
     fn cpuid(&self) -> Vec<CpuidEntry> {
         self.vcpu_cpuid(0).iter().map(cpuid::to_neutral).collect()
+    }
+
+    fn set_dirty_log(&self, log: Option<Arc<DirtyLog>>) -> Result<()> {
+        let flags = if log.is_some() {
+            KVM_MEM_LOG_DIRTY_PAGES
+        } else {
+            0
+        };
+        set_memory_slots(&self.fd, &self.mem, flags)?;
+        *self.dirty.lock().unwrap_or_else(|e| e.into_inner()) = log;
+        Ok(())
+    }
+
+    fn sync_dirty_log(&self) -> Result<()> {
+        let Some(log) = self.dirty.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Ok(());
+        };
+        for (slot, region) in self.mem.iter().enumerate() {
+            // KVM_GET_DIRTY_LOG returns the slot's bitmap and clears it.
+            let bits = self
+                .fd
+                .get_dirty_log(slot as u32, region.len() as usize)
+                .map_err(|e| errno_err("KVM_GET_DIRTY_LOG", e))?;
+            let base = region.start_addr().0;
+            for (w, &word) in bits.iter().enumerate() {
+                let mut word = word;
+                while word != 0 {
+                    let b = word.trailing_zeros() as u64;
+                    word &= word - 1;
+                    log.mark_page(base + ((w as u64 * 64 + b) << 12));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 pub use vmm_types;
+use vmm_types::dirty::DirtyLog;
 use vmm_types::{CpuState, CpuidEntry, VmState};
 
 /// Guest RAM, shared by the VMM, the devices and the accelerator.
@@ -107,4 +108,13 @@ pub trait Vm: Send + Sync {
         vmm_types::cpuid::check_compatible(saved, &self.cpuid())
             .map_err(|e| Error::InvalidState(e.to_string()))
     }
+    /// Logs the guest pages the vCPUs write into `log` from now on (`None`: stop
+    /// logging). Call with every vCPU outside `run`. The VMM's own writes (device
+    /// DMA) are logged by the devices.
+    fn set_dirty_log(&self, log: Option<Arc<DirtyLog>>) -> Result<()>;
+    /// Brings the log given to [`Vm::set_dirty_log`] up to date with what the vCPUs
+    /// wrote so far (KVM: its dirty bitmap, read and cleared). Call with every vCPU
+    /// outside `run`: `emu` also drops its translator's write permissions here, so
+    /// the next write to each page is logged again.
+    fn sync_dirty_log(&self) -> Result<()>;
 }

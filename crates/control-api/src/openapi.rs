@@ -4,7 +4,9 @@
 use utoipa::OpenApi;
 
 use crate::server;
-use crate::types::{ErrorBody, SnapshotReport, SnapshotRequest, State, VmInfo};
+use crate::types::{
+    ErrorBody, MigrateRequest, MigrationReport, SnapshotReport, SnapshotRequest, State, VmInfo,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,9 +24,18 @@ for a command the VM's state does not allow, 500 when the VMM failed.",
         server::power_button,
         server::stop,
         server::snapshot,
+        server::migrate,
         server::openapi_json
     ),
-    components(schemas(ErrorBody, State, VmInfo, SnapshotRequest, SnapshotReport))
+    components(schemas(
+        ErrorBody,
+        State,
+        VmInfo,
+        SnapshotRequest,
+        SnapshotReport,
+        MigrateRequest,
+        MigrationReport
+    ))
 )]
 pub struct ApiDoc;
 

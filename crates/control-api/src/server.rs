@@ -16,7 +16,9 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use vmm::VmHandle;
 
-use crate::types::{ErrorBody, SnapshotReport, SnapshotRequest, VmInfo};
+use crate::types::{
+    ErrorBody, MigrateRequest, MigrationReport, SnapshotReport, SnapshotRequest, VmInfo,
+};
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ErrorBody { error: msg.into() })).into_response()
@@ -129,6 +131,42 @@ pub(crate) async fn snapshot(
     .await
 }
 
+/// Live-migrates the VM to a `hako run --incoming` waiting at `uri`. On success the
+/// VM runs there and this `hako` exits with status 0 once it has answered; on
+/// failure the VM runs on here and the error says why.
+#[utoipa::path(put, path = "/v1/vm/migrate", request_body = MigrateRequest, responses(
+    (status = 200, description = "The VM runs at the destination", body = MigrationReport),
+    (status = 400, description = "Malformed request or URI", body = ErrorBody),
+    (status = 409, description = "The VM is neither running nor paused", body = ErrorBody),
+    (status = 500, description = "The migration failed; the VM runs on here", body = ErrorBody)))]
+pub(crate) async fn migrate(
+    Ax(t): Ax<Target>,
+    req: std::result::Result<Json<MigrateRequest>, JsonRejection>,
+) -> Response {
+    let req = match req {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let uri: vmm::migration::MigrationUri = match req.uri.parse() {
+        Ok(u) => u,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let mut opts = vmm::migration::MigrateOptions::default();
+    if let Some(ms) = req.downtime_ms {
+        opts.downtime_limit = Duration::from_millis(ms);
+    }
+    if let Some(s) = req.timeout_s {
+        if s == 0 {
+            return error(StatusCode::BAD_REQUEST, "timeout_s must be at least 1");
+        }
+        opts.timeout = Duration::from_secs(s);
+    }
+    with_vm(t, move |vm| {
+        vm.migrate(uri, opts).map(MigrationReport::from)
+    })
+    .await
+}
+
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", responses(
     (status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]
@@ -155,6 +193,7 @@ fn router(t: Target) -> Router {
         .route("/v1/vm/power-button", put(power_button))
         .route("/v1/vm/stop", put(stop))
         .route("/v1/vm/snapshot", put(snapshot))
+        .route("/v1/vm/migrate", put(migrate))
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
         .with_state(t)

@@ -58,6 +58,49 @@ pub struct SnapshotReport {
     pub paused_ms: f64,
 }
 
+/// `PUT /v1/vm/migrate`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// Where `hako run --incoming` waits: `tcp:HOST:PORT` or `unix:PATH`.
+    pub uri: String,
+    /// The longest the VM may be stopped, in milliseconds (default 300).
+    #[serde(default)]
+    pub downtime_ms: Option<u64>,
+    /// Give up, the VM running on here, if memory has not converged after this many
+    /// seconds (default 120).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+}
+
+/// What a migration did, as the source measured it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MigrationReport {
+    pub uri: String,
+    pub total_ms: f64,
+    /// From pausing the VM here to the destination's word that it runs there.
+    pub downtime_ms: f64,
+    /// Rounds of dirty pages after the first pass over memory.
+    pub rounds: u32,
+    pub pages_sent: u64,
+    pub bytes_sent: u64,
+    pub bandwidth_mib_s: f64,
+}
+
+impl From<vmm::migration::MigrationReport> for MigrationReport {
+    fn from(r: vmm::migration::MigrationReport) -> Self {
+        MigrationReport {
+            uri: r.uri,
+            total_ms: r.total_ms,
+            downtime_ms: r.downtime_ms,
+            rounds: r.rounds,
+            pages_sent: r.pages_sent,
+            bytes_sent: r.bytes_sent,
+            bandwidth_mib_s: r.bandwidth_mib_s,
+        }
+    }
+}
+
 impl From<vmm::VmInfo> for VmInfo {
     fn from(i: vmm::VmInfo) -> Self {
         VmInfo {

@@ -42,6 +42,16 @@ enum CtlCommand {
         #[arg(long)]
         stay_paused: bool,
     },
+    /// Live-migrate the VM to `hako run --incoming URI` (tcp:HOST:PORT or unix:PATH).
+    Migrate {
+        uri: String,
+        /// The longest the VM may be stopped, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 300)]
+        downtime_ms: u64,
+        /// Give up (the VM runs on here) if memory has not converged after this long.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        timeout_s: u64,
+    },
 }
 
 pub fn run(a: CtlArgs) -> Result<i32> {
@@ -56,6 +66,14 @@ pub fn run(a: CtlArgs) -> Result<i32> {
             let dir = std::path::absolute(dir)?;
             let body = json!({"dir": dir.display().to_string(), "stay_paused": stay_paused});
             ("PUT", "/v1/vm/snapshot", Some(body))
+        }
+        CtlCommand::Migrate {
+            uri,
+            downtime_ms,
+            timeout_s,
+        } => {
+            let body = json!({"uri": uri, "downtime_ms": downtime_ms, "timeout_s": timeout_s});
+            ("PUT", "/v1/vm/migrate", Some(body))
         }
     };
     let timeout = Duration::from_secs(a.timeout.max(1));
@@ -74,6 +92,7 @@ pub fn run(a: CtlArgs) -> Result<i32> {
     match a.cmd {
         CtlCommand::Info => print_table(&info_rows(&v)),
         CtlCommand::Snapshot { .. } => print_table(&snapshot_rows(&v)),
+        CtlCommand::Migrate { .. } => print_table(&migration_rows(&v)),
         _ => println!("ok"),
     }
     Ok(0)
@@ -119,6 +138,21 @@ fn snapshot_rows(v: &Value) -> Vec<(String, String)> {
         (
             "paused for".into(),
             format!("{:.1} ms", v["paused_ms"].as_f64().unwrap_or(0.0)),
+        ),
+    ]
+}
+
+fn migration_rows(v: &Value) -> Vec<(String, String)> {
+    let ms = |k: &str| format!("{:.1} ms", v[k].as_f64().unwrap_or(0.0));
+    vec![
+        ("to".into(), s(v, "uri")),
+        ("total".into(), ms("total_ms")),
+        ("downtime".into(), ms("downtime_ms")),
+        ("rounds".into(), s(v, "rounds")),
+        ("pages sent".into(), s(v, "pages_sent")),
+        (
+            "bandwidth".into(),
+            format!("{:.0} MiB/s", v["bandwidth_mib_s"].as_f64().unwrap_or(0.0)),
         ),
     ]
 }

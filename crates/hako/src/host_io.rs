@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use vmm::{ExitReason, VmHandle};
+use vmm::{Ender, ExitReason, VmHandle};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -68,17 +68,38 @@ pub fn route_stdin(interactive: bool, vm: &VmHandle) -> Result<()> {
 /// The signals that end the VM in an orderly way (terminal restored, files flushed).
 const EXIT_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT];
 
-static SIGNAL_EXIT: OnceLock<Arc<Mutex<Option<VmHandle>>>> = OnceLock::new();
+/// Where the signals go: the VM to end, or (with none) what to do about them.
+#[derive(Default)]
+pub struct SignalTarget {
+    vm: Option<Ender>,
+    /// A signal that came while no VM was set: the next one set ends at once.
+    pending: Option<i32>,
+    /// No VM is coming soon (waiting for a migration): a signal ends `hako` now.
+    idle: bool,
+}
 
-/// Turns SIGTERM/SIGHUP/SIGINT into an orderly exit of the running VM: they are
-/// blocked in this thread (and so in every thread spawned after it) and taken by a
-/// dedicated thread with `sigwait`. Call it before starting the VM, so its threads
-/// inherit the blocked mask; `target` then names the VM to end.
-pub fn route_signals() -> Result<Arc<Mutex<Option<VmHandle>>>> {
+impl SignalTarget {
+    /// Sends signals to the VM `vm` ends (delivering one that came meanwhile).
+    pub fn set_vm(&mut self, vm: Option<Ender>) {
+        if let (Some(v), Some(sig)) = (&vm, self.pending.take()) {
+            v.end(ExitReason::Signal(sig));
+        }
+        self.vm = vm;
+    }
+
+    /// While `idle`, a signal with no VM set ends the process at once.
+    pub fn set_idle(&mut self, idle: bool) {
+        self.idle = idle;
+    }
+}
+
+static SIGNAL_EXIT: OnceLock<Arc<Mutex<SignalTarget>>> = OnceLock::new();
+
+pub fn route_signals() -> Result<Arc<Mutex<SignalTarget>>> {
     let mut first = false;
     let target = SIGNAL_EXIT.get_or_init(|| {
         first = true;
-        Arc::new(Mutex::new(None))
+        Arc::new(Mutex::new(SignalTarget::default()))
     });
     if !first {
         return Ok(target.clone());
@@ -100,8 +121,14 @@ pub fn route_signals() -> Result<Arc<Mutex<Option<VmHandle>>>> {
             let mut sig = 0;
             // SAFETY: `set` holds the blocked signals; `sig` is a valid out-pointer.
             if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                if let Some(vm) = lock(&t).clone() {
-                    vm.end(ExitReason::Signal(sig));
+                let mut g = lock(&t);
+                match &g.vm {
+                    Some(vm) => vm.end(ExitReason::Signal(sig)),
+                    None if g.idle => {
+                        eprintln!("hako: terminated by signal {sig}");
+                        std::process::exit(128 + sig);
+                    }
+                    None => g.pending = Some(sig),
                 }
             }
         })

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use vmm::config::parse_size;
+use vmm::migration::MigrationUri;
 use vmm::snapshot::RestoreMode;
 use vmm::{
     AccelKind, ConsoleKind, CpuModel, DeviceSpec, DiskSpec, ExitReason, Machine, OnReboot, Start,
@@ -32,7 +33,7 @@ or is quit from the console; (V << 1) | 1 (in 8 bits) when it writes V to --devi
 pub struct RunArgs {
     /// Kernel to boot: a bzImage or an ELF vmlinux, entered in 64-bit mode, or a
     /// Multiboot v1 kernel (header in the first 8 KiB), entered in 32-bit protected mode.
-    #[arg(long, value_name = "PATH", required_unless_present = "restore")]
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["restore", "incoming"])]
     kernel: Option<PathBuf>,
     /// Resume the snapshot in DIR (written by `hako ctl snapshot`) instead of booting.
     /// Its config.json describes the VM; only --accel, --api-socket and
@@ -42,6 +43,14 @@ pub struct RunArgs {
         "console", "on_reboot", "trace"
     ])]
     restore: Option<PathBuf>,
+    /// Wait for a live migration on tcp:HOST:PORT or unix:PATH (from `hako ctl
+    /// migrate`), then run the VM it brings. Like --restore, only --accel and
+    /// --api-socket may be given with it.
+    #[arg(long, value_name = "URI", conflicts_with_all = [
+        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "device", "virtio",
+        "console", "on_reboot", "trace", "restore"
+    ])]
+    incoming: Option<MigrationUri>,
     /// How --restore loads guest memory: map the memory file copy-on-write (restore
     /// time does not grow with memory size), or copy it into fresh memory.
     #[arg(long, value_enum, default_value_t = RestoreModeArg::Map, requires = "restore")]
@@ -140,6 +149,10 @@ pub enum TransportArg {
     Mmio,
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn explicit_accel(a: AccelArg) -> Option<AccelKind> {
     match a {
         AccelArg::Kvm => {
@@ -156,10 +169,20 @@ fn explicit_accel(a: AccelArg) -> Option<AccelKind> {
     }
 }
 
+/// How the first VM of a `hako run` comes to be.
+enum First {
+    Boot,
+    Restored(Box<(Machine, Start)>),
+    Incoming(MigrationUri, Option<AccelKind>),
+}
+
 pub fn run(a: RunArgs) -> Result<i32> {
     let accel = explicit_accel(a.accel);
     let api_socket = a.api_socket.clone();
-    let mut first: Option<(Machine, Start)> = None;
+    if let Some(uri) = a.incoming.clone() {
+        return run_vm(None, First::Incoming(uri, accel), api_socket);
+    }
+    let mut first = First::Boot;
     let cfg = match &a.restore {
         Some(dir) => {
             let mode = match a.restore_mode {
@@ -171,12 +194,12 @@ pub fn run(a: RunArgs) -> Result<i32> {
             let cfg = snap.config.clone();
             let m = Machine::from_snapshot(snap, Box::new(std::io::stdout()))
                 .with_context(|| format!("cannot restore {}", dir.display()))?;
-            first = Some(m);
+            first = First::Restored(Box::new(m));
             cfg
         }
         None => boot_config(a, accel.unwrap_or_else(crate::host::auto_accel)),
     };
-    run_vm(cfg, first, api_socket)
+    run_vm(Some(cfg), first, api_socket)
 }
 
 fn boot_config(a: RunArgs, accel: AccelKind) -> VmConfig {
@@ -212,41 +235,67 @@ fn boot_config(a: RunArgs, accel: AccelKind) -> VmConfig {
 
 /// Runs the VM (`first`: already built from a snapshot) until it ends, booting it
 /// again after a reset when the config asks for that.
-fn run_vm(
-    cfg: VmConfig,
-    mut first: Option<(Machine, Start)>,
-    api_socket: Option<PathBuf>,
-) -> Result<i32> {
+fn run_vm(cfg: Option<VmConfig>, first: First, api_socket: Option<PathBuf>) -> Result<i32> {
     let mut term = None;
     // Before any VM thread exists, so they all inherit the blocked signals.
     let signal_target = crate::host_io::route_signals()?;
     // Before the guest runs, so a socket in use fails the start, not a running guest.
     let api = api_socket.as_deref().map(control_api::serve).transpose()?;
+    let mut first = Some(first);
+    let mut cfg = cfg;
     loop {
-        let (machine, start) = match first.take() {
-            Some(m) => m,
-            None => (
-                Machine::new(cfg.clone(), Box::new(std::io::stdout()))?,
-                Start::Boot,
-            ),
+        let vm = match first.take().unwrap_or(First::Boot) {
+            First::Incoming(uri, accel) => {
+                lock(&signal_target).set_idle(true);
+                let st = signal_target.clone();
+                let built = move |e: vmm::Ender| {
+                    let mut g = lock(&st);
+                    g.set_idle(false);
+                    g.set_vm(Some(e));
+                };
+                let vm = vmm::migration::receive(&uri, accel, Box::new(std::io::stdout()), &built)
+                    .with_context(|| format!("incoming migration on {uri}"));
+                lock(&signal_target).set_idle(false);
+                let vm = vm?;
+                cfg = vm.info().ok().map(|i| i.config);
+                vm
+            }
+            other => {
+                let (machine, start) = match other {
+                    First::Restored(b) => *b,
+                    _ => (
+                        Machine::new(
+                            cfg.clone().expect("a config to boot"),
+                            Box::new(std::io::stdout()),
+                        )?,
+                        Start::Boot,
+                    ),
+                };
+                tracing::info!("running on {}", machine.accel_name());
+                // Before the vCPUs run, so that no signal finds no VM to end.
+                lock(&signal_target).set_vm(Some(machine.ender()));
+                machine.start(start, false)?
+            }
         };
-        tracing::info!("running on {}", machine.accel_name());
         if term.is_none() {
             term = Some(crate::console::RawTerminal::enable_on_stdin());
         }
         let interactive = matches!(term, Some(Some(_)));
-        let vm = machine.start(start, false)?;
-        *signal_target.lock().unwrap_or_else(|e| e.into_inner()) = Some(vm.clone());
         crate::host_io::route_stdin(interactive, &vm)?;
         if let Some(a) = &api {
             a.set_vm(Some(vm.clone()));
         }
         let reason = vm.wait();
+        // A signal from now on waits for the next VM (after a reset) or is lost with
+        // this one, which has ended anyway.
+        lock(&signal_target).set_vm(None);
         if let Some(a) = &api {
             a.set_vm(None);
         }
         if matches!(reason, ExitReason::Reset | ExitReason::TripleFault)
-            && cfg.on_reboot == OnReboot::Restart
+            && cfg
+                .as_ref()
+                .is_some_and(|c| c.on_reboot == OnReboot::Restart)
         {
             tracing::info!("the guest reset itself: booting it again");
             continue;

@@ -34,6 +34,18 @@ struct Inner {
     replies: Vec<Option<VcpuReply>>,
 }
 
+/// Ends a VM (for signals and the console's quit sequence): available from the
+/// machine before it starts, so nothing that arrives while it starts is lost.
+#[derive(Clone)]
+pub struct Ender(pub(crate) Arc<Control>);
+
+impl Ender {
+    /// Ends the VM for `reason`, in any state (the first reason wins).
+    pub fn end(&self, reason: ExitReason) {
+        self.0.request(reason);
+    }
+}
+
 /// Shared between the vCPU threads, the devices and the VM's handle.
 pub struct Control {
     inner: Mutex<Inner>,

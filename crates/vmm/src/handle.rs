@@ -16,13 +16,14 @@ use crate::config::VmConfig;
 use crate::control::{Control, VcpuReply, VcpuRequest};
 use crate::error::{Error, Result};
 use crate::machine::Machine;
+use crate::migration::{MigrateOptions, MigrationReport, MigrationUri};
 use crate::platform::InputSink;
 use crate::run::ExitReason;
 use crate::snapshot::{self, SnapshotReport};
 use vmm_types::CpuState;
 
 /// How long the vCPUs get to reach a pause point.
-const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a VM is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,12 +66,20 @@ pub(crate) enum Command {
     Resume,
     PowerButton,
     Stop,
-    Snapshot { dir: PathBuf, stay_paused: bool },
+    Snapshot {
+        dir: PathBuf,
+        stay_paused: bool,
+    },
+    Migrate {
+        uri: MigrationUri,
+        opts: MigrateOptions,
+    },
 }
 
 pub(crate) enum Reply {
     Info(Box<VmInfo>),
     Snapshot(SnapshotReport),
+    Migrated(MigrationReport),
     Done,
 }
 
@@ -148,6 +157,16 @@ impl VmHandle {
         match self.call(cmd)? {
             Reply::Snapshot(r) => Ok(r),
             _ => unreachable!("snapshot answers with a report"),
+        }
+    }
+
+    /// Live-migrates the VM to a `hako run --incoming` at `uri`. On success the VM
+    /// here has ended (its `wait` returns [`ExitReason::Migrated`]); on failure it
+    /// runs on (or stays paused) and the error says why.
+    pub fn migrate(&self, uri: MigrationUri, opts: MigrateOptions) -> Result<MigrationReport> {
+        match self.call(Command::Migrate { uri, opts })? {
+            Reply::Migrated(r) => Ok(r),
+            _ => unreachable!("migrate answers with a report"),
         }
     }
 
@@ -331,6 +350,9 @@ fn execute(m: &Machine, cmd: Command, state: &mut RunState, started: Instant) ->
                 *state = RunState::Running;
             }
             r.map(Reply::Snapshot)
+        }
+        Command::Migrate { uri, opts } => {
+            crate::migration::send::migrate(m, state, &uri, opts).map(Reply::Migrated)
         }
         Command::Stop => {
             if s == RunState::Stopped {

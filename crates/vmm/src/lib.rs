@@ -11,6 +11,7 @@ mod handle;
 mod irq;
 mod kernel;
 mod machine;
+pub mod migration;
 pub mod platform;
 mod run;
 pub mod snapshot;
@@ -19,6 +20,7 @@ mod test_devices;
 pub use config::{
     AccelKind, ConsoleKind, CpuModel, DeviceSpec, DiskSpec, OnReboot, VirtioTransport, VmConfig,
 };
+pub use control::Ender;
 pub use error::{Error, Result};
 pub use handle::{RunState, VmHandle, VmInfo};
 pub use machine::Machine;

@@ -69,7 +69,6 @@ pub struct Machine {
     pub(crate) boot_cpu: vmm_types::CpuState,
     pub(crate) mem: GuestMemory,
     /// Guest pages written during a live migration (by devices, and by the CPU on emu).
-    #[allow(dead_code)] // read by live migration, the next stage of docs/snapshot.md
     pub(crate) dirty: Arc<DirtyLog>,
     /// The `--disk`s, flushed before a snapshot.
     pub(crate) disks: Vec<Arc<dyn block::Disk>>,
@@ -168,6 +167,16 @@ impl Machine {
             vcpus: snap.state.vcpus,
         };
         Ok((m, start))
+    }
+
+    /// The machine a migration brings in: its memory arrives from the source (no
+    /// kernel is loaded, no table written), then its state.
+    pub(crate) fn incoming(
+        config: VmConfig,
+        out: Box<dyn Write + Send>,
+        mem: GuestMemory,
+    ) -> Result<Machine> {
+        Self::build(config, out, Some(mem))
     }
 
     /// `restored`: the memory of a snapshot (no kernel is loaded, no table written).
@@ -288,6 +297,11 @@ impl Machine {
             dirty,
             disks: plat.disks,
         })
+    }
+
+    /// What ends this VM, before and after it starts.
+    pub fn ender(&self) -> crate::control::Ender {
+        crate::control::Ender(self.control.clone())
     }
 
     /// The name of the accelerator this VM runs on.

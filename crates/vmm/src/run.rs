@@ -27,8 +27,10 @@ pub enum ExitReason {
     ConsoleQuit,
     /// hako received SIGTERM, SIGHUP or SIGINT.
     Signal(i32),
-    /// Stopped through the VM's handle (`stop`, or after a migration handed it over).
+    /// Stopped through the VM's handle (`stop`).
     Stopped,
+    /// Live-migrated to this URI: the VM runs there now.
+    Migrated(String),
     /// The guest wrote this value to the isa-debug-exit port.
     DebugExit(u32),
     /// The VMM failed.
@@ -60,6 +62,7 @@ impl ExitReason {
             ExitReason::ConsoleQuit => "quit from the console".into(),
             ExitReason::Signal(n) => format!("terminated by signal {n}"),
             ExitReason::Stopped => "stopped through the control API".into(),
+            ExitReason::Migrated(uri) => format!("migrated to {uri}: the VM runs there now"),
             ExitReason::DebugExit(v) => format!(
                 "the guest wrote {v:#x} to isa-debug-exit (exit status {})",
                 devices::debug_exit::exit_status(*v)

@@ -37,6 +37,9 @@ pub trait Bus {
     fn host_addr(&mut self, _addr: u64) -> Option<usize> {
         None
     }
+    /// A translator is about to store to the RAM page holding physical `addr`
+    /// through a host address (bypassing [`Bus::write`]); a live migration logs it.
+    fn note_write_page(&mut self, _addr: u64) {}
     /// Reads `buf.len()` bytes of RAM at `addr` (within one page; string
     /// instructions copy a page at a time). The default reads byte by byte.
     fn read_bytes(&mut self, addr: u64, buf: &mut [u8]) {

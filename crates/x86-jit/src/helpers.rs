@@ -117,5 +117,9 @@ fn translate(
         return None;
     }
     let host = bus.host_addr(phys & !0xfff)? as u64;
+    if write {
+        // The entry lets stores bypass the bus until the next dirty-log sync drops it.
+        bus.note_write_page(phys);
+    }
     Some((lin & !0xfff, host, phys >> 12))
 }

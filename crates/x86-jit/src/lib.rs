@@ -853,6 +853,24 @@ impl JitGroup {
         self.ctxs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Drops every member's write permissions (a live migration's dirty-log sync:
+    /// the next store to each page refills its entry and logs the page). Call only
+    /// while no member runs translated code.
+    pub fn drop_write_entries(&self) {
+        let members = self.members();
+        for &c in members.iter() {
+            // SAFETY: as in `page_became_code`: the context outlives its membership
+            // and only its atomic TLB tables are reached.
+            let tlb = unsafe { &*std::ptr::addr_of!((*(c as *const ctx::Ctx)).tlb) };
+            for table in [1, 3] {
+                for e in tlb[table].iter() {
+                    e.tag
+                        .store(ctx::TLB_INVALID, std::sync::atomic::Ordering::Release);
+                }
+            }
+        }
+    }
+
     /// Drops every member's write permission for guest page `pn`.
     pub fn page_became_code(&self, pn: u64) {
         // Pairs with the fence in `helpers::fill`: the page's code bit is set

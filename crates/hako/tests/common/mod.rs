@@ -2,6 +2,8 @@
 //! accelerators to test here, and the default Debian guest.
 #![allow(dead_code)]
 
+pub mod migrate_guest;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -34,6 +34,15 @@ pub fn layout(mem: &GuestMemory) -> Vec<(u64, u64)> {
     mem.iter().map(|r| (r.start_addr().0, r.len())).collect()
 }
 
+/// Fresh (zeroed, lazily allocated) guest memory of `layout`.
+pub fn fresh(layout: &[(u64, u64)]) -> io::Result<GuestMemory> {
+    let ranges: Vec<(GuestAddress, usize)> = layout
+        .iter()
+        .map(|&(a, l)| (GuestAddress(a), l as usize))
+        .collect();
+    GuestMemory::from_ranges(&ranges).map_err(io::Error::other)
+}
+
 /// What writing the memory file did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryWritten {
@@ -155,11 +164,7 @@ fn next_hole(fd: i32, from: u64) -> u64 {
 }
 
 fn copy(f: &File, layout: &[(u64, u64)]) -> io::Result<GuestMemory> {
-    let ranges: Vec<(GuestAddress, usize)> = layout
-        .iter()
-        .map(|&(a, l)| (GuestAddress(a), l as usize))
-        .collect();
-    let mem = GuestMemory::from_ranges(&ranges).map_err(io::Error::other)?;
+    let mem = fresh(layout)?;
     let fd = f.as_raw_fd();
     let mut buf = vec![0u8; PAGE * CHUNK_PAGES];
     let mut base = 0u64;
