@@ -172,7 +172,8 @@ fn explicit_accel(a: AccelArg) -> Option<AccelKind> {
 /// How the first VM of a `hako run` comes to be.
 enum First {
     Boot,
-    Restored(Box<(Machine, Start)>),
+    /// The machine, how it starts, when the restore began, from where.
+    Restored(Box<(Machine, Start)>, std::time::Instant, PathBuf),
     Incoming(MigrationUri, Option<AccelKind>),
 }
 
@@ -185,6 +186,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
     let mut first = First::Boot;
     let cfg = match &a.restore {
         Some(dir) => {
+            let began = std::time::Instant::now();
             let mode = match a.restore_mode {
                 RestoreModeArg::Map => RestoreMode::Map,
                 RestoreModeArg::Copy => RestoreMode::Copy,
@@ -194,7 +196,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
             let cfg = snap.config.clone();
             let m = Machine::from_snapshot(snap, Box::new(std::io::stdout()))
                 .with_context(|| format!("cannot restore {}", dir.display()))?;
-            first = First::Restored(Box::new(m));
+            first = First::Restored(Box::new(m), began, dir.clone());
             cfg
         }
         None => boot_config(a, accel.unwrap_or_else(crate::host::auto_accel)),
@@ -261,8 +263,12 @@ fn run_vm(cfg: Option<VmConfig>, first: First, api_socket: Option<PathBuf>) -> R
                 vm
             }
             other => {
+                let mut restored = None;
                 let (machine, start) = match other {
-                    First::Restored(b) => *b,
+                    First::Restored(b, began, dir) => {
+                        restored = Some((began, dir));
+                        *b
+                    }
                     _ => (
                         Machine::new(
                             cfg.clone().expect("a config to boot"),
@@ -274,7 +280,15 @@ fn run_vm(cfg: Option<VmConfig>, first: First, api_socket: Option<PathBuf>) -> R
                 tracing::info!("running on {}", machine.accel_name());
                 // Before the vCPUs run, so that no signal finds no VM to end.
                 lock(&signal_target).set_vm(Some(machine.ender()));
-                machine.start(start, false)?
+                let vm = machine.start(start, false)?;
+                if let Some((began, dir)) = restored {
+                    tracing::info!(
+                        "restored {} in {:.2} ms (to running)",
+                        dir.display(),
+                        began.elapsed().as_secs_f64() * 1e3
+                    );
+                }
+                vm
             }
         };
         if term.is_none() {
