@@ -60,7 +60,7 @@ fn check_chain(lines: &[(u64, u64)], prev: Option<(u64, u64)>) -> (u64, u64) {
             assert_eq!(i, pi + 1, "a gap or repeat after seq {pi}");
             assert_eq!(h, next_hash(ph, i), "seq {i}: wrong hash");
         } else {
-            assert_eq!(h, (1..=i).fold(0, |h, k| next_hash(h, k)), "seq {i}");
+            assert_eq!(h, (1..=i).fold(0, next_hash), "seq {i}");
         }
         p = Some((i, h));
     }
