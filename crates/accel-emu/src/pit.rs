@@ -181,15 +181,26 @@ impl Pit {
     pub fn state(&self) -> PitState {
         self.s.clone()
     }
+}
 
-    /// Rebuilds from a snapshot (inconsistent fields of a corrupt file are clamped).
-    pub fn from_state(state: &PitState) -> Self {
+impl vm_device::Persist for Pit {
+    type State = PitState;
+    type Args = ();
+
+    fn save(&self) -> PitState {
+        self.state()
+    }
+
+    /// Fields no PIT holds (a count past its reload value, port 0x61 bits that
+    /// are read-only) are brought back into range: another accelerator's PIT
+    /// (KVM's) may express the same state a little differently.
+    fn restore(_: (), state: &PitState) -> Result<Self, vm_device::StateError> {
         let mut s = state.clone();
         for ch in &mut s.channels {
             ch.sanitize();
         }
         s.port61 &= PORT61_WRITABLE;
-        Pit { s }
+        Ok(Pit { s })
     }
 }
 

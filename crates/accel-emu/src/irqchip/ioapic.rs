@@ -157,20 +157,6 @@ impl IoApic {
         }
     }
 
-    /// Rebuilds from a snapshot; missing entries come back masked, extra ones are dropped.
-    pub fn from_state(state: &IoApicState) -> Self {
-        let mut redirection = [RTE_MASKED; NUM_PINS];
-        for (dst, src) in redirection.iter_mut().zip(&state.redirection) {
-            *dst = *src;
-        }
-        Self {
-            ioregsel: state.ioregsel,
-            id: state.id & 0x0f00_0000,
-            redirection,
-            lines: state.lines & ((1 << NUM_PINS) - 1),
-        }
-    }
-
     fn read_reg(&self, reg: u32) -> u32 {
         match reg {
             REG_ID | REG_ARB => self.id,
@@ -242,6 +228,36 @@ impl IoApic {
             dest: (rte >> 56) as u32,
             logical: rte & RTE_DEST_LOGICAL != 0,
             level_triggered: rte & RTE_LEVEL != 0,
+        })
+    }
+}
+
+impl vm_device::Persist for IoApic {
+    type State = IoApicState;
+    type Args = ();
+
+    fn save(&self) -> IoApicState {
+        self.state()
+    }
+
+    /// A state with another number of pins is refused; ID bits beyond the 4-bit
+    /// field and lines beyond the pins are dropped.
+    fn restore(_: (), state: &IoApicState) -> Result<Self, vm_device::StateError> {
+        let redirection: [u64; NUM_PINS] =
+            state.redirection.as_slice().try_into().map_err(|_| {
+                vm_device::StateError::new(
+                    "ioapic",
+                    format!(
+                        "{} redirection entries, not {NUM_PINS}",
+                        state.redirection.len()
+                    ),
+                )
+            })?;
+        Ok(Self {
+            ioregsel: state.ioregsel,
+            id: state.id & 0x0f00_0000,
+            redirection,
+            lines: state.lines & ((1 << NUM_PINS) - 1),
         })
     }
 }
@@ -399,8 +415,15 @@ mod tests {
         let json = serde_json::to_string(&io.state()).unwrap();
         let back: IoApicState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, io.state());
-        let mut r = IoApic::from_state(&back);
+        let (a, b) = vm_device::persist::round_trip(&io, ()).unwrap();
+        assert_eq!(a, b);
+        let mut r = <IoApic as vm_device::Persist>::restore((), &back).unwrap();
         assert_eq!(r.state(), io.state());
+        let short = IoApicState {
+            redirection: vec![0; 8],
+            ..back
+        };
+        assert!(<IoApic as vm_device::Persist>::restore((), &short).is_err());
         assert_eq!(r.eoi(0x23), io.eoi(0x23));
         assert_eq!(r.mmio_read(IOWIN), io.mmio_read(IOWIN));
     }

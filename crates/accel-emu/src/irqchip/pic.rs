@@ -391,20 +391,6 @@ impl PicPair {
         }
     }
 
-    /// Rebuilds a pair from a snapshot.
-    pub fn from_state(state: &PicState) -> Self {
-        let mut p = Self {
-            master: state.master.clone(),
-            slave: state.slave.clone(),
-        };
-        p.master.lowest_priority &= 7;
-        p.slave.lowest_priority &= 7;
-        p.master.elcr &= ELCR_MASK_MASTER;
-        p.slave.elcr &= ELCR_MASK_SLAVE;
-        p.update_cascade();
-        p
-    }
-
     fn update_cascade(&mut self) {
         let out = self.slave.pending(false).is_some();
         self.master.set_cascade(out);
@@ -414,3 +400,27 @@ impl PicPair {
 #[cfg(test)]
 #[path = "pic_tests.rs"]
 mod tests;
+
+impl vm_device::Persist for PicPair {
+    type State = PicState;
+    type Args = ();
+
+    fn save(&self) -> PicState {
+        self.state()
+    }
+
+    /// Bits no 8259A holds (ELCR bits of edge-only lines, a priority above 7) are
+    /// cleared, as the hardware would read them back.
+    fn restore(_: (), state: &PicState) -> Result<Self, vm_device::StateError> {
+        let mut p = Self {
+            master: state.master.clone(),
+            slave: state.slave.clone(),
+        };
+        p.master.lowest_priority &= 7;
+        p.slave.lowest_priority &= 7;
+        p.master.elcr &= ELCR_MASK_MASTER;
+        p.slave.elcr &= ELCR_MASK_SLAVE;
+        p.update_cascade();
+        Ok(p)
+    }
+}

@@ -290,7 +290,9 @@ fn state_round_trip() {
     let json = serde_json::to_string(&p.state()).unwrap();
     let back: PicState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, p.state());
-    let mut q = PicPair::from_state(&back);
+    let (a, b) = vm_device::persist::round_trip(&p, ()).unwrap();
+    assert_eq!(a, b);
+    let mut q = <PicPair as vm_device::Persist>::restore((), &back).unwrap();
     assert_eq!(q.state(), p.state());
     assert_eq!(q.has_interrupt(), p.has_interrupt());
     assert_eq!(q.acknowledge(), p.acknowledge());
@@ -310,7 +312,7 @@ fn masked_cascade_blocks_slave() {
 
 #[test]
 fn default_state_restores_to_power_up() {
-    let mut p = PicPair::from_state(&PicState::default());
+    let mut p = <PicPair as vm_device::Persist>::restore((), &PicState::default()).unwrap();
     assert_eq!(p.state(), PicPair::new().state());
     p.set_irq(0, true);
     p.set_irq(1, true);

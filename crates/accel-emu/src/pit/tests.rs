@@ -288,7 +288,9 @@ fn state_round_trip() {
     let json = serde_json::to_string(&pit.state()).unwrap();
     let back: PitState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, pit.state());
-    let mut r = Pit::from_state(&back);
+    let (a, b) = vm_device::persist::round_trip(&pit, ()).unwrap();
+    assert_eq!(a, b);
+    let mut r = <Pit as vm_device::Persist>::restore((), &back).unwrap();
     assert_eq!(r.state(), pit.state());
     assert_eq!(r.next_deadline(), pit.next_deadline());
     for port in [PORT_CH0, PORT_CH0, PORT_CH2, PORT_61] {
@@ -305,7 +307,7 @@ fn corrupt_state_does_not_panic() {
     st.channels[0].running_since = Some(u64::MAX - 1);
     st.channels[1].mode = 9;
     st.irq_next_tick = Some(0);
-    let mut pit = Pit::from_state(&st);
+    let mut pit = <Pit as vm_device::Persist>::restore((), &st).unwrap();
     pit.advance(u64::MAX);
     pit.io_read(PORT_CH0, u64::MAX);
     pit.io_read(PORT_CH1, 0);

@@ -17,6 +17,7 @@ use crate::irqchip::pic::{InitStep, PicChipState, PicPair, PicState};
 use crate::pit::{ns_to_ticks, ticks_to_ns, ChannelState, Pit, PitState};
 
 use super::{lock, Shared};
+use vm_device::Persist;
 
 fn pic_chip_to_neutral(c: &PicChipState) -> NPicChip {
     NPicChip {
@@ -166,12 +167,13 @@ pub fn pit_from_neutral(p: &NPit, now_ns: u64) -> Pit {
     // Channel 2's gate is port 0x61 bit 0.
     channels[2].gate = p.port61 & 1 != 0;
     let irq_next_tick = channels[0].next_rising_edge(tick);
-    Pit::from_state(&PitState {
+    let s = PitState {
         channels,
         port61: p.port61,
         irq_next_tick,
         irq_pending_tick: None,
-    })
+    };
+    Pit::restore((), &s).expect("a PIT state is brought into range, never refused")
 }
 
 impl Shared {
@@ -201,8 +203,9 @@ impl Shared {
         self.set_clock(s.clock_ns);
         let now = self.now_ns();
         let mut p = lock(&self.platform);
-        p.pic = PicPair::from_state(&pic_from_neutral(&s.pic));
-        p.ioapic = IoApic::from_state(&ioapic_from_neutral(&s.ioapic));
+        p.pic = PicPair::restore((), &pic_from_neutral(&s.pic)).map_err(|e| e.to_string())?;
+        p.ioapic =
+            IoApic::restore((), &ioapic_from_neutral(&s.ioapic)).map_err(|e| e.to_string())?;
         p.pit = pit_from_neutral(&s.pit, now);
         Ok(())
     }

@@ -423,3 +423,28 @@ fn device_drives_irq8_for_update_interrupts() {
     assert_eq!(*line.0.lock().unwrap(), vec![true, false]);
     assert_eq!(dev.poll(), Some(Duration::from_secs(1)));
 }
+
+#[test]
+fn device_state_round_trips_with_its_irq_level() {
+    let clock = FakeClock(Arc::new(Mutex::new(at(T0, 400_000_000))));
+    let line = Arc::new(Line::default());
+    let mut dev = RtcDevice::with_clock(Rtc::new(), clock.clone()).with_irq(line.clone());
+    dev.write(0, &[reg::STATUS_B]);
+    dev.write(1, &[0x12]); // update-ended interrupts on
+    *clock.0.lock().unwrap() = at(T0 + 1, 0);
+    dev.poll();
+    assert_eq!(*line.0.lock().unwrap(), vec![true]);
+    let args = || RtcArgs {
+        clock: clock.clone(),
+        irq: Some(line.clone() as Arc<dyn IrqLine>),
+    };
+    let (a, b) = vm_device::persist::round_trip(&dev, args()).unwrap();
+    assert_eq!(a, b);
+    assert!(a.contains("\"irq_out\":true"), "{a}");
+    // The restored device knows its line is high: reading C lowers it.
+    let mut r = RtcDevice::restore(args(), &dev.save()).unwrap();
+    r.write(0, &[reg::STATUS_C]);
+    let mut v = [0u8];
+    r.read(1, &mut v);
+    assert_eq!(*line.0.lock().unwrap(), vec![true, false]);
+}

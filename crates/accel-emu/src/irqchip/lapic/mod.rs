@@ -635,12 +635,24 @@ impl Lapic {
     pub fn state(&self) -> LapicState {
         self.s.clone()
     }
+}
 
-    /// Rebuilds from a snapshot.
-    pub fn from_state(state: &LapicState) -> Self {
-        let mut s = state.clone();
-        s.apic_id &= 0xff;
-        Lapic { s }
+impl vm_device::Persist for Lapic {
+    type State = LapicState;
+    type Args = ();
+
+    fn save(&self) -> LapicState {
+        self.state()
+    }
+
+    fn restore(_: (), state: &LapicState) -> Result<Self, vm_device::StateError> {
+        if state.apic_id > 0xff {
+            return Err(vm_device::StateError::new(
+                "lapic",
+                format!("APIC ID {:#x} does not fit an xAPIC", state.apic_id),
+            ));
+        }
+        Ok(Lapic { s: state.clone() })
     }
 }
 

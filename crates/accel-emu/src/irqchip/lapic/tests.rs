@@ -412,7 +412,9 @@ fn state_round_trip() {
     let json = serde_json::to_string(&l.state()).unwrap();
     let back: LapicState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, l.state());
-    let mut r = Lapic::from_state(&back);
+    let (a, b) = vm_device::persist::round_trip(&l, ()).unwrap();
+    assert_eq!(a, b);
+    let mut r = <Lapic as vm_device::Persist>::restore((), &back).unwrap();
     assert_eq!(r.state(), l.state());
     for off in (0..0x400).step_by(0x10) {
         assert_eq!(r.read(off, 5000), l.read(off, 5000), "offset {off:#x}");
