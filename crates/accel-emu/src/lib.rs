@@ -12,3 +12,5 @@ mod vm;
 
 pub use vcpu::EmuVcpu;
 pub use vm::EmuVm;
+/// The rate of an emulated vCPU's TSC (it counts nanoseconds of guest time).
+pub use x86_emu::cpuid::TSC_HZ;

@@ -96,6 +96,8 @@ pub struct KvmVm {
     msr_index_list: Vec<u32>,
     /// The CPUID baseline vCPUs created from now on are restricted to, if any.
     baseline: Mutex<Option<Vec<CpuidEntry>>>,
+    /// The TSC rate vCPUs created from now on run at (None: the host's).
+    tsc_khz: Mutex<Option<u32>>,
 }
 
 impl KvmVm {
@@ -154,12 +156,24 @@ impl KvmVm {
             supported_cpuid,
             msr_index_list,
             baseline: Mutex::new(None),
+            tsc_khz: Mutex::new(None),
         })
     }
 
     /// Restricts the CPUID of vCPUs created from now on to `baseline` (for example
     /// `emu`'s table, so the guest can later move there): see
     /// [`cpuid::restrict_to`]. `None` shows the host's features (the default).
+    /// Makes vCPUs created from now on count their TSC at `khz` (KVM_SET_TSC_KHZ),
+    /// e.g. emu's 1 GHz for a VM that may move there. Returns false (and changes
+    /// nothing) where KVM cannot scale the TSC (no KVM_CAP_TSC_CONTROL).
+    pub fn set_tsc_khz(&self, khz: Option<u32>) -> bool {
+        if khz.is_some() && !self.kvm.check_extension(Cap::TscControl) {
+            return false;
+        }
+        *self.tsc_khz.lock().unwrap_or_else(|e| e.into_inner()) = khz;
+        true
+    }
+
     pub fn set_cpuid_baseline(&self, baseline: Option<Vec<CpuidEntry>>) {
         *self.baseline.lock().unwrap_or_else(|e| e.into_inner()) = baseline;
     }
@@ -261,6 +275,10 @@ impl accel::Vm for KvmVm {
             .fd
             .create_vcpu(u64::from(id))
             .map_err(|e| errno_err("KVM_CREATE_VCPU", e))?;
+        if let Some(khz) = *self.tsc_khz.lock().unwrap_or_else(|e| e.into_inner()) {
+            fd.set_tsc_khz(khz)
+                .map_err(|e| errno_err("KVM_SET_TSC_KHZ (a TSC rate for --cpu portable)", e))?;
+        }
         let table = self.vcpu_cpuid(id);
         let vcpu = KvmVcpu::new(
             fd,

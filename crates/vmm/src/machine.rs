@@ -80,6 +80,15 @@ fn create_vm(cfg: &VmConfig, mem: GuestMemory) -> Result<Arc<dyn Vm>> {
             let vm = accel_kvm::KvmVm::new(mem, cfg.cpus)?;
             if cfg.cpu == CpuModel::Portable {
                 vm.set_cpuid_baseline(Some(accel_emu::EmuVm::portable_cpuid(cfg.cpus)));
+                // emu's TSC counts nanoseconds: the same rate here, so guest time
+                // keeps its pace when the VM moves between them.
+                if !vm.set_tsc_khz(Some((accel_emu::TSC_HZ / 1000) as u32)) {
+                    tracing::warn!(
+                        "this KVM cannot scale the TSC: the guest's TSC runs at the host's \
+                         rate, so after a move to emu (1 GHz) a guest timing by the TSC \
+                         sees time at another pace"
+                    );
+                }
             }
             Arc::new(vm)
         }
