@@ -13,15 +13,41 @@ use common::migrate_guest::Vm;
 use common::{base64, default_guest};
 
 /// The guest's program: `seq I H` with H(i) = (H(i-1) * 31 + i) mod 1000000007.
+/// Every 16th line it also reads the disk past the page cache: `disk I TEXT`.
 const SCRIPT: &str = "
 (while :; do dd if=/dev/zero of=/tmp/dirt bs=64k count=64 2>/dev/null; done) &
 i=0; h=0
 while [ $i -lt 1000000 ]; do
   i=$((i+1)); h=$(( (h*31 + i) % 1000000007 ))
   echo \"seq $i $h\"
+  if [ $((i % 16)) = 0 ]; then
+    echo 3 > /proc/sys/vm/drop_caches
+    echo \"disk $i $(head -c 12 /dev/vda)\"
+  fi
   usleep 3000
 done
 ";
+
+const DISK_TEXT: &str = "hako-disk-ok";
+
+/// The `disk` lines read after sequence number `after` all show the disk's text,
+/// and there are some.
+fn check_disk_reads(out: &str, after: u64) {
+    let reads: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("disk "))
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                > Some(after)
+        })
+        .collect();
+    assert!(!reads.is_empty(), "no disk reads after seq {after}:\n{out}");
+    for r in reads {
+        assert!(r.ends_with(DISK_TEXT), "a disk read gave {r:?}");
+    }
+}
 
 fn seq(out: &str) -> Vec<(u64, u64)> {
     out.lines()
@@ -72,6 +98,11 @@ fn debian_sequence_continues_across_snapshot_and_live_migration() {
     let (kernel, initrd) = default_guest();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let disk = d.join("disk.img");
+    let mut img = DISK_TEXT.as_bytes().to_vec();
+    img.resize(1 << 20, 0);
+    std::fs::write(&disk, img).unwrap();
+    let disk_arg = format!("{},format=raw,readonly=on", disk.display());
     let cmdline = format!("console=ttyS0 quiet hako.cmd={}", base64(SCRIPT.as_bytes()));
     let mut src = Vm::start(
         d,
@@ -87,6 +118,8 @@ fn debian_sequence_continues_across_snapshot_and_live_migration() {
             initrd.to_str().unwrap(),
             "--cmdline",
             &cmdline,
+            "--disk",
+            &disk_arg,
         ],
     );
     wait_seq(&mut src, 0, 40);
@@ -111,6 +144,8 @@ fn debian_sequence_continues_across_snapshot_and_live_migration() {
         "it booted again"
     );
     let cut2 = check_chain(&after, Some(cut1));
+    // The restored virtio-blk (PCI, MSI-X) still answers.
+    check_disk_reads(&restored.output(), cut1.0);
 
     // Live migration to a third process while the dirtier runs.
     let mig = d.join("m.sock");
@@ -129,6 +164,7 @@ fn debian_sequence_continues_across_snapshot_and_live_migration() {
         "the migrated sequence starts at the cut"
     );
     check_chain(&moved, Some(cut3));
+    check_disk_reads(&dst.output(), cut3.0);
     dst.ctl_ok(&["stop"]);
     assert_eq!(dst.wait_exit(), Some(0));
 }
