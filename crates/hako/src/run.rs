@@ -33,8 +33,16 @@ or is quit from the console; (V << 1) | 1 (in 8 bits) when it writes V to --devi
 pub struct RunArgs {
     /// Kernel to boot: a bzImage or an ELF vmlinux, entered in 64-bit mode, or a
     /// Multiboot v1 kernel (header in the first 8 KiB), entered in 32-bit protected mode.
-    #[arg(long, value_name = "PATH", required_unless_present_any = ["restore", "incoming"])]
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["restore", "incoming", "config"])]
     kernel: Option<PathBuf>,
+    /// Boot the VM a definition file describes (JSON: the `config.json` of a
+    /// snapshot, or what `hako img import` writes). Only --accel and --api-socket may
+    /// be given with it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "device", "virtio",
+        "console", "on_reboot", "restore", "incoming"
+    ])]
+    config: Option<PathBuf>,
     /// Resume the snapshot in DIR (written by `hako ctl snapshot`) instead of booting.
     /// Its config.json describes the VM; only --accel, --api-socket and
     /// --restore-mode may be given with it.
@@ -199,9 +207,34 @@ pub fn run(a: RunArgs) -> Result<i32> {
             first = First::Restored(Box::new(m), began, dir.clone());
             cfg
         }
-        None => boot_config(a, accel.unwrap_or_else(crate::host::auto_accel)),
+        None => match &a.config {
+            Some(file) => load_config(file, accel)?,
+            None => boot_config(a, accel.unwrap_or_else(crate::host::auto_accel)),
+        },
     };
     run_vm(Some(cfg), first, api_socket)
+}
+
+/// A VM definition file; `accel` overrides its accelerator. Paths in it that are
+/// relative are taken from the file's directory.
+fn load_config(file: &std::path::Path, accel: Option<AccelKind>) -> Result<VmConfig> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let mut cfg: VmConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a VM definition", file.display()))?;
+    let base = file.parent().unwrap_or(std::path::Path::new("."));
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    fix(&mut cfg.kernel);
+    cfg.initrds.iter_mut().for_each(fix);
+    cfg.disks.iter_mut().for_each(|d| fix(&mut d.path));
+    if let Some(a) = accel {
+        cfg.accel = a;
+    }
+    Ok(cfg)
 }
 
 fn boot_config(a: RunArgs, accel: AccelKind) -> VmConfig {

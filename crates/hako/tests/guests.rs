@@ -157,3 +157,28 @@ fn on_reboot_restart_boots_the_guest_again() {
         );
     }
 }
+
+#[test]
+fn a_definition_file_boots_like_the_flags() {
+    let elf = test_guests::build("hello").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Relative paths are taken from the file's directory.
+    std::fs::copy(&elf, dir.path().join("hello.elf")).unwrap();
+    let def = dir.path().join("vm.json");
+    let json = serde_json::json!({
+        "kernel": "hello.elf", "initrds": [], "cmdline": "from-a-file", "memory": 64u64 << 20,
+        "cpus": 1, "accel": "emu", "jit": true, "disks": [], "console": "serial",
+        "on_reboot": "exit", "virtio": "pci", "devices": []
+    });
+    std::fs::write(&def, json.to_string()).unwrap();
+    let mut cmd = common::hako();
+    cmd.args(["run", "--config"]).arg(&def);
+    let o = run_watchdog(&mut cmd, Duration::from_secs(60));
+    assert!(o.success, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("hello: cmdline=\"from-a-file\""), "{}", o.stdout);
+    // --config takes no VM flags besides --accel.
+    let mut cmd = common::hako();
+    cmd.args(["run", "--cpus", "2", "--config"]).arg(&def);
+    let o = run_watchdog(&mut cmd, Duration::from_secs(60));
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+}
