@@ -6,6 +6,7 @@
 #     qemu-utils than Debian's qemu-system-x86 accepts)
 #   e2fsprogs: mkfs.ext4/debugfs for disk images in the end-to-end tests
 #   acpica-tools: iasl, to check the DSDT
+#   gdb: the client of the GDB-server tests
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -15,6 +16,7 @@ command -v ld >/dev/null || missing+=(binutils)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 command -v iasl >/dev/null || missing+=(acpica-tools)
 command -v dpkg-deb >/dev/null || missing+=(dpkg)
+command -v gdb >/dev/null || missing+=(gdb)
 if [ ${#missing[@]} -gt 0 ] || ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-io >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -q

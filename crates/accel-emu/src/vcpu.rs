@@ -13,6 +13,7 @@ use x86_emu::{Cpu, StopReason};
 use crate::bus::EmuBus;
 use crate::vm::{lock, Kicker, Shared};
 
+mod debug;
 mod state;
 
 /// Instructions per slice between timer and interrupt checks.
@@ -36,6 +37,8 @@ pub struct EmuVcpu {
     last_report: (u64, u64),
     /// The translator (None: interpreter only).
     jit: Option<x86_jit::Jit>,
+    /// What a debugger asked for (breakpoints, watchpoints, single step).
+    debugger: debug::Debugger,
 }
 
 impl EmuVcpu {
@@ -65,6 +68,7 @@ impl EmuVcpu {
             stats: std::env::var_os("HAKO_EMU_STATS").is_some(),
             last_report: (0, 0),
             jit,
+            debugger: debug::Debugger::default(),
         }
     }
 
@@ -206,11 +210,21 @@ impl accel::Vcpu for EmuVcpu {
         Ok(self.save_state())
     }
 
+    fn set_guest_debug(&mut self, d: &accel::GuestDebug) -> accel::Result<()> {
+        self.debugger.set(d);
+        Ok(())
+    }
+
     fn run(&mut self, io: &dyn IoHandler) -> accel::Result<VcpuExit> {
         let shared = self.shared.clone();
         let slot = &shared.cpus[self.idx()];
         let base = lock(&slot.lapic).base_address();
         let mut bus = EmuBus::new(&shared, io, self.idx(), base);
+        let watches = if self.debugger.active() {
+            self.debugger.translate(&mut self.cpu, &mut bus)
+        } else {
+            Vec::new()
+        };
         if let Some(e) = self.deliver_restored_events(&mut bus) {
             return Ok(e);
         }
@@ -259,6 +273,13 @@ impl accel::Vcpu for EmuVcpu {
                 }
                 self.sleep(next);
                 continue;
+            }
+            if self.debugger.active() {
+                match self.debugger.step(&mut self.cpu, &mut bus, &watches) {
+                    Ok(Some(stop)) => return Ok(VcpuExit::Debug(stop)),
+                    Ok(None) => continue,
+                    Err(_) => return Ok(VcpuExit::Shutdown),
+                }
             }
             let r = match self.jit.as_mut() {
                 Some(j) => j.run(&mut self.cpu, &mut bus, SLICE),

@@ -8,6 +8,7 @@
 pub mod caps;
 pub mod convert;
 pub mod cpuid;
+mod debug;
 mod kick;
 pub mod probe;
 pub mod setup;

@@ -36,6 +36,8 @@ pub struct KvmVcpu {
     /// The last exit was port I/O or MMIO, which KVM completes only on the next
     /// KVM_RUN: done (with `immediate_exit`) before `run` returns a kick.
     io_pending: bool,
+    /// What each debug register is set for while a debugger is attached.
+    debug_slots: [Option<crate::debug::Slot>; 4],
 }
 
 /// What to do after the borrow of the exit ends.
@@ -90,6 +92,7 @@ impl KvmVcpu {
             support,
             xsave_components: state::xsave_components(supported_cpuid),
             io_pending: false,
+            debug_slots: [None; 4],
         };
         vcpu.set_fpu(&vmm_types::FpuState::default())?;
         Ok(vcpu)
@@ -163,6 +166,9 @@ impl KvmVcpu {
                         )))
                     }
                     KvmExit::InternalError => After::InternalError,
+                    KvmExit::Debug(arch) => {
+                        return Ok(VcpuExit::Debug(crate::debug::stop(&arch, &self.debug_slots)))
+                    }
                     other => {
                         return Err(Error::Guest(format!(
                             "unexpected KVM exit on vCPU {}: {other:?}",
@@ -304,5 +310,14 @@ impl accel::Vcpu for KvmVcpu {
 
     fn kicker(&self) -> Arc<dyn accel::VcpuKick> {
         self.kicker.clone()
+    }
+
+    fn set_guest_debug(&mut self, d: &accel::GuestDebug) -> Result<()> {
+        let (g, slots) = crate::debug::to_kvm(d)?;
+        self.fd
+            .set_guest_debug(&g)
+            .map_err(|e| errno_err("KVM_SET_GUEST_DEBUG", e))?;
+        self.debug_slots = slots;
+        Ok(())
     }
 }

@@ -8,6 +8,10 @@
 
 use std::sync::Arc;
 
+pub mod debug;
+
+pub use debug::{DebugStop, GuestDebug, WatchKind, Watchpoint};
+
 pub use vmm_types;
 use vmm_types::dirty::DirtyLog;
 use vmm_types::{CpuState, CpuidEntry, VmState};
@@ -41,6 +45,8 @@ pub enum VcpuExit {
     Reset,
     /// The guest asked to power off through a platform mechanism the accelerator handles.
     PowerOff,
+    /// A debugger's breakpoint, watchpoint or single step ([`Vcpu::set_guest_debug`]).
+    Debug(DebugStop),
 }
 
 /// Errors an accelerator reports.
@@ -83,6 +89,15 @@ pub trait Vcpu: Send {
     /// Runs guest code until an event the VMM must handle.
     fn run(&mut self, io: &dyn IoHandler) -> Result<VcpuExit>;
     fn kicker(&self) -> Arc<dyn VcpuKick>;
+    /// Makes `run` stop for the debugger as `d` says (an empty `d`: no debugging).
+    fn set_guest_debug(&mut self, d: &GuestDebug) -> Result<()> {
+        if d.active() {
+            return Err(Error::Unavailable(
+                "this accelerator has no guest debugging".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A virtual machine on one accelerator.

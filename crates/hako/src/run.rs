@@ -63,6 +63,17 @@ pub struct RunArgs {
     /// time does not grow with memory size), or copy it into fresh memory.
     #[arg(long, value_enum, default_value_t = RestoreModeArg::Map, requires = "restore")]
     restore_mode: RestoreModeArg,
+    /// Serve the GDB remote protocol on tcp:HOST:PORT (loopback unless
+    /// --gdb-allow-remote) or unix:PATH; `--gdb` alone is tcp:127.0.0.1:1234. Each
+    /// vCPU is a thread; `target remote :1234` in GDB. See docs/gdb.md.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "tcp:127.0.0.1:1234")]
+    gdb: Option<String>,
+    /// With --gdb: do not run the guest until the debugger continues it.
+    #[arg(long, requires = "gdb")]
+    gdb_wait: bool,
+    /// With --gdb: allow a TCP address that is not loopback.
+    #[arg(long, requires = "gdb")]
+    gdb_allow_remote: bool,
     /// Serve the VM's control API (HTTP/1.1 + JSON; see docs/api/openapi.json) on
     /// this Unix socket, created with mode 0600. `hako ctl --api-socket PATH` talks to it.
     #[arg(long, value_name = "PATH")]
@@ -188,8 +199,15 @@ enum First {
 pub fn run(a: RunArgs) -> Result<i32> {
     let accel = explicit_accel(a.accel);
     let api_socket = a.api_socket.clone();
+    // Bound before anything runs, so a taken port fails the start.
+    let gdb = a
+        .gdb
+        .as_deref()
+        .map(|s| vmm::gdb::bind(s, a.gdb_allow_remote))
+        .transpose()?
+        .map(|l| (l, a.gdb_wait));
     if let Some(uri) = a.incoming.clone() {
-        return run_vm(None, First::Incoming(uri, accel), api_socket);
+        return run_vm(None, First::Incoming(uri, accel), api_socket, gdb);
     }
     let mut first = First::Boot;
     let cfg = match &a.restore {
@@ -212,16 +230,23 @@ pub fn run(a: RunArgs) -> Result<i32> {
             None => boot_config(a, accel.unwrap_or_else(crate::host::auto_accel)),
         },
     };
-    run_vm(Some(cfg), first, api_socket)
+    run_vm(Some(cfg), first, api_socket, gdb)
 }
 
 /// A VM definition file; `accel` overrides its accelerator. Paths in it that are
 /// relative are taken from the file's directory.
 fn load_config(file: &std::path::Path, accel: Option<AccelKind>) -> Result<VmConfig> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut cfg: VmConfig = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a VM definition", file.display()))?;
+    if cfg.kernel.as_os_str().is_empty() {
+        anyhow::bail!(
+            "{} names no kernel: set \"kernel\" (and \"initrds\") in it; only direct \
+             kernel boot is supported",
+            file.display()
+        );
+    }
     let base = file.parent().unwrap_or(std::path::Path::new("."));
     let fix = |p: &mut PathBuf| {
         if p.is_relative() {
@@ -270,7 +295,15 @@ fn boot_config(a: RunArgs, accel: AccelKind) -> VmConfig {
 
 /// Runs the VM (`first`: already built from a snapshot) until it ends, booting it
 /// again after a reset when the config asks for that.
-fn run_vm(cfg: Option<VmConfig>, first: First, api_socket: Option<PathBuf>) -> Result<i32> {
+/// A GDB listener and whether the guest waits for the debugger.
+type Gdb = Option<(vmm::gdb::GdbListener, bool)>;
+
+fn run_vm(
+    cfg: Option<VmConfig>,
+    first: First,
+    api_socket: Option<PathBuf>,
+    mut gdb: Gdb,
+) -> Result<i32> {
     let mut term = None;
     // Before any VM thread exists, so they all inherit the blocked signals.
     let signal_target = crate::host_io::route_signals()?;
@@ -313,7 +346,8 @@ fn run_vm(cfg: Option<VmConfig>, first: First, api_socket: Option<PathBuf>) -> R
                 tracing::info!("running on {}", machine.accel_name());
                 // Before the vCPUs run, so that no signal finds no VM to end.
                 lock(&signal_target).set_vm(Some(machine.ender()));
-                let vm = machine.start(start, false)?;
+                let wait = gdb.as_ref().is_some_and(|g| g.1);
+                let vm = machine.start(start, wait)?;
                 if let Some((began, dir)) = restored {
                     tracing::info!(
                         "restored {} in {:.2} ms (to running)",
@@ -324,6 +358,10 @@ fn run_vm(cfg: Option<VmConfig>, first: First, api_socket: Option<PathBuf>) -> R
                 vm
             }
         };
+        // The first VM only: a guest booted again after a reset runs undebugged.
+        if let Some((l, _)) = gdb.take() {
+            vmm::gdb::serve(l, &vm)?;
+        }
         if term.is_none() {
             term = Some(crate::console::RawTerminal::enable_on_stdin());
         }

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use accel::{Vcpu, VcpuKick};
+use accel::{DebugStop, GuestDebug, Vcpu, VcpuKick};
 use vm_device::bus::lock;
 use vmm_types::CpuState;
 
@@ -15,11 +15,14 @@ use crate::run::ExitReason;
 /// What a parked vCPU thread is asked to do with its vCPU.
 pub(crate) enum VcpuRequest {
     Save,
+    Load(Box<CpuState>),
+    Debug(GuestDebug),
 }
 
 /// What it answers.
 pub(crate) enum VcpuReply {
     Saved(Result<Box<CpuState>, String>),
+    Done(Result<(), String>),
 }
 
 struct Inner {
@@ -32,6 +35,10 @@ struct Inner {
     halted_forever: Vec<bool>,
     requests: Vec<Option<VcpuRequest>>,
     replies: Vec<Option<VcpuReply>>,
+    /// The first debugger stop since the debugger last resumed the VM.
+    debug_stop: Option<(usize, DebugStop)>,
+    /// vCPUs the debugger keeps parked while the others run.
+    held: Vec<bool>,
 }
 
 /// Ends a VM (for signals and the console's quit sequence): available from the
@@ -63,6 +70,8 @@ impl Control {
                 halted_forever: vec![false; ncpus],
                 requests: (0..ncpus).map(|_| None).collect(),
                 replies: (0..ncpus).map(|_| None).collect(),
+                debug_stop: None,
+                held: vec![false; ncpus],
             }),
             cv: Condvar::new(),
             kickers: Mutex::new(Vec::new()),
@@ -156,9 +165,13 @@ impl Control {
         self.lock().pause = true;
     }
 
-    /// Lets the parked vCPUs run again.
+    /// Lets the parked vCPUs run again (all of them: debugger holds end too).
     pub(crate) fn resume(&self) {
-        self.lock().pause = false;
+        {
+            let mut g = self.lock();
+            g.pause = false;
+            g.held.fill(false);
+        }
         self.cv.notify_all();
     }
 
@@ -203,18 +216,65 @@ impl Control {
                     VcpuRequest::Save => {
                         VcpuReply::Saved(vcpu.state().map(Box::new).map_err(|e| e.to_string()))
                     }
+                    VcpuRequest::Load(s) => {
+                        VcpuReply::Done(vcpu.set_state(&s).map_err(|e| e.to_string()))
+                    }
+                    VcpuRequest::Debug(d) => {
+                        VcpuReply::Done(vcpu.set_guest_debug(&d).map_err(|e| e.to_string()))
+                    }
                 };
                 g = self.lock();
                 g.replies[idx] = Some(reply);
                 self.cv.notify_all();
                 continue;
             }
-            if !g.pause {
+            if !g.pause && !g.held[idx] {
                 g.parked[idx] = false;
                 return true;
             }
             g = self.wait(g);
         }
+    }
+
+    /// vCPU `idx` stopped for the debugger: stop them all (all-stop), keeping the
+    /// first such stop for the debugger to report.
+    pub(crate) fn debug_stop(&self, idx: usize, stop: DebugStop) {
+        {
+            let mut g = self.lock();
+            g.pause = true;
+            if g.debug_stop.is_none() {
+                g.debug_stop = Some((idx, stop));
+            }
+        }
+        self.cv.notify_all();
+        self.kick_all();
+    }
+
+    /// The debugger stop since the last call, once every vCPU is parked.
+    pub(crate) fn take_debug_stop(&self) -> Option<(usize, DebugStop)> {
+        let mut g = self.lock();
+        if g.debug_stop.is_some() && g.parked.iter().all(|&p| p) {
+            return g.debug_stop.take();
+        }
+        None
+    }
+
+    /// Lets the VM run with the vCPUs in `held` kept parked (the debugger resumes
+    /// some threads only).
+    pub(crate) fn resume_holding(&self, held: &[bool]) {
+        {
+            let mut g = self.lock();
+            for (h, &v) in g.held.iter_mut().zip(held) {
+                *h = v;
+            }
+            g.pause = false;
+        }
+        self.cv.notify_all();
+    }
+
+    /// Forgets a debugger stop that is no longer to be reported.
+    pub(crate) fn clear_debug_stop(&self) {
+        self.lock().debug_stop = None;
     }
 
     /// vCPU `idx` halted with interrupts off. Waits until the VM ends or is paused

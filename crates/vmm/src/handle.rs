@@ -88,6 +88,10 @@ type Envelope = (Command, mpsc::Sender<Result<Reply>>);
 struct Shared {
     control: Arc<Control>,
     input: InputSink,
+    /// For the GDB server: guest memory, vCPU count, accelerator.
+    mem: accel::GuestMemory,
+    ncpus: usize,
+    accel: &'static str,
     /// The vCPU threads and the control thread, joined by `wait`, which then drops
     /// the machine (closing its disks and flushing its consoles) as soon as the VM
     /// has ended, whoever still holds a handle.
@@ -110,6 +114,9 @@ impl VmHandle {
         let (tx, rx) = mpsc::channel::<Envelope>();
         let control = machine.control.clone();
         let input = machine.input.clone();
+        let mem = machine.mem.clone();
+        let ncpus = machine.config.cpus as usize;
+        let accel = machine.accel_name();
         let mut threads = threads;
         // If the control thread cannot start, commands answer "stopped"; the VM
         // itself still runs and ends as usual.
@@ -124,6 +131,9 @@ impl VmHandle {
             shared: Arc::new(Shared {
                 control,
                 input,
+                mem,
+                ncpus,
+                accel,
                 threads: Mutex::new(threads),
             }),
         }
@@ -209,6 +219,12 @@ impl VmHandle {
         })
     }
 
+    /// What the GDB server drives the VM through.
+    pub(crate) fn debug_parts(&self) -> (Arc<Control>, accel::GuestMemory, usize, &'static str) {
+        let s = &self.shared;
+        (s.control.clone(), s.mem.clone(), s.ncpus, s.accel)
+    }
+
     /// Whether the VM has ended.
     pub fn ended(&self) -> bool {
         self.shared.control.reason().is_some()
@@ -252,6 +268,7 @@ pub(crate) fn vcpu_states(m: &Machine) -> Result<Vec<CpuState>> {
             Some(VcpuReply::Saved(Err(e))) => {
                 Err(anyhow::anyhow!("cannot save vCPU {i}: {e}").into())
             }
+            Some(VcpuReply::Done(_)) => unreachable!("a save is answered with a state"),
             None => Err(wrong(RunState::Stopped, "saving the vCPUs", "paused")),
         })
         .collect()

@@ -7,6 +7,7 @@ mod control;
 pub mod device_spec;
 pub mod device_tree;
 mod error;
+pub mod gdb;
 mod handle;
 mod irq;
 mod kernel;

@@ -85,6 +85,7 @@ fn vcpu_loop(mut vcpu: Box<dyn Vcpu>, m: &Machine, ctl: &Control) {
             Ok(VcpuExit::Shutdown) => ctl.request(ExitReason::TripleFault),
             Ok(VcpuExit::Reset) => ctl.request(ExitReason::Reset),
             Ok(VcpuExit::PowerOff) => ctl.request(ExitReason::PowerOff),
+            Ok(VcpuExit::Debug(stop)) => ctl.debug_stop(idx, stop),
             Err(e) => ctl.request(ExitReason::Error(format!("vCPU {id}: {e}"))),
         }
     }

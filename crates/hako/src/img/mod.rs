@@ -1,4 +1,5 @@
-//! `hako img`: create, inspect, check, compare, map, convert and resize disk images,
+//! `hako img`: create, inspect, check, compare, map, convert and resize disk images
+//! and import OVF appliances,
 //! with qemu-img's argument conventions (`-f`, `-O`, `-b`/`-F`, `-o key=value,...`,
 //! `--output json`, sizes like `10G`), exit statuses (check: 0 clean, 2 corrupt, 3
 //! leaks, 1 could not check, 63 format without checks; compare: 0 identical, 1
@@ -10,6 +11,7 @@ mod check;
 mod compare;
 mod convert;
 mod create;
+mod import;
 mod info;
 mod map;
 mod resize;
@@ -40,6 +42,9 @@ enum ImgCommand {
     Convert(convert::ConvertArgs),
     /// Change the virtual size: `resize FILE [+|-]SIZE`.
     Resize(resize::ResizeArgs),
+    /// Import an OVF appliance (.ova or .ovf): verify its manifest, convert its disks
+    /// to qcow2 and write a VM definition (vm.json) for `hako run --config`.
+    Import(import::ImportArgs),
 }
 
 /// Output format of `info` and `check`.
@@ -60,6 +65,7 @@ pub fn run(args: ImgArgs) -> anyhow::Result<i32> {
         ImgCommand::Map(a) => map::run(a),
         ImgCommand::Convert(a) => convert::run(a),
         ImgCommand::Resize(a) => resize::run(a),
+        ImgCommand::Import(a) => import::run(a),
     }
 }
 

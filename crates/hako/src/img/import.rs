@@ -1,0 +1,1285 @@
+//! `hako img import`: turns an OVF appliance (an `.ova` archive, or an `.ovf`
+//! descriptor with its disk files beside it) into a VM definition: every disk converted
+//! to qcow2 (through `convert`'s own code path) and a `vm.json` that `hako run --config`
+//! boots.
+//!
+//! Order of work, so that a bad appliance leaves nothing behind: the descriptor is
+//! parsed first (the first member of an OVA), every archive member is checked for a
+//! safe name (no absolute paths, no `..`, no links) and bounded size, the disk files are
+//! unpacked into a hidden staging folder while they are hashed, the manifest (when there
+//! is one) is checked against those hashes, and only then are the disks converted and
+//! `vm.json` written. Any error removes what was written.
+
+use super::convert::ConvertArgs;
+use super::create::create_image;
+use super::human_size;
+use anyhow::{bail, Context};
+use block::ImageFormat;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sha1::Sha1;
+use sha2::{Digest, Sha256, Sha512};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use vmm::config::{AccelKind, DiskSpec, VmConfig};
+
+/// The largest OVF descriptor read.
+const MAX_DESCRIPTOR: u64 = 16 << 20;
+/// The largest manifest read.
+const MAX_MANIFEST: u64 = 1 << 20;
+/// The largest disk file unpacked from an archive.
+const MAX_DISK_FILE: u64 = 16 << 40;
+/// The most members an archive may hold.
+const MAX_MEMBERS: usize = 10_000;
+
+/// `import APPLIANCE.ova|APPLIANCE.ovf [--to DIR] [--kernel PATH] [--initrd PATH]
+/// [--cmdline STR] [--accel kvm|emu]`.
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// The appliance: an OVA archive, or an OVF descriptor with its files beside it.
+    appliance: PathBuf,
+    /// Directory for the qcow2 disks and vm.json (default: one named after the
+    /// appliance, next to it). Created if missing; existing files are never replaced.
+    #[arg(long, value_name = "DIR")]
+    to: Option<PathBuf>,
+    /// Guest kernel for vm.json (only direct kernel boot is supported; without it,
+    /// vm.json has an empty kernel to fill in).
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Initial ramdisk for vm.json.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line for vm.json.
+    #[arg(long, value_name = "STR", default_value = "console=ttyS0")]
+    cmdline: String,
+    /// Accelerator recorded in vm.json (default: what this host supports best;
+    /// `hako run --config --accel` overrides it).
+    #[arg(long, value_enum)]
+    accel: Option<AccelArg>,
+    /// Show progress bars even when stderr is not a terminal.
+    #[arg(short = 'p')]
+    progress: bool,
+    /// Quiet: no progress bars.
+    #[arg(short = 'q')]
+    quiet: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum AccelArg {
+    Kvm,
+    Emu,
+}
+
+/// `convert`'s arguments, parsed as the command line `hako img convert` gets.
+#[derive(clap::Parser, Debug)]
+#[command(name = "convert")]
+struct ConvertCommand {
+    #[command(flatten)]
+    args: ConvertArgs,
+}
+
+// ---------------------------------------------------------------------------------
+// The OVF descriptor.
+
+/// What import takes from an OVF descriptor.
+#[derive(Debug, Default)]
+pub(super) struct Ovf {
+    /// OVF major version (1 or 2), from the envelope's namespace.
+    pub version: Option<u32>,
+    /// The virtual system's name (`Name`, else its `ovf:id`).
+    pub name: String,
+    pub cpus: Option<u32>,
+    /// Memory in bytes.
+    pub memory: Option<u64>,
+    /// Firmware hint (`efi`, `bios`), when the descriptor gives one.
+    pub firmware: Option<String>,
+    /// `References/File` elements, by `ovf:id`.
+    pub files: BTreeMap<String, OvfFile>,
+    /// Disks in guest order (the order of the hardware section's disk drives, then
+    /// disks it does not mention).
+    pub disks: Vec<OvfDisk>,
+    /// Other things the appliance has that are not imported (CD images, ...).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct OvfFile {
+    pub href: String,
+    pub size: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct OvfDisk {
+    pub id: String,
+    /// `ovf:id` of its file; `None` for an empty disk to be created.
+    pub file_ref: Option<String>,
+    /// Capacity in bytes (0 when unknown).
+    pub capacity: u64,
+}
+
+fn local_attr<'a>(n: roxmltree::Node<'a, '_>, name: &str) -> Option<&'a str> {
+    n.attributes().find(|a| a.name() == name).map(|a| a.value())
+}
+
+fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    n.children()
+        .find(|c| c.is_element() && c.tag_name().name() == name)
+}
+
+fn child_text<'a>(n: roxmltree::Node<'a, '_>, name: &str) -> Option<&'a str> {
+    child(n, name).and_then(|c| c.text()).map(str::trim)
+}
+
+/// Multiplier of a CIM allocation unit: programmatic units (`byte * 2^20`,
+/// `byte * 10^3`, `bytes`) and the usual names (`MegaBytes`, `MB`, `GiB`, ...).
+pub(super) fn parse_units(u: &str) -> anyhow::Result<u64> {
+    let s: String = u
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let named = match s.as_str() {
+        "" | "b" | "byte" | "bytes" => Some(1),
+        "kb" | "kib" | "kilobyte" | "kilobytes" => Some(1 << 10),
+        "mb" | "mib" | "megabyte" | "megabytes" => Some(1 << 20),
+        "gb" | "gib" | "gigabyte" | "gigabytes" => Some(1 << 30),
+        "tb" | "tib" | "terabyte" | "terabytes" => Some(1 << 40),
+        _ => None,
+    };
+    if let Some(m) = named {
+        return Ok(m);
+    }
+    let mut parts = s.split('*');
+    if !matches!(parts.next(), Some("byte" | "bytes")) {
+        bail!("unsupported allocation unit '{u}' (expected e.g. 'byte * 2^20')");
+    }
+    let mut mult: u64 = 1;
+    for p in parts {
+        let f = match p.split_once('^') {
+            Some((base, exp)) => {
+                let base: u64 = base.parse().ok().filter(|b| *b >= 2).with_context(|| {
+                    format!("unsupported allocation unit '{u}' (expected e.g. 'byte * 2^20')")
+                })?;
+                let exp: u32 = exp
+                    .parse()
+                    .with_context(|| format!("unsupported allocation unit '{u}'"))?;
+                base.checked_pow(exp)
+            }
+            None => p.parse().ok(),
+        };
+        mult = f
+            .and_then(|f| mult.checked_mul(f))
+            .with_context(|| format!("unsupported allocation unit '{u}'"))?;
+    }
+    Ok(mult)
+}
+
+fn quantity(value: &str, units: Option<&str>, what: &str) -> anyhow::Result<u64> {
+    let n: u64 = value
+        .trim()
+        .parse()
+        .with_context(|| format!("{what} '{value}' is not a number"))?;
+    let m = parse_units(units.unwrap_or("byte"))?;
+    n.checked_mul(m)
+        .with_context(|| format!("{what} '{value}' is too large"))
+}
+
+/// Whether an `Item` applies to the chosen deployment configuration.
+fn in_config(item: roxmltree::Node, config: Option<&str>) -> bool {
+    match (local_attr(item, "configuration"), config) {
+        (None, _) => true,
+        (Some(list), Some(c)) => list.split_whitespace().any(|x| x == c),
+        // No DeploymentOptionSection to choose from: the attribute means nothing.
+        (Some(_), None) => true,
+    }
+}
+
+/// Parses an OVF 1.x or 2.x descriptor (`what` names it in errors).
+pub(super) fn parse_ovf(text: &str, what: &str) -> anyhow::Result<Ovf> {
+    let opt = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: 1_000_000,
+    };
+    let doc = roxmltree::Document::parse_with_options(text, opt)
+        .with_context(|| format!("the OVF descriptor {what} is not valid XML"))?;
+    let env = doc.root_element();
+    if env.tag_name().name() != "Envelope" {
+        bail!(
+            "{what} is not an OVF descriptor (its root element is <{}>, not <Envelope>)",
+            env.tag_name().name()
+        );
+    }
+    let mut ovf = Ovf {
+        version: env.tag_name().namespace().and_then(|ns| {
+            let ns = ns.strip_prefix("http://schemas.dmtf.org/ovf/envelope/")?;
+            ns.trim_end_matches('/').parse().ok()
+        }),
+        ..Default::default()
+    };
+    if let Some(refs) = child(env, "References") {
+        for f in refs
+            .children()
+            .filter(|c| c.is_element() && c.tag_name().name() == "File")
+        {
+            let id = local_attr(f, "id").context("a References/File has no ovf:id")?;
+            let href =
+                local_attr(f, "href").with_context(|| format!("File '{id}' has no ovf:href"))?;
+            if let Some(c) = local_attr(f, "compression").filter(|c| *c != "identity") {
+                bail!("file '{href}' is compressed ({c}); compressed OVF files are not supported");
+            }
+            if local_attr(f, "chunkSize").is_some() {
+                bail!("file '{href}' is split into chunks (ovf:chunkSize); chunked OVF files are not supported");
+            }
+            let size = local_attr(f, "size")
+                .map(|s| {
+                    s.trim()
+                        .parse::<u64>()
+                        .with_context(|| format!("file '{href}': ovf:size '{s}' is not a number"))
+                })
+                .transpose()?;
+            let file = OvfFile {
+                href: href.to_string(),
+                size,
+            };
+            if ovf.files.values().any(|f| f.href == file.href) {
+                bail!("References lists file '{href}' twice");
+            }
+            if ovf.files.insert(id.to_string(), file).is_some() {
+                bail!("References lists file id '{id}' twice");
+            }
+        }
+    }
+    let mut section_disks = Vec::new();
+    let disk_sections = env.children().filter(|c| {
+        c.is_element() && matches!(c.tag_name().name(), "DiskSection" | "VirtualDiskSection")
+    });
+    for sec in disk_sections {
+        for d in sec
+            .children()
+            .filter(|c| c.is_element() && c.tag_name().name() == "Disk")
+        {
+            let id = local_attr(d, "diskId").context("a DiskSection/Disk has no ovf:diskId")?;
+            let file_ref = local_attr(d, "fileRef").map(str::to_string);
+            if let Some(r) = &file_ref {
+                if !ovf.files.contains_key(r) {
+                    bail!("disk '{id}' names file '{r}', which References does not list");
+                }
+            }
+            let capacity = match local_attr(d, "capacity") {
+                Some(c) if c.contains("${") => {
+                    bail!("disk '{id}' takes its capacity from a property ({c}); not supported")
+                }
+                Some(c) => quantity(
+                    c,
+                    local_attr(d, "capacityAllocationUnits"),
+                    &format!("disk '{id}' capacity"),
+                )?,
+                None => 0,
+            };
+            section_disks.push(OvfDisk {
+                id: id.to_string(),
+                file_ref,
+                capacity,
+            });
+        }
+    }
+    let systems: Vec<_> = env
+        .descendants()
+        .filter(|n| n.is_element() && n.tag_name().name() == "VirtualSystem")
+        .collect();
+    let vs = match systems.as_slice() {
+        [] => bail!("the OVF descriptor {what} describes no VirtualSystem"),
+        [vs] => *vs,
+        many => bail!(
+            "the OVF descriptor {what} describes {} virtual systems; importing a VirtualSystemCollection is not supported",
+            many.len()
+        ),
+    };
+    ovf.name = child_text(vs, "Name")
+        .filter(|n| !n.is_empty())
+        .or(local_attr(vs, "id"))
+        .unwrap_or("")
+        .to_string();
+    // The deployment option in force: the default one, else the first.
+    let config = child(env, "DeploymentOptionSection").and_then(|s| {
+        let confs: Vec<_> = s
+            .children()
+            .filter(|c| c.is_element() && c.tag_name().name() == "Configuration")
+            .collect();
+        confs
+            .iter()
+            .find(|c| local_attr(**c, "default").is_some_and(|d| d == "true" || d == "1"))
+            .or(confs.first())
+            .and_then(|c| local_attr(*c, "id"))
+    });
+    let hw = child(vs, "VirtualHardwareSection")
+        .with_context(|| format!("the OVF descriptor {what} has no VirtualHardwareSection"))?;
+    let mut ordered: Vec<OvfDisk> = Vec::new();
+    for item in hw.children().filter(|c| {
+        c.is_element()
+            && matches!(c.tag_name().name(), "Item" | "StorageItem")
+            && in_config(*c, config)
+    }) {
+        let rt: u32 = match child_text(item, "ResourceType").and_then(|t| t.parse().ok()) {
+            Some(rt) => rt,
+            None => continue,
+        };
+        let element = child_text(item, "ElementName").unwrap_or("").to_string();
+        match rt {
+            3 => {
+                let q = child_text(item, "VirtualQuantity")
+                    .with_context(|| format!("the CPU item '{element}' has no VirtualQuantity"))?;
+                let n: u32 = q
+                    .parse()
+                    .with_context(|| format!("CPU count '{q}' is not a number"))?;
+                ovf.cpus = Some(n);
+            }
+            4 => {
+                let q = child_text(item, "VirtualQuantity").with_context(|| {
+                    format!("the memory item '{element}' has no VirtualQuantity")
+                })?;
+                // DSP0243: memory is in AllocationUnits; tools that leave them out mean MB.
+                let units = child_text(item, "AllocationUnits").unwrap_or("byte * 2^20");
+                ovf.memory = Some(quantity(q, Some(units), "memory")?);
+            }
+            15..=17 => {
+                let Some(host) = child_text(item, "HostResource") else {
+                    continue;
+                };
+                let host = host.strip_prefix("ovf:").unwrap_or(host);
+                if let Some(id) = host.strip_prefix("/disk/") {
+                    if rt != 17 {
+                        continue;
+                    }
+                    let Some(d) = section_disks.iter().find(|d| d.id == id) else {
+                        bail!("the disk drive '{element}' names disk '{id}', which DiskSection does not list");
+                    };
+                    if !ordered.iter().any(|o| o.id == id) {
+                        ordered.push(d.clone());
+                    }
+                } else if let Some(fid) = host.strip_prefix("/file/") {
+                    let Some(f) = ovf.files.get(fid) else {
+                        bail!("the drive '{element}' names file '{fid}', which References does not list");
+                    };
+                    if rt == 17 {
+                        ordered.push(OvfDisk {
+                            id: fid.to_string(),
+                            file_ref: Some(fid.to_string()),
+                            capacity: 0,
+                        });
+                    } else {
+                        ovf.notes.push(format!(
+                            "CD/DVD image '{}' is not imported (attach it with --disk if needed)",
+                            f.href
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for d in section_disks {
+        if !ordered.iter().any(|o| o.id == d.id) {
+            ordered.push(d);
+        }
+    }
+    ovf.disks = ordered;
+    // Firmware: VMware's `<vmw:Config vmw:key="firmware" vmw:value="efi"/>`, a
+    // `firmware="..."` attribute, or VirtualBox's `<Firmware type="EFI"/>`.
+    for n in vs.descendants().filter(|n| n.is_element()) {
+        let hint = if local_attr(n, "key") == Some("firmware") {
+            local_attr(n, "value")
+        } else if n.tag_name().name() == "Firmware" {
+            local_attr(n, "type").or(n.text().map(str::trim))
+        } else {
+            local_attr(n, "firmware")
+        };
+        if let Some(h) = hint.filter(|h| !h.is_empty()) {
+            ovf.firmware = Some(h.to_ascii_lowercase());
+            break;
+        }
+    }
+    Ok(ovf)
+}
+
+// ---------------------------------------------------------------------------------
+// The manifest.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum Algo {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl Algo {
+    fn name(self) -> &'static str {
+        match self {
+            Algo::Sha1 => "SHA1",
+            Algo::Sha256 => "SHA256",
+            Algo::Sha512 => "SHA512",
+        }
+    }
+}
+
+/// A manifest: file name -> (digest, hex).
+pub(super) type Manifest = BTreeMap<String, (Algo, String)>;
+
+/// Parses `SHA256(name)= hex` lines (also `SHA1`, `SHA512`, and `SHA256 (name) = hex`).
+pub(super) fn parse_manifest(text: &str, what: &str) -> anyhow::Result<Manifest> {
+    let mut m = Manifest::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = || {
+            format!(
+                "manifest {what} line {}: expected 'SHA256(file)= digest'",
+                i + 1
+            )
+        };
+        let (algo, rest) = line.split_once('(').with_context(bad)?;
+        let (name, digest) = rest.rsplit_once(')').with_context(bad)?;
+        let digest = digest.trim().strip_prefix('=').with_context(bad)?.trim();
+        let (algo, len) = match algo.trim().to_ascii_uppercase().as_str() {
+            "SHA1" => (Algo::Sha1, 40),
+            "SHA256" => (Algo::Sha256, 64),
+            "SHA512" => (Algo::Sha512, 128),
+            other => bail!(
+                "manifest {what} line {}: unsupported digest '{other}' (SHA1, SHA256 and SHA512 are)",
+                i + 1
+            ),
+        };
+        if digest.len() != len || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
+            bail!(
+                "manifest {what} line {}: '{digest}' is not a {} digest",
+                i + 1,
+                algo.name()
+            );
+        }
+        let name = name.trim().trim_start_matches("./").to_string();
+        if m.insert(name.clone(), (algo, digest.to_ascii_lowercase()))
+            .is_some()
+        {
+            bail!("manifest {what} lists '{name}' twice");
+        }
+    }
+    Ok(m)
+}
+
+/// Running digests of one file.
+#[derive(Default)]
+struct Hashes {
+    sha1: Option<Sha1>,
+    sha256: Option<Sha256>,
+    sha512: Option<Sha512>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Hashes {
+    fn new(algos: &[Algo]) -> Hashes {
+        let mut h = Hashes::default();
+        for a in algos {
+            match a {
+                Algo::Sha1 => h.sha1 = Some(Sha1::new()),
+                Algo::Sha256 => h.sha256 = Some(Sha256::new()),
+                Algo::Sha512 => h.sha512 = Some(Sha512::new()),
+            }
+        }
+        h
+    }
+    fn update(&mut self, b: &[u8]) {
+        if let Some(h) = &mut self.sha1 {
+            h.update(b);
+        }
+        if let Some(h) = &mut self.sha256 {
+            h.update(b);
+        }
+        if let Some(h) = &mut self.sha512 {
+            h.update(b);
+        }
+    }
+    fn finish(self) -> HashMap<Algo, String> {
+        let mut m = HashMap::new();
+        if let Some(h) = self.sha1 {
+            m.insert(Algo::Sha1, hex(&h.finalize()));
+        }
+        if let Some(h) = self.sha256 {
+            m.insert(Algo::Sha256, hex(&h.finalize()));
+        }
+        if let Some(h) = self.sha512 {
+            m.insert(Algo::Sha512, hex(&h.finalize()));
+        }
+        m
+    }
+}
+
+/// Copies everything written to `inner` into the digests.
+struct HashWriter<W> {
+    inner: W,
+    hashes: Hashes,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.hashes.update(&b[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Which digests to compute for `name`: the manifest's, or all when it is not known yet.
+fn algos_for(manifest: Option<&Manifest>, name: &str) -> Vec<Algo> {
+    match manifest {
+        Some(m) => m.get(name).map(|(a, _)| vec![*a]).unwrap_or_default(),
+        None => vec![Algo::Sha1, Algo::Sha256, Algo::Sha512],
+    }
+}
+
+/// Checks every manifest entry against the digests computed, and that every disk
+/// file is listed.
+fn verify_manifest(
+    manifest: &Manifest,
+    what: &str,
+    digests: &HashMap<String, HashMap<Algo, String>>,
+    disk_files: &[String],
+) -> anyhow::Result<()> {
+    for (name, (algo, want)) in manifest {
+        let Some(got) = digests.get(name) else {
+            bail!("manifest {what} lists '{name}', which the appliance does not hold");
+        };
+        let got = got
+            .get(algo)
+            .with_context(|| format!("no {} digest computed for '{name}'", algo.name()))?;
+        if got != want {
+            bail!(
+                "'{name}' does not match the manifest {what}: its {} is {got}, the manifest says {want}",
+                algo.name()
+            );
+        }
+    }
+    for f in disk_files {
+        if !manifest.contains_key(f) {
+            bail!("manifest {what} does not list disk file '{f}'; refusing an unverified disk");
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Names and paths.
+
+/// A member or `ovf:href` name as a plain relative path (`./` dropped); absolute
+/// names, `..` and URLs are refused.
+fn safe_name(name: &Path, what: &str) -> anyhow::Result<String> {
+    let s = name.to_string_lossy();
+    if s.contains("://") {
+        bail!("{what} '{s}' is a URL; only files inside the appliance are imported");
+    }
+    let mut parts = Vec::new();
+    for c in name.components() {
+        match c {
+            Component::Normal(p) => parts.push(
+                p.to_str()
+                    .with_context(|| format!("{what} '{s}' is not UTF-8"))?
+                    .to_string(),
+            ),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                bail!("{what} '{s}' has an absolute path or '..'; refusing it")
+            }
+        }
+    }
+    if parts.is_empty() {
+        bail!("{what} '{s}' is empty");
+    }
+    Ok(parts.join("/"))
+}
+
+/// Output names `<stem>.qcow2`, unique and made of safe characters.
+fn output_names(ovf: &Ovf) -> Vec<String> {
+    let mut used = HashSet::new();
+    let mut out = Vec::new();
+    for (i, d) in ovf.disks.iter().enumerate() {
+        let stem = d
+            .file_ref
+            .as_ref()
+            .and_then(|r| ovf.files.get(r))
+            .and_then(|f| {
+                Path::new(&f.href)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| format!("disk{}", i + 1));
+        let stem: String = stem
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let stem = stem.trim_start_matches('.');
+        let stem = if stem.is_empty() { "disk" } else { stem };
+        let mut name = format!("{stem}.qcow2");
+        let mut n = 2;
+        while !used.insert(name.clone()) {
+            name = format!("{stem}-{n}.qcow2");
+            n += 1;
+        }
+        out.push(name);
+    }
+    out
+}
+
+/// Removes what an import wrote unless it finished.
+#[derive(Default)]
+struct Undo {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    done: bool,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn make_dir(dir: &Path, undo: &mut Undo) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    // Create the missing ancestors one by one, so each can be undone.
+    let mut missing = Vec::new();
+    let mut p = Some(dir);
+    while let Some(d) = p.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d.to_path_buf());
+        p = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        std::fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?;
+        undo.dirs.push(d);
+    }
+    Ok(())
+}
+
+fn bar(a: &ImportArgs, len: u64) -> ProgressBar {
+    let show = !a.quiet && (a.progress || std::io::stderr().is_terminal());
+    let target = if show {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let pb = ProgressBar::with_draw_target(Some(len), target);
+    if let Ok(style) = ProgressStyle::with_template(
+        "unpacking {wide_bar} {percent:>3}% {binary_bytes}/{binary_total_bytes} eta {eta}",
+    ) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+// ---------------------------------------------------------------------------------
+// Reading the appliance.
+
+/// The appliance after reading and verification: its descriptor and where each disk
+/// file is now.
+struct Appliance {
+    ovf: Ovf,
+    /// `ovf:id` of a file -> where it can be read.
+    sources: HashMap<String, PathBuf>,
+    /// The descriptor's text, kept in DIR for an OVA.
+    descriptor: Option<(String, String)>,
+}
+
+/// The hrefs of the files the disks use.
+fn disk_hrefs(ovf: &Ovf) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = Vec::new();
+    for d in &ovf.disks {
+        if let Some(r) = &d.file_ref {
+            if !v.iter().any(|(id, _)| id == r) {
+                v.push((r.clone(), ovf.files[r].href.clone()));
+            }
+        }
+    }
+    v
+}
+
+/// Reads a `.ova`: unpacks the disk files into `staging` (created on first use).
+fn read_ova(
+    a: &ImportArgs,
+    dir: &Path,
+    staging: &Path,
+    names: &mut Option<Vec<String>>,
+    undo: &mut Undo,
+) -> anyhow::Result<Appliance> {
+    let path = &a.appliance;
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let pb = bar(a, len);
+    let mut archive = tar::Archive::new(std::io::BufReader::new(pb.wrap_read(f)));
+    let shown = path.display().to_string();
+    let mut ovf: Option<Ovf> = None;
+    let mut descriptor = None;
+    let mut manifest: Option<(String, Manifest)> = None;
+    let mut wanted: HashMap<String, (String, Option<u64>)> = HashMap::new(); // href -> (id, size)
+    let mut sources = HashMap::new();
+    let mut digests: HashMap<String, HashMap<Algo, String>> = HashMap::new();
+    let mut seen = HashSet::new();
+    let mut members = 0usize;
+    let entries = archive
+        .entries()
+        .with_context(|| format!("{shown} is not a tar archive (OVA)"))?;
+    for entry in entries {
+        let mut entry = entry.with_context(|| format!("reading the OVA archive {shown}"))?;
+        members += 1;
+        if members > MAX_MEMBERS {
+            bail!("{shown} holds more than {MAX_MEMBERS} members; refusing it");
+        }
+        let raw = entry
+            .path()
+            .with_context(|| format!("a member of {shown} has an unreadable name"))?
+            .into_owned();
+        let name = safe_name(&raw, "archive member")?;
+        let ty = entry.header().entry_type();
+        if ty.is_dir() || ty.is_pax_global_extensions() {
+            continue;
+        }
+        if ty.is_symlink() || ty.is_hard_link() {
+            bail!("archive member '{name}' is a link; refusing the archive");
+        }
+        if !(ty.is_file() || ty.is_gnu_sparse() || ty.is_contiguous()) {
+            bail!("archive member '{name}' is not a regular file; refusing the archive");
+        }
+        if !seen.insert(name.clone()) {
+            bail!("archive member '{name}' appears twice; refusing the archive");
+        }
+        let size = entry.size();
+        let lower = name.to_ascii_lowercase();
+        if ovf.is_none() {
+            if !lower.ends_with(".ovf") {
+                bail!("the first member of an OVA must be its .ovf descriptor, not '{name}'");
+            }
+            if size > MAX_DESCRIPTOR {
+                bail!("the OVF descriptor '{name}' is {size} bytes; more than {MAX_DESCRIPTOR} is refused");
+            }
+            let mut b = Vec::new();
+            (&mut entry).take(MAX_DESCRIPTOR).read_to_end(&mut b)?;
+            let mut h = Hashes::new(&[Algo::Sha1, Algo::Sha256, Algo::Sha512]);
+            h.update(&b);
+            digests.insert(name.clone(), h.finish());
+            let text = String::from_utf8(b)
+                .map_err(|_| anyhow::anyhow!("the OVF descriptor '{name}' is not UTF-8 text"))?;
+            let o = parse_ovf(&text, &format!("'{name}'"))?;
+            for (id, href) in disk_hrefs(&o) {
+                let href = safe_name(Path::new(&href), "ovf:href")?;
+                wanted.insert(href, (id.clone(), o.files[&id].size));
+            }
+            let n = output_names(&o);
+            check_free(dir, &n, Some(&name))?;
+            *names = Some(n);
+            descriptor = Some((name.clone(), text));
+            ovf = Some(o);
+            continue;
+        }
+        if lower.ends_with(".mf") && manifest.is_none() && !wanted.contains_key(&name) {
+            if size > MAX_MANIFEST {
+                bail!("the manifest '{name}' is {size} bytes; more than {MAX_MANIFEST} is refused");
+            }
+            let mut text = String::new();
+            (&mut entry)
+                .take(MAX_MANIFEST)
+                .read_to_string(&mut text)
+                .with_context(|| format!("the manifest '{name}' is not UTF-8 text"))?;
+            manifest = Some((name.clone(), parse_manifest(&text, &format!("'{name}'"))?));
+            continue;
+        }
+        let algos = algos_for(manifest.as_ref().map(|m| &m.1), &name);
+        if let Some((id, want_size)) = wanted.get(&name) {
+            if size > MAX_DISK_FILE {
+                bail!("disk file '{name}' is {size} bytes; more than {MAX_DISK_FILE} is refused");
+            }
+            if let Some(w) = want_size.filter(|w| *w != size) {
+                bail!("disk file '{name}' is {size} bytes, but the OVF descriptor says {w}");
+            }
+            if !staging.exists() {
+                make_dir(dir, undo)?;
+                std::fs::create_dir(staging)
+                    .with_context(|| format!("creating {}", staging.display()))?;
+                undo.dirs.push(staging.to_path_buf());
+            }
+            let out_path = staging.join(format!("{}.src", sources.len()));
+            let out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&out_path)
+                .with_context(|| format!("creating {}", out_path.display()))?;
+            let mut w = HashWriter {
+                inner: std::io::BufWriter::with_capacity(1 << 20, out),
+                hashes: Hashes::new(&algos),
+            };
+            let n = std::io::copy(&mut (&mut entry).take(size), &mut w)
+                .with_context(|| format!("unpacking '{name}'"))?;
+            w.flush()?;
+            if n != size {
+                bail!("archive member '{name}' is truncated ({n} of {size} bytes)");
+            }
+            digests.insert(name.clone(), w.hashes.finish());
+            sources.insert(id.clone(), out_path);
+        } else if !algos.is_empty() {
+            let mut w = HashWriter {
+                inner: std::io::sink(),
+                hashes: Hashes::new(&algos),
+            };
+            std::io::copy(&mut entry, &mut w).with_context(|| format!("reading '{name}'"))?;
+            digests.insert(name.clone(), w.hashes.finish());
+        }
+    }
+    pb.finish_and_clear();
+    let Some(ovf) = ovf else {
+        bail!("{shown} holds no OVF descriptor");
+    };
+    for (href, (id, _)) in &wanted {
+        if !sources.contains_key(id) {
+            bail!(
+                "the OVF descriptor references disk file '{href}', which the archive does not hold"
+            );
+        }
+    }
+    match &manifest {
+        Some((mf, m)) => {
+            let disks: Vec<String> = wanted.keys().cloned().collect();
+            verify_manifest(m, &format!("'{mf}'"), &digests, &disks)?;
+        }
+        None => println!("  note: the archive has no manifest (.mf); its disks are not verified"),
+    }
+    Ok(Appliance {
+        ovf,
+        sources,
+        descriptor,
+    })
+}
+
+/// Hashes a file with the given digests.
+fn hash_file(path: &Path, algos: &[Algo]) -> anyhow::Result<HashMap<Algo, String>> {
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut w = HashWriter {
+        inner: std::io::sink(),
+        hashes: Hashes::new(algos),
+    };
+    std::io::copy(&mut f, &mut w).with_context(|| format!("reading {}", path.display()))?;
+    Ok(w.hashes.finish())
+}
+
+/// Reads an `.ovf` descriptor and checks the files beside it (and its `.mf`).
+fn read_ovf_dir(a: &ImportArgs) -> anyhow::Result<Appliance> {
+    let path = &a.appliance;
+    let shown = path.display().to_string();
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {shown}"))?;
+    let mut b = Vec::new();
+    f.take(MAX_DESCRIPTOR + 1)
+        .read_to_end(&mut b)
+        .with_context(|| format!("reading {shown}"))?;
+    if b.len() as u64 > MAX_DESCRIPTOR {
+        bail!("the OVF descriptor {shown} is larger than {MAX_DESCRIPTOR} bytes; refusing it");
+    }
+    let text = String::from_utf8(b)
+        .map_err(|_| anyhow::anyhow!("the OVF descriptor {shown} is not UTF-8 text"))?;
+    let ovf = parse_ovf(&text, &shown)?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    let mut sources = HashMap::new();
+    let mut disks = Vec::new();
+    for (id, href) in disk_hrefs(&ovf) {
+        let href = safe_name(Path::new(&href), "ovf:href")?;
+        let p = base.join(&href);
+        let meta = std::fs::metadata(&p).map_err(|_| {
+            anyhow::anyhow!(
+                "the OVF descriptor references disk file '{href}', which is not in {}",
+                if base.as_os_str().is_empty() {
+                    ".".to_string()
+                } else {
+                    base.display().to_string()
+                }
+            )
+        })?;
+        if let Some(w) = ovf.files[&id].size.filter(|w| *w != meta.len()) {
+            bail!(
+                "disk file '{href}' is {} bytes, but the OVF descriptor says {w}",
+                meta.len()
+            );
+        }
+        sources.insert(id, p);
+        disks.push(href);
+    }
+    let mf = path.with_extension("mf");
+    if mf.is_file() {
+        let mfshown = mf.display().to_string();
+        let mut text = String::new();
+        std::fs::File::open(&mf)
+            .with_context(|| format!("cannot open {mfshown}"))?
+            .take(MAX_MANIFEST + 1)
+            .read_to_string(&mut text)
+            .with_context(|| format!("the manifest {mfshown} is not UTF-8 text"))?;
+        if text.len() as u64 > MAX_MANIFEST {
+            bail!("the manifest {mfshown} is larger than {MAX_MANIFEST} bytes; refusing it");
+        }
+        let m = parse_manifest(&text, &mfshown)?;
+        let mut digests = HashMap::new();
+        for (name, (algo, _)) in &m {
+            let name_path = Path::new(name);
+            let safe = safe_name(name_path, "manifest entry")?;
+            let p = base.join(&safe);
+            if p.is_file() {
+                digests.insert(name.clone(), hash_file(&p, &[*algo])?);
+            }
+        }
+        verify_manifest(&m, &mfshown, &digests, &disks)?;
+    } else {
+        println!(
+            "  note: no manifest {} beside the descriptor; its disks are not verified",
+            mf.display()
+        );
+    }
+    Ok(Appliance {
+        ovf,
+        sources,
+        descriptor: None,
+    })
+}
+
+/// Refuses to import over existing files in `dir`.
+fn check_free(dir: &Path, names: &[String], descriptor: Option<&str>) -> anyhow::Result<()> {
+    let desc = descriptor.and_then(|d| Path::new(d).file_name().map(|n| n.to_os_string()));
+    let all = names
+        .iter()
+        .map(OsString::from)
+        .chain(std::iter::once(OsString::from("vm.json")))
+        .chain(desc);
+    for n in all {
+        let p = dir.join(&n);
+        if p.exists() || p.symlink_metadata().is_ok() {
+            bail!(
+                "{} already exists; remove it or import --to another directory",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether the appliance is an archive: by extension, else by the tar magic.
+fn is_ova(path: &Path) -> bool {
+    match path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("ova") => true,
+        Some("ovf") => false,
+        _ => {
+            let mut head = [0u8; 263];
+            std::fs::File::open(path)
+                .and_then(|mut f| f.read_exact(&mut head))
+                .is_ok()
+                && &head[257..262] == b"ustar"
+        }
+    }
+}
+
+fn absolute(p: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    if !p.is_file() {
+        bail!("{what} {} is not a readable file", p.display());
+    }
+    std::path::absolute(p).with_context(|| format!("{what} {}", p.display()))
+}
+
+// ---------------------------------------------------------------------------------
+
+pub fn run(a: ImportArgs) -> anyhow::Result<i32> {
+    let ova = is_ova(&a.appliance);
+    let stem = a
+        .appliance
+        .file_stem()
+        .map(|s| s.to_os_string())
+        .with_context(|| format!("{} names no file", a.appliance.display()))?;
+    let dir = match &a.to {
+        Some(d) => d.clone(),
+        None => a.appliance.parent().unwrap_or(Path::new("")).join(&stem),
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} exists and is not a directory", dir.display());
+    }
+    let kernel = a
+        .kernel
+        .as_deref()
+        .map(|k| absolute(k, "kernel"))
+        .transpose()?;
+    let initrd = a
+        .initrd
+        .as_deref()
+        .map(|i| absolute(i, "initrd"))
+        .transpose()?;
+    let accel = match a.accel {
+        Some(AccelArg::Kvm) => AccelKind::Kvm,
+        Some(AccelArg::Emu) => AccelKind::Emu,
+        None => crate::host::auto_accel(),
+    };
+    let mut undo = Undo::default();
+    let staging = dir.join(format!(".hako-import-{}", std::process::id()));
+    let mut names = None;
+    let app = if ova {
+        read_ova(&a, &dir, &staging, &mut names, &mut undo)?
+    } else {
+        read_ovf_dir(&a)?
+    };
+    let ovf = &app.ovf;
+    let names = match names {
+        Some(n) => n,
+        None => {
+            let n = output_names(ovf);
+            check_free(&dir, &n, None)?;
+            n
+        }
+    };
+    let cpus = ovf.cpus.unwrap_or(1);
+    if cpus == 0 || cpus > 255 {
+        bail!("the appliance asks for {cpus} CPUs; hako runs 1 to 255");
+    }
+    let memory = ovf.memory.unwrap_or(512 << 20).div_ceil(1 << 20) << 20;
+    if memory < 16 << 20 {
+        bail!(
+            "the appliance asks for {} of memory; hako needs at least 16 MiB",
+            human_size(memory)
+        );
+    }
+    let title = if ovf.name.is_empty() {
+        stem.to_string_lossy().into_owned()
+    } else {
+        ovf.name.clone()
+    };
+    println!(
+        "Importing '{title}' (OVF {}): {cpus} CPU{}, {} memory, {} disk{}, firmware {}",
+        ovf.version.map_or("1.x".to_string(), |v| format!("{v}.x")),
+        if cpus == 1 { "" } else { "s" },
+        human_size(memory),
+        ovf.disks.len(),
+        if ovf.disks.len() == 1 { "" } else { "s" },
+        ovf.firmware.as_deref().unwrap_or("bios (not stated)"),
+    );
+    if ovf.cpus.is_none() {
+        println!("  the descriptor gives no CPU count; using 1");
+    }
+    if ovf.memory.is_none() {
+        println!("  the descriptor gives no memory size; using 512 MiB");
+    }
+    make_dir(&dir, &mut undo)?;
+    let mut disks = Vec::new();
+    for (d, name) in ovf.disks.iter().zip(&names) {
+        let out = dir.join(name);
+        undo.files.push(out.clone());
+        match &d.file_ref {
+            None => {
+                if d.capacity == 0 {
+                    bail!("disk '{}' has neither a file nor a capacity", d.id);
+                }
+                create_image(
+                    &out,
+                    ImageFormat::Qcow2,
+                    d.capacity,
+                    None,
+                    None,
+                    &super::FormatOptions::default(),
+                )?;
+                println!("  {name}: new empty disk of {}", human_size(d.capacity));
+            }
+            Some(r) => {
+                let href = &ovf.files[r].href;
+                let src = &app.sources[r];
+                let info = block::info::inspect(src, None)
+                    .with_context(|| format!("disk file '{href}'"))?;
+                if let Some(b) = &info.backing_filename {
+                    bail!("disk file '{href}' names a backing file ('{b}'); refusing it");
+                }
+                if d.capacity != 0 && d.capacity != info.virtual_size {
+                    println!(
+                        "  note: '{href}' holds {} but the descriptor says {}; using the image's size",
+                        human_size(info.virtual_size),
+                        human_size(d.capacity)
+                    );
+                }
+                let mut argv: Vec<OsString> =
+                    ["convert", "-f", &info.format.to_string(), "-O", "qcow2"]
+                        .map(OsString::from)
+                        .into();
+                if a.progress {
+                    argv.push("-p".into());
+                }
+                if a.quiet {
+                    argv.push("-q".into());
+                }
+                argv.extend(["--".into(), src.clone().into(), out.clone().into()]);
+                let c = <ConvertCommand as clap::Parser>::try_parse_from(argv)
+                    .context("internal error: convert arguments")?;
+                super::convert::run(c.args).with_context(|| format!("converting '{href}'"))?;
+                println!(
+                    "  {href} ({}, {}) -> {name}",
+                    info.format,
+                    human_size(info.virtual_size)
+                );
+            }
+        }
+        disks.push(DiskSpec {
+            path: PathBuf::from(name),
+            format: Some(ImageFormat::Qcow2),
+            read_only: false,
+            serial: None,
+        });
+    }
+    for n in &ovf.notes {
+        println!("  note: {n}");
+    }
+    if let Some((name, text)) = &app.descriptor {
+        if let Some(file) = Path::new(name).file_name() {
+            let p = dir.join(file);
+            undo.files.push(p.clone());
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        }
+    }
+    let mut cfg = VmConfig::new(kernel.clone().unwrap_or_default(), accel);
+    cfg.initrds = initrd.into_iter().collect();
+    cfg.cmdline = a.cmdline.clone();
+    cfg.cpus = cpus;
+    cfg.memory = memory;
+    cfg.disks = disks;
+    let json = serde_json::to_string_pretty(&cfg).context("encoding vm.json")?;
+    let vm = dir.join("vm.json");
+    let tmp = dir.join(".vm.json.tmp");
+    undo.files.push(tmp.clone());
+    undo.files.push(vm.clone());
+    std::fs::write(&tmp, json + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &vm).with_context(|| format!("writing {}", vm.display()))?;
+    if staging.exists() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    undo.done = true;
+    println!("Wrote {}", vm.display());
+    let fw = ovf.firmware.as_deref().unwrap_or("bios");
+    println!(
+        "Note: only direct kernel boot is supported now; the appliance's own {fw} boot is not."
+    );
+    if kernel.is_none() {
+        println!(
+            "vm.json has no kernel: set \"kernel\" (and \"initrds\", \"cmdline\") in it, or import again with --kernel, before `hako run --config {}`",
+            vm.display()
+        );
+    } else {
+        println!("Boot it with: hako run --config {}", vm.display());
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_units("byte * 2^20").unwrap(), 1 << 20);
+        assert_eq!(parse_units("byte*2^30").unwrap(), 1 << 30);
+        assert_eq!(parse_units("MegaBytes").unwrap(), 1 << 20);
+        assert_eq!(parse_units("byte * 10^3").unwrap(), 1000);
+        assert_eq!(parse_units("bytes").unwrap(), 1);
+        assert!(parse_units("hertz * 10^6").is_err());
+        assert!(parse_units("byte * 2^99").is_err());
+    }
+
+    #[test]
+    fn manifest_lines() {
+        let h = "a".repeat(64);
+        let m = parse_manifest(
+            &format!("SHA256(x.vmdk)= {h}\nSHA1 (y.ovf) = {}\n", "B".repeat(40)),
+            "m",
+        )
+        .unwrap();
+        assert_eq!(m["x.vmdk"], (Algo::Sha256, h));
+        assert_eq!(m["y.ovf"].0, Algo::Sha1);
+        assert!(parse_manifest("MD5(x)= 00", "m").is_err());
+        assert!(parse_manifest("SHA256(x)= abc", "m").is_err());
+        assert!(parse_manifest("garbage", "m").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(safe_name(Path::new("./a/b.vmdk"), "m").unwrap(), "a/b.vmdk");
+        assert!(safe_name(Path::new("../x"), "m").is_err());
+        assert!(safe_name(Path::new("/etc/passwd"), "m").is_err());
+        assert!(safe_name(Path::new("http://x/y"), "m").is_err());
+    }
+
+    const OVF: &str = r#"<?xml version="1.0"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
+  xmlns:vmw="http://www.vmware.com/schema/ovf">
+  <References>
+    <File ovf:id="f1" ovf:href="a-disk1.vmdk" ovf:size="100"/>
+    <File ovf:id="iso" ovf:href="cd.iso"/>
+  </References>
+  <DiskSection><Info>d</Info>
+    <Disk ovf:diskId="d2" ovf:capacity="1" ovf:capacityAllocationUnits="byte * 2^30"/>
+    <Disk ovf:diskId="d1" ovf:fileRef="f1" ovf:capacity="8388608"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="vm1">
+    <Name>Appliance</Name>
+    <VirtualHardwareSection>
+      <Item><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>4</rasd:VirtualQuantity></Item>
+      <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>1024</rasd:VirtualQuantity></Item>
+      <Item><rasd:ResourceType>17</rasd:ResourceType><rasd:HostResource>ovf:/disk/d1</rasd:HostResource></Item>
+      <Item><rasd:ResourceType>15</rasd:ResourceType><rasd:HostResource>ovf:/file/iso</rasd:HostResource></Item>
+      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>"#;
+
+    #[test]
+    fn ovf_descriptor() {
+        let o = parse_ovf(OVF, "t").unwrap();
+        assert_eq!(o.version, Some(1));
+        assert_eq!(o.name, "Appliance");
+        assert_eq!(o.cpus, Some(4));
+        assert_eq!(o.memory, Some(1 << 30));
+        assert_eq!(o.firmware.as_deref(), Some("efi"));
+        let ids: Vec<_> = o.disks.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["d1", "d2"]);
+        assert_eq!(o.disks[1].capacity, 1 << 30);
+        assert_eq!(o.notes.len(), 1);
+        assert_eq!(output_names(&o), ["a-disk1.qcow2", "disk2.qcow2"]);
+        assert!(parse_ovf("not xml", "t").is_err());
+        assert!(parse_ovf("<a/>", "t").is_err());
+    }
+}
