@@ -11,6 +11,12 @@ use std::time::Duration;
 
 use common::{accel_flags, hako, kvm_usable, run_watchdog};
 
+/// A remote-protocol packet: `$data#checksum`.
+fn packet(data: &str) -> Vec<u8> {
+    let sum = data.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+    format!("${data}#{sum:02x}").into_bytes()
+}
+
 fn port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -106,6 +112,9 @@ fn gdb_breaks_steps_reads_and_watches_on_every_accelerator() {
                 "monitor walk 0x100000",
                 "x/xb 0x7fff00000000",
                 "delete",
+                "break *0x7fff00001000",
+                "stepi",
+                "delete",
                 "kill",
             ],
         );
@@ -199,6 +208,36 @@ fn the_vm_survives_garbage_and_runs_on_after_a_detach() {
     // A real debugger still gets a session, and the guest runs on after it detaches.
     let out = gdb_batch(&elf, p, &["p/x $pc", "detach"]);
     assert!(out.contains("$1 = 0x"), "{out}");
+    // Ctrl-C (a 0x03 byte) stops a running VM with SIGINT.
+    {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", p)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let reply = |s: &mut std::net::TcpStream| -> String {
+            let mut got = Vec::new();
+            let mut b = [0u8; 1];
+            // Up to the checksum after '#' of a packet.
+            while !(got.len() >= 3 && got[got.len() - 3] == b'#') {
+                s.read_exact(&mut b).unwrap();
+                got.push(b[0]);
+            }
+            s.write_all(b"+").unwrap();
+            String::from_utf8_lossy(&got).into_owned()
+        };
+        s.write_all(&packet("?")).unwrap();
+        let r = reply(&mut s);
+        assert!(r.contains("$T05") || r.contains("$S05"), "{r}");
+        s.write_all(&packet("vCont;c")).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(&[0x03]).unwrap();
+        let r = reply(&mut s);
+        assert!(
+            r.contains("$T02") || r.contains("$S02"),
+            "stopped by SIGINT: {r}"
+        );
+        s.write_all(&packet("D")).unwrap();
+        let r = reply(&mut s);
+        assert!(r.contains("$OK"), "{r}");
+    }
     let mut buf = [0u8; 4096];
     let mut seen = String::new();
     let mut so = vm.stdout.take().unwrap();

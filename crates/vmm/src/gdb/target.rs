@@ -307,7 +307,13 @@ impl VmTarget {
 // Software and hardware breakpoints are the same thing here: the vCPU compares
 // the address of every instruction (emu), or uses its debug registers (kvm).
 impl SwBreakpoint for VmTarget {
+    /// A breakpoint where vCPU 0's page tables map nothing is refused (GDB says it
+    /// cannot insert it): it could never be reached as code.
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        let s = self.state(0).map_err(TargetError::Fatal)?;
+        if walk::walk(&self.mem, &s.sregs, addr).phys.is_err() {
+            return Err(TargetError::Errno(14));
+        }
         Ok(self.add_bp(addr))
     }
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
