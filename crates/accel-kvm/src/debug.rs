@@ -1,12 +1,16 @@
 //! Guest debugging on KVM: `KVM_SET_GUEST_DEBUG` with the four debug registers for
-//! breakpoints and watchpoints together, and its single-step flag. (Breakpoints by
-//! int3 in guest memory, which would lift the limit of four, are not done yet.)
+//! hardware breakpoints and watchpoints together, its single-step flag, and
+//! `KVM_GUESTDBG_USE_SW_BP` for the `int3`s the debugger writes into guest memory
+//! (software breakpoints, as many as it likes).
 
 use accel::{DebugStop, Error, GuestDebug, Result, WatchKind};
 use kvm_bindings::{
     kvm_debug_exit_arch, kvm_guest_debug, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP,
-    KVM_GUESTDBG_USE_HW_BP,
+    KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
 };
+
+/// The #BP vector, as KVM reports an `int3` under KVM_GUESTDBG_USE_SW_BP.
+pub(crate) const BP_VECTOR: u32 = 3;
 
 /// DR7 R/W field values.
 const RW_EXEC: u64 = 0b00;
@@ -37,6 +41,9 @@ pub(crate) fn to_kvm(d: &GuestDebug) -> Result<(kvm_guest_debug, [Option<Slot>; 
     g.control = KVM_GUESTDBG_ENABLE;
     if d.single_step {
         g.control |= KVM_GUESTDBG_SINGLESTEP;
+    }
+    if !d.int3.is_empty() {
+        g.control |= KVM_GUESTDBG_USE_SW_BP;
     }
     let wanted = d.breakpoints.len() + d.watchpoints.len();
     if wanted > 4 {

@@ -38,11 +38,15 @@ pub struct KvmVcpu {
     io_pending: bool,
     /// What each debug register is set for while a debugger is attached.
     debug_slots: [Option<crate::debug::Slot>; 4],
+    /// Where the debugger planted `int3`s.
+    int3: Vec<u64>,
 }
 
 /// What to do after the borrow of the exit ends.
 enum After {
     Nothing,
+    /// An `int3` of the guest's own under KVM_GUESTDBG_USE_SW_BP: delivered to it.
+    GuestInt3,
     Pio,
     Mmio,
     InternalError,
@@ -93,6 +97,7 @@ impl KvmVcpu {
             xsave_components: state::xsave_components(supported_cpuid),
             io_pending: false,
             debug_slots: [None; 4],
+            int3: Vec::new(),
         };
         vcpu.set_fpu(&vmm_types::FpuState::default())?;
         Ok(vcpu)
@@ -167,7 +172,14 @@ impl KvmVcpu {
                     }
                     KvmExit::InternalError => After::InternalError,
                     KvmExit::Debug(arch) => {
-                        return Ok(VcpuExit::Debug(crate::debug::stop(&arch, &self.debug_slots)))
+                        if arch.exception != crate::debug::BP_VECTOR {
+                            let stop = crate::debug::stop(&arch, &self.debug_slots);
+                            return Ok(VcpuExit::Debug(stop));
+                        }
+                        if self.int3.contains(&arch.pc) {
+                            return Ok(VcpuExit::Debug(accel::DebugStop::Breakpoint));
+                        }
+                        After::GuestInt3
                     }
                     other => {
                         return Err(Error::Guest(format!(
@@ -181,6 +193,7 @@ impl KvmVcpu {
             };
             match after {
                 After::Nothing => {}
+                After::GuestInt3 => self.reinject_int3()?,
                 After::Pio => {
                     self.handle_pio(io)?;
                     self.io_pending = true;
@@ -189,6 +202,23 @@ impl KvmVcpu {
                 After::InternalError => return Err(self.internal_error()),
             }
         }
+    }
+
+    /// Hands the guest the `int3` it ran itself (not one the debugger planted): as
+    /// an injected #BP, which KVM delivers with the instruction length it noted at
+    /// the exit, so the guest's handler sees it as if no debugger were there.
+    fn reinject_int3(&mut self) -> Result<()> {
+        let mut ev = self
+            .fd
+            .get_vcpu_events()
+            .map_err(|e| errno_err("KVM_GET_VCPU_EVENTS", e))?;
+        ev.exception.injected = 1;
+        ev.exception.nr = crate::debug::BP_VECTOR as u8;
+        ev.exception.has_error_code = 0;
+        ev.exception.error_code = 0;
+        self.fd
+            .set_vcpu_events(&ev)
+            .map_err(|e| errno_err("KVM_SET_VCPU_EVENTS", e))
     }
 
     /// Lets KVM finish an I/O exit (an IN's data into RAX, RIP past the
@@ -318,6 +348,7 @@ impl accel::Vcpu for KvmVcpu {
             .set_guest_debug(&g)
             .map_err(|e| errno_err("KVM_SET_GUEST_DEBUG", e))?;
         self.debug_slots = slots;
+        self.int3 = d.int3.clone();
         Ok(())
     }
 }

@@ -25,12 +25,19 @@ pub struct GuestDebug {
     /// Linear addresses of instructions to stop before.
     pub breakpoints: Vec<u64>,
     pub watchpoints: Vec<Watchpoint>,
+    /// Linear addresses where the debugger wrote an `int3` into guest memory (KVM's
+    /// software breakpoints): the vCPU stops there, and hands any other `int3` to
+    /// the guest.
+    pub int3: Vec<u64>,
 }
 
 impl GuestDebug {
     /// Whether anything is asked at all.
     pub fn active(&self) -> bool {
-        self.single_step || !self.breakpoints.is_empty() || !self.watchpoints.is_empty()
+        self.single_step
+            || !self.breakpoints.is_empty()
+            || !self.watchpoints.is_empty()
+            || !self.int3.is_empty()
     }
 }
 

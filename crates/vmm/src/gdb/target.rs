@@ -44,6 +44,13 @@ pub struct VmTarget {
     pub(crate) accel: &'static str,
     breakpoints: Vec<u64>,
     watchpoints: Vec<Watchpoint>,
+    /// KVM's software breakpoints: `int3` written at (linear address, physical
+    /// address), with the byte it replaced.
+    int3: Vec<(u64, u64, u8)>,
+    /// Software breakpoints are int3s (KVM, but not PVM-backed: there a guest int3
+    /// under KVM_GUESTDBG_USE_SW_BP is an emulation failure, so they take debug
+    /// registers as hardware ones do).
+    use_int3: bool,
     actions: Vec<Option<Action>>,
     /// Scheduler locking: threads without an explicit action stay stopped.
     locked: bool,
@@ -81,6 +88,8 @@ impl VmTarget {
             accel,
             breakpoints: Vec::new(),
             watchpoints: Vec::new(),
+            int3: Vec::new(),
+            use_int3: accel == "kvm" && !accel_kvm::probe::probe().kvm.pvm,
             actions: vec![Some(Action::Continue); ncpus],
             locked: false,
         }
@@ -116,6 +125,7 @@ impl VmTarget {
                 single_step: self.actions[i] == Some(Action::Step),
                 breakpoints: self.breakpoints.clone(),
                 watchpoints: self.watchpoints.clone(),
+                int3: self.int3.iter().map(|b| b.0).collect(),
             };
             match self.control.on_vcpu(i, VcpuRequest::Debug(d)) {
                 Some(VcpuReply::Done(Ok(()))) => {}
@@ -135,6 +145,9 @@ impl VmTarget {
 
     /// Takes every breakpoint, watchpoint and step away (the debugger detached).
     pub(crate) fn forget_all(&mut self) {
+        for (_, phys, orig) in std::mem::take(&mut self.int3) {
+            let _ = self.mem.write_obj(orig, GuestAddress(phys));
+        }
         self.breakpoints.clear();
         self.watchpoints.clear();
         self.actions.fill(Some(Action::Continue));
@@ -202,10 +215,17 @@ impl MultiThreadBase for VmTarget {
     fn read_addrs(&mut self, addr: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
         let i = self.valid(tid).ok_or(TargetError::NonFatal)?;
         let mem = self.mem.clone();
-        self.access(i, addr, data.len(), |phys, at, n| {
+        let n = self.access(i, addr, data.len(), |phys, at, n| {
             mem.read_slice(&mut data[at..at + n], GuestAddress(phys))
                 .is_ok()
-        })
+        })?;
+        // The debugger sees the guest's bytes, not the int3s it planted.
+        for &(lin, _, orig) in &self.int3 {
+            if let Some(k) = lin.checked_sub(addr).filter(|&k| k < n as u64) {
+                data[k as usize] = orig;
+            }
+        }
+        Ok(n)
     }
 
     fn write_addrs(&mut self, addr: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
@@ -304,19 +324,41 @@ impl VmTarget {
     }
 }
 
-// Software and hardware breakpoints are the same thing here: the vCPU compares
-// the address of every instruction (emu), or uses its debug registers (kvm).
+// On emu software and hardware breakpoints are the same thing: the vCPU compares
+// the address of every instruction. On kvm a software breakpoint is an int3 in
+// guest memory (a debug register on PVM, see `use_int3`), a hardware one a debug
+// register.
 impl SwBreakpoint for VmTarget {
     /// A breakpoint where vCPU 0's page tables map nothing is refused (GDB says it
     /// cannot insert it): it could never be reached as code.
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         let s = self.state(0).map_err(TargetError::Fatal)?;
-        if walk::walk(&self.mem, &s.sregs, addr).phys.is_err() {
+        let Ok(phys) = walk::walk(&self.mem, &s.sregs, addr).phys else {
             return Err(TargetError::Errno(14));
+        };
+        if !self.use_int3 {
+            return Ok(self.add_bp(addr));
         }
-        Ok(self.add_bp(addr))
+        // KVM: an int3 in guest memory (no limit, unlike the debug registers).
+        if self.int3.iter().any(|b| b.0 == addr) {
+            return Ok(true);
+        }
+        let orig: u8 = self
+            .mem
+            .read_obj(GuestAddress(phys))
+            .map_err(|_| TargetError::Errno(14))?;
+        self.mem
+            .write_obj(0xccu8, GuestAddress(phys))
+            .map_err(|_| TargetError::Errno(14))?;
+        self.int3.push((addr, phys, orig));
+        Ok(true)
     }
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if let Some(k) = self.int3.iter().position(|b| b.0 == addr) {
+            let (_, phys, orig) = self.int3.remove(k);
+            let _ = self.mem.write_obj(orig, GuestAddress(phys));
+            return Ok(true);
+        }
         Ok(self.remove_bp(addr))
     }
 }
