@@ -118,6 +118,7 @@ mod tests {
                 len: 4,
                 kind: WatchKind::Write,
             }],
+            int3: Vec::new(),
         };
         let (g, slots) = to_kvm(&d).unwrap();
         assert_eq!(g.control, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP);
@@ -151,5 +152,12 @@ mod tests {
             ..Default::default()
         };
         assert!(to_kvm(&odd).is_err());
+        // Planted int3s need no debug register.
+        let sw = GuestDebug {
+            int3: vec![0x5000; 9],
+            ..Default::default()
+        };
+        let (g, _) = to_kvm(&sw).unwrap();
+        assert_eq!(g.control, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP);
     }
 }
