@@ -175,7 +175,11 @@ fn a_definition_file_boots_like_the_flags() {
     cmd.args(["run", "--config"]).arg(&def);
     let o = run_watchdog(&mut cmd, Duration::from_secs(60));
     assert!(o.success, "{}\n{}", o.stdout, o.stderr);
-    assert!(o.stdout.contains("hello: cmdline=\"from-a-file\""), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("hello: cmdline=\"from-a-file\""),
+        "{}",
+        o.stdout
+    );
     // --config takes no VM flags besides --accel.
     let mut cmd = common::hako();
     cmd.args(["run", "--cpus", "2", "--config"]).arg(&def);

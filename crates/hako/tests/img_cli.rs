@@ -293,3 +293,152 @@ fn bad_input_gets_clear_errors() {
     assert_eq!(code(&o), 1);
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing.qcow2"));
 }
+
+/// A source for the parallel convert tests: compressible text, incompressible
+/// clusters, zero runs and holes, and a size that ends inside a cluster.
+fn mixed_source(path: &Path) -> Vec<u8> {
+    let size = (24usize << 20) + 7 * 512;
+    let mut b = vec![0u8; size];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for (i, c) in b.chunks_mut(64 << 10).enumerate() {
+        match i % 9 {
+            // Zero clusters, and holes in the file below.
+            2 | 5 => {}
+            // Incompressible: stored uncompressed even with -c.
+            7 => c.iter_mut().for_each(|v| *v = rnd() as u8),
+            _ => {
+                let words = [&b"disk "[..], b"image ", b"qcow2 ", b"hako ", b"cluster "];
+                let mut k = 0;
+                while k < c.len() {
+                    let w = words[(rnd() % 5) as usize];
+                    let n = w.len().min(c.len() - k);
+                    c[k..k + n].copy_from_slice(&w[..n]);
+                    k += n;
+                }
+            }
+        }
+    }
+    std::fs::write(path, &b).unwrap();
+    b
+}
+
+fn qemu_accepts(img: &Path, src: &Path) {
+    let c = Command::new("qemu-img")
+        .args(["check", s(img)])
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "qemu-img check {img:?}: {c:?}");
+    let c = Command::new("qemu-img")
+        .args(["compare", "-f", "raw", s(src), s(img)])
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "qemu-img compare {img:?}: {c:?}");
+}
+
+#[test]
+fn convert_in_parallel_streams_is_deterministic() {
+    let d = Dir::new();
+    let src = d.p("src.raw");
+    let data = mixed_source(&src);
+    let qemu = have_qemu();
+    for extra in [
+        &["-c"][..],
+        &["-c", "-o", "compression_type=zstd"][..],
+        &[][..],
+    ] {
+        let mut first: Option<Vec<u8>> = None;
+        // Without -W the output is the same bytes whatever the number of streams
+        // (the default is 8); compression runs on all of them.
+        for m in [None, Some("1"), Some("2"), Some("16")] {
+            let out = d.p("out.qcow2");
+            let mut args = vec!["convert", "-q", "-f", "raw", "-O", "qcow2"];
+            args.extend_from_slice(extra);
+            if let Some(m) = m {
+                args.extend_from_slice(&["-m", m]);
+            }
+            args.extend_from_slice(&[s(&src), s(&out)]);
+            ok(&args);
+            let bytes = std::fs::read(&out).unwrap();
+            match &first {
+                None => {
+                    assert_eq!(code(&hako(&["check", s(&out)])), 0, "{extra:?}");
+                    if qemu {
+                        qemu_accepts(&out, &src);
+                    }
+                    if !extra.is_empty() {
+                        let info = json(&ok(&["check", "--output", "json", s(&out)]));
+                        let n = info["compressed-clusters"].as_u64().unwrap_or(0);
+                        assert!(n > 100, "{extra:?}: {n} compressed clusters: {info}");
+                        assert!(bytes.len() < data.len() / 2, "{extra:?}: {}", bytes.len());
+                    }
+                    first = Some(bytes);
+                }
+                Some(f) => assert!(*f == bytes, "{extra:?} -m {m:?} differs from -m 8"),
+            }
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+    // -W (out-of-order writes): accepted with every output, as qemu-img; the content
+    // is the same, the qcow2 layout may differ.
+    for (fmt, extra) in [
+        ("qcow2", &["-c"][..]),
+        ("qcow2", &[][..]),
+        ("raw", &[][..]),
+        ("vmdk", &["-o", "subformat=streamOptimized"][..]),
+    ] {
+        let out = d.p("w.out");
+        let mut args = vec!["convert", "-q", "-W", "-m", "16", "-f", "raw", "-O", fmt];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[s(&src), s(&out)]);
+        ok(&args);
+        if fmt != "raw" {
+            assert_eq!(code(&hako(&["check", s(&out)])), 0, "-W {fmt} {extra:?}");
+        }
+        let back = d.p("w.raw");
+        ok(&["convert", "-O", "raw", s(&out), s(&back)]);
+        let got = std::fs::read(&back).unwrap();
+        assert!(got[..data.len()] == data[..], "-W {fmt} {extra:?}");
+        assert!(got[data.len()..].iter().all(|&b| b == 0));
+        if qemu && fmt == "qcow2" {
+            qemu_accepts(&out, &src);
+        }
+        std::fs::remove_file(&out).unwrap();
+    }
+    // -m outside 1..16 (or not a number) fails as in qemu-img, with its message.
+    for bad in ["0", "17", "-3", "many"] {
+        let o = hako(&["convert", "-m", bad, "-O", "raw", s(&src), s(&d.p("x.raw"))]);
+        assert_eq!(code(&o), 1, "-m {bad}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(
+                "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16"
+            ),
+            "-m {bad}: {err}"
+        );
+        if qemu {
+            let q = Command::new("qemu-img")
+                .args(["convert", "-m", bad, "-O", "raw", s(&src), s(&d.p("q.raw"))])
+                .output()
+                .unwrap();
+            assert_eq!(q.status.code(), Some(1), "qemu-img -m {bad}");
+        }
+    }
+    // The hex and octal forms qemu-img's strtol accepts.
+    ok(&[
+        "convert",
+        "-q",
+        "-m",
+        "0x10",
+        "-O",
+        "raw",
+        s(&src),
+        s(&d.p("x.raw")),
+    ]);
+    assert!(std::fs::read(d.p("x.raw")).unwrap() == data);
+}

@@ -273,7 +273,12 @@ impl Inner {
     }
 
     /// Writes one guest cluster compressed (see [`super::Qcow2Disk::write_compressed`]).
-    pub(super) fn write_compressed(&mut self, guest_offset: u64, data: &[u8]) -> Result<()> {
+    pub(super) fn write_compressed(
+        &mut self,
+        guest_offset: u64,
+        data: &[u8],
+        packed: Option<&[u8]>,
+    ) -> Result<()> {
         let cs = self.cs;
         let gc = guest_offset >> self.bits;
         let last = (gc + 1) << self.bits >= self.h.size;
@@ -288,17 +293,13 @@ impl Inner {
                 "compressed writes over allocated clusters",
             ));
         }
-        let mut full = data.to_vec();
-        full.resize(cs as usize, 0);
-        let packed =
-            super::compressed::compress(&full, self.h.compression).map_err(|m| self.invalid(m))?;
-        if packed.len() as u64 >= cs - 512 {
+        let Some(packed) = packed.filter(|p| (p.len() as u64) < cs - 512) else {
             return self.write(data, guest_offset);
-        }
+        };
         let len = packed.len() as u64;
         self.alloc_l2(gc)?;
         let off = self.place_compressed(len)?;
-        self.write_raw(&packed, off)?;
+        self.write_raw(packed, off)?;
         self.set_l2(gc, encode_compressed(off, len, self.bits))
     }
 

@@ -30,7 +30,10 @@
 //! durable (`fdatasync`) before any L2 table referencing it is written; an L2 table is
 //! written and synced before the L1 entry pointing at it; refcounts are lowered only
 //! after the L2 tables that dropped their references are durable. Guest data written
-//! into a newly allocated cluster goes to disk before the L2 entry mapping it.
+//! into a newly allocated cluster is durable before the L2 table mapping it is written.
+//! Dirty tables stay in a writeback cache and carry these dependencies, so an
+//! eviction syncs only when a dependency is not yet durable: the full rules are in
+//! [`cache`]'s module docs.
 
 mod cache;
 mod check;
@@ -48,7 +51,8 @@ pub use header::{Compression, Header};
 
 use crate::disk::{check_range, BlockStatus, Disk, DiskError, Result};
 use crate::storage::Storage;
-use cache::TableCache;
+use cache::{Dep, TableCache};
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 /// Memory for cached L2 tables by default: 8 MiB, which maps 64 GiB of disk with
@@ -87,8 +91,17 @@ pub(crate) struct Inner {
     /// Length of the image file as written (no allocations): past it, a cluster reads
     /// as zeroes without being written.
     eof: u64,
-    /// Something was written since the last sync.
-    unsynced: bool,
+    /// Writes issued so far, and the value at the last sync (see [`cache`]).
+    seq: u64,
+    synced: u64,
+    /// Refcount changes made so far, and how many of them are known durable.
+    rc_seq: u64,
+    rc_durable: u64,
+    /// New L2 tables (host offset -> L1 index) not yet written: their L1 entries wait.
+    new_l2: HashMap<u64, usize>,
+    /// L1 entries whose table is written: (L1 index, `seq` of that write). Each is
+    /// written once a sync has followed the table write.
+    l1_waiting: Vec<(usize, u64)>,
     backing: Option<Box<dyn Disk>>,
     /// Set when the image names a backing file that was not opened.
     backing_missing: bool,
@@ -127,33 +140,70 @@ impl Inner {
         self.storage.write_at(buf, off).map_err(|e| self.io(e))?;
         self.file_len = self.file_len.max(off + buf.len() as u64);
         self.eof = self.eof.max(off + buf.len() as u64);
-        self.unsynced = true;
+        self.seq += 1;
         Ok(())
     }
 
     /// `fdatasync`, skipped when nothing was written since the last one.
     fn sync(&mut self) -> Result<()> {
-        if self.unsynced {
+        if self.seq != self.synced {
             self.storage.sync().map_err(|e| self.io(e))?;
-            self.unsynced = false;
+            self.synced = self.seq;
         }
         Ok(())
     }
 
-    /// Writes everything back in crash-safe order and syncs (see the module docs).
+    /// The dependency an L2 update made now carries: the refcount changes and writes
+    /// (guest data) so far must be durable before the table is written.
+    fn dep_now(&self) -> Dep {
+        Dep {
+            rc: self.rc_seq,
+            seq: self.seq,
+        }
+    }
+
+    /// Writes every dirty refcount block and syncs: all refcount changes so far (and
+    /// all earlier writes) are then durable. Then writes the L1 entries that were
+    /// waiting for a sync after their table's write.
+    fn sync_refcounts(&mut self) -> Result<()> {
+        let rc = self.rc_seq;
+        self.write_dirty_refblocks()?;
+        self.sync()?;
+        self.rc_durable = rc;
+        self.write_ready_l1()
+    }
+
+    /// Writes the L1 entries whose L2 table has been written and synced (no sync).
+    fn write_ready_l1(&mut self) -> Result<()> {
+        if self.l1_waiting.is_empty() {
+            return Ok(());
+        }
+        let synced = self.synced;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.l1_waiting)
+            .into_iter()
+            .partition(|&(_, s)| s <= synced);
+        self.l1_waiting = waiting;
+        for (i, _) in ready {
+            let at = self.h.l1_table_offset + i as u64 * 8;
+            self.write_raw(&self.l1[i].to_be_bytes(), at)?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything back in crash-safe order and syncs (see [`cache`]).
     fn flush(&mut self) -> Result<()> {
         if self.read_only {
             return Ok(());
         }
-        self.write_dirty_refblocks()?;
-        self.sync()?;
-        let dirty = self.l2.dirty_keys();
-        if !dirty.is_empty() {
-            for off in dirty {
-                self.write_back_l2(off)?;
-            }
-            self.sync()?;
+        self.sync_refcounts()?;
+        // Every dependency is durable now: the tables go out without further syncs.
+        for off in self.l2.dirty_keys() {
+            self.write_back_l2(off)?;
         }
+        self.sync()?;
+        self.write_ready_l1()?;
+        self.sync()?;
+        debug_assert!(self.new_l2.is_empty() && self.l1_waiting.is_empty());
         if !self.pending_frees.is_empty() {
             let frees = std::mem::take(&mut self.pending_frees);
             for host in frees {
@@ -239,8 +289,47 @@ impl Qcow2Disk {
     /// Writes one whole guest cluster compressed (for `convert -c`). The cluster must be
     /// unallocated; data that does not compress is written normally.
     pub fn write_compressed(&self, guest_offset: u64, data: &[u8]) -> Result<()> {
+        let packed = self.compress_cluster(data)?;
+        self.write_compressed_with(guest_offset, data, packed.as_deref())
+    }
+
+    /// Compresses one guest cluster's data (the last cluster may be short) with the
+    /// image's compression type, without taking the image's lock, so callers can
+    /// compress on several threads and write in order with
+    /// [`write_compressed_with`](Self::write_compressed_with). `None`: the data does
+    /// not compress enough to be worth storing compressed.
+    pub fn compress_cluster(&self, data: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (cs, kind, path) = {
+            let g = self.lock();
+            (g.cs, g.h.compression, g.path.clone())
+        };
+        if data.len() as u64 > cs {
+            return Err(DiskError::Unsupported(
+                "compressed writes of more than a cluster",
+            ));
+        }
+        let packed = if data.len() as u64 == cs {
+            compressed::compress(data, kind)
+        } else {
+            let mut full = data.to_vec();
+            full.resize(cs as usize, 0);
+            compressed::compress(&full, kind)
+        }
+        .map_err(|reason| DiskError::Invalid { path, reason })?;
+        Ok(((packed.len() as u64) < cs - 512).then_some(packed))
+    }
+
+    /// Writes one whole guest cluster as [`write_compressed`](Self::write_compressed)
+    /// does, given `packed`, what [`compress_cluster`](Self::compress_cluster) returned
+    /// for `data` (`None`: written uncompressed).
+    pub fn write_compressed_with(
+        &self,
+        guest_offset: u64,
+        data: &[u8],
+        packed: Option<&[u8]>,
+    ) -> Result<()> {
         self.writable()?;
-        self.lock().write_compressed(guest_offset, data)
+        self.lock().write_compressed(guest_offset, data, packed)
     }
 
     /// Walks all metadata and compares stored refcounts with references.

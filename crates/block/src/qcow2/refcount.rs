@@ -125,6 +125,7 @@ impl Inner {
         let block = self.rc_blocks.get_mut(b).expect("block was just loaded");
         rc_set(block, (c % per) as usize, order, value);
         self.rc_blocks.mark_dirty(b);
+        self.rc_seq += 1;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! Opening an image, L1/L2 lookup, L2 table allocation and L1 growth (resize).
 
 use super::cache::TableCache;
-use super::entry::{decode_l1, decode_l2, Mapping, COPIED};
+use super::entry::{decode_l1, decode_l2, Mapping, COPIED, ZERO};
 use super::header::{check_region, incompat, Header, HeaderError, MAX_L1_BYTES};
 use super::{Inner, L2CacheSize, REFBLOCK_CACHE};
 use crate::disk::{BlockStatus, DiskError, Extent, Result};
@@ -100,7 +100,12 @@ impl Inner {
             free_hint: 0,
             file_len,
             eof: file_len,
-            unsynced: false,
+            seq: 0,
+            synced: 0,
+            rc_seq: 0,
+            rc_durable: 0,
+            new_l2: Default::default(),
+            l1_waiting: Vec::new(),
             backing: None,
             backing_missing: h.backing_file.is_some(),
             zcache: None,
@@ -120,18 +125,7 @@ impl Inner {
     /// The L2 table at host offset `off`, loaded into the cache if needed.
     pub(super) fn l2_table(&mut self, off: u64) -> Result<&mut Vec<u64>> {
         if !self.l2.contains(off) {
-            if self.l2.is_full() {
-                if let Some((victim, dirty)) = self.l2.victim() {
-                    if dirty {
-                        // Refcounts of everything the table references must be durable
-                        // before the table is.
-                        self.write_dirty_refblocks()?;
-                        self.sync()?;
-                        self.write_back_l2(victim)?;
-                    }
-                    self.l2.remove(victim);
-                }
-            }
+            self.make_room_l2()?;
             let mut bytes = vec![0u8; self.cs as usize];
             self.read_raw(&mut bytes, off)?;
             self.l2.insert(off, read_be64_table(&bytes), false);
@@ -139,7 +133,32 @@ impl Inner {
         Ok(self.l2.get_mut(off).expect("table was just inserted"))
     }
 
-    /// Writes one cached L2 table to disk (no sync).
+    /// Evicts the least recently used L2 table if the cache is full, writing it back
+    /// first if dirty.
+    fn make_room_l2(&mut self) -> Result<()> {
+        if self.l2.is_full() {
+            if let Some((victim, dirty)) = self.l2.victim() {
+                if dirty {
+                    self.write_back_l2_ordered(victim)?;
+                }
+                self.l2.remove(victim);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one dirty L2 table, first making its dependencies durable if they are
+    /// not yet (one refcount write-back and sync; see [`super::cache`]).
+    fn write_back_l2_ordered(&mut self, off: u64) -> Result<()> {
+        let dep = self.l2.dep(off);
+        if dep.rc > self.rc_durable || dep.seq > self.synced {
+            self.sync_refcounts()?;
+        }
+        self.write_back_l2(off)
+    }
+
+    /// Writes one cached L2 table to disk (no sync); the caller has made its
+    /// dependencies durable. A new table's L1 entry then waits for the next sync.
     pub(super) fn write_back_l2(&mut self, off: u64) -> Result<()> {
         let Some(t) = self.l2.peek(off) else {
             return Ok(());
@@ -147,6 +166,9 @@ impl Inner {
         let bytes: Vec<u8> = t.iter().flat_map(|e| e.to_be_bytes()).collect();
         self.write_raw(&bytes, off)?;
         self.l2.mark_clean(off);
+        if let Some(i) = self.new_l2.remove(&off) {
+            self.l1_waiting.push((i, self.seq));
+        }
         Ok(())
     }
 
@@ -196,6 +218,11 @@ impl Inner {
         let idx = (gc % (self.cs / 8)) as usize;
         self.l2_table(off)?[idx] = entry;
         self.l2.mark_dirty(off);
+        if entry != 0 && entry != ZERO {
+            // A (new) cluster is referenced: its refcount and data go first.
+            let dep = self.dep_now();
+            self.l2.add_dep(off, dep);
+        }
         Ok(())
     }
 
@@ -205,22 +232,16 @@ impl Inner {
             return Ok(off);
         }
         let off = self.alloc_clusters(1)?;
-        // The table's refcount and its (empty) content must both be durable before the
-        // L1 entry points at it; one sync covers both.
-        self.write_dirty_refblocks()?;
-        self.write_raw(&vec![0u8; self.cs as usize], off)?;
-        self.sync()?;
+        // The table starts in the cache, dirty, depending on its own refcount; the
+        // on-disk L1 entry is written only once the table is durable (see `cache`).
+        self.make_room_l2()?;
         let i = gc / (self.cs / 8);
         self.l1[i as usize] = off | COPIED;
-        let at = self.h.l1_table_offset + i * 8;
-        self.write_raw(&(off | COPIED).to_be_bytes(), at)?;
-        if self.l2.is_full() {
-            // Make room through the normal path (handles dirty victims).
-            let _ = self.l2_table(off)?;
-        } else {
-            self.l2
-                .insert(off, vec![0u64; (self.cs / 8) as usize], false);
-        }
+        self.l2
+            .insert(off, vec![0u64; (self.cs / 8) as usize], true);
+        let dep = self.dep_now();
+        self.l2.add_dep(off, dep);
+        self.new_l2.insert(off, i as usize);
         Ok(off)
     }
 

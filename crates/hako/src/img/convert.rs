@@ -1,5 +1,13 @@
 //! `hako img convert`: copies an image's guest view into a new image, skipping zeroes
 //! (sparse output), optionally compressing qcow2 clusters, with a progress bar.
+//!
+//! As `qemu-img convert`, the copy runs as `-m N` parallel streams (default 8, 1..16):
+//! each takes the next chunk of the input, reads it, compresses its clusters (`-c`)
+//! and writes it. Without `-W` the writes happen in guest order (a stream waits for
+//! its turn after reading and compressing), so the output is laid out exactly as with
+//! one stream: a `-c` conversion gives the same bytes whatever `-m` is. `-W` lets
+//! streams write as soon as they are ready (streamOptimized VMDK output, which must be
+//! appended in order, is always written in order).
 
 use super::create::create_image;
 use super::{parse_format, parse_options, parse_size};
@@ -11,7 +19,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{Condvar, Mutex};
 
 /// `convert [-f FMT] [-O FMT] [-c] [-o OPTS] [-p] [-q] [-S SIZE] IN OUT`.
 #[derive(clap::Args, Debug)]
@@ -37,6 +45,13 @@ pub struct ConvertArgs {
     /// Zero runs at least this long are left unallocated in raw output.
     #[arg(short = 'S', default_value = "4k")]
     sparse_size: String,
+    /// Number of parallel streams (qemu-img's coroutines) copying, 1 to 16.
+    #[arg(short = 'm', default_value = "8", allow_hyphen_values = true)]
+    streams: String,
+    /// Allow writes to the output out of guest order (faster; the layout of qcow2
+    /// output then depends on timing).
+    #[arg(short = 'W')]
+    out_of_order: bool,
     /// Let a VMDK descriptor name extent files outside its own directory (absolute
     /// paths, `..`); refused by default.
     #[arg(long)]
@@ -45,6 +60,32 @@ pub struct ConvertArgs {
     input: PathBuf,
     /// Output image (created or truncated).
     output: PathBuf,
+}
+
+/// Most parallel streams `-m` allows (qemu-img's `MAX_COROUTINES`).
+const MAX_STREAMS: usize = 16;
+
+/// `-m`: a number as C's `strtol(s, NULL, 0)` reads it (decimal, `0x` hex, `0`
+/// octal), 1 to 16, with qemu-img's message otherwise (and its exit status 1).
+fn parse_streams(s: &str) -> anyhow::Result<usize> {
+    let t = s.trim_start();
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let n = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16).ok()
+    } else if t.len() > 1 && t.starts_with('0') {
+        u64::from_str_radix(&t[1..], 8).ok()
+    } else {
+        t.parse::<u64>().ok()
+    };
+    match n {
+        Some(n) if !neg && (1..=MAX_STREAMS as u64).contains(&n) => Ok(n as usize),
+        _ => bail!(
+            "Invalid number of coroutines. Allowed number of coroutines is between 1 and {MAX_STREAMS}"
+        ),
+    }
 }
 
 enum Out {
@@ -100,6 +141,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
         bail!("compression (-c) needs an output format that supports it (-O qcow2)");
     }
     let sparse = parse_size(&a.sparse_size)?;
+    let streams = parse_streams(&a.streams)?;
     let input = block::open(
         &a.input,
         &OpenOptions {
@@ -155,22 +197,23 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
     };
     let chunk = (2u64 << 20).max(gran) / gran * gran;
     let pb = progress_bar(&a, size);
-    // Raw output takes parallel writers (disjoint ranges); qcow2 and VMDK output one
-    // writer, so clusters and grains are laid out in guest order.
-    let writers = match &out {
-        Out::Raw(_) => 2,
-        Out::Qcow2(_) | Out::VmdkStream(_) => 1,
-    };
-    pipeline(
-        input.as_ref(),
-        &out,
+    // A stream is appended grain after grain: always in order.
+    let in_order = !a.out_of_order || matches!(out, Out::VmdkStream(_));
+    let p = Pipeline {
+        input: input.as_ref(),
+        out: &out,
         size,
         chunk,
         gran,
-        a.compress,
-        writers,
-        &pb,
-    )?;
+        compress: a.compress,
+        in_order,
+        pb: &pb,
+        cursor: Mutex::new(Cursor::default()),
+        turn: Mutex::new(0),
+        turn_cv: Condvar::new(),
+        failed: AtomicBool::new(false),
+    };
+    p.run(streams)?;
     match &out {
         Out::VmdkStream(w) => {
             if let Some(w) = lock(w).take() {
@@ -187,83 +230,142 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Copies `size` bytes: one thread reads chunks (skipping what the input knows is
-/// zero), `writers` threads write their non-zero parts, overlapping input and output.
-#[allow(clippy::too_many_arguments)]
-fn pipeline(
-    input: &dyn Disk,
-    out: &Out,
+/// Where the next stream starts: input position and the number of data chunks handed
+/// out so far (a chunk's ticket orders its write).
+#[derive(Default)]
+struct Cursor {
+    pos: u64,
+    tickets: u64,
+}
+
+/// The copy: `size` bytes in chunks of `chunk`, shared by the streams.
+struct Pipeline<'a> {
+    input: &'a dyn Disk,
+    out: &'a Out,
     size: u64,
     chunk: u64,
     gran: u64,
     compress: bool,
-    writers: usize,
-    pb: &ProgressBar,
-) -> anyhow::Result<()> {
-    type Chunk = (u64, Vec<u8>);
-    let (tx, rx) = mpsc::sync_channel::<Chunk>(2 * writers);
-    let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
-    let rx = Mutex::new(rx);
-    let failed = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let failed_r = &failed;
-        let reader = s.spawn(move || -> anyhow::Result<()> {
-            let mut pos = 0u64;
-            while pos < size && !failed_r.load(Ordering::Relaxed) {
-                let n = chunk.min(size - pos);
-                let (st, run) = input.block_status(pos, n)?;
-                if st == BlockStatus::Zero && run == n {
-                    pos += n;
-                    pb.inc(n);
-                    continue;
-                }
-                let mut b = back_rx.try_recv().unwrap_or_default();
-                b.resize(n as usize, 0);
-                input.read_at(&mut b, pos)?;
-                if tx.send((pos, b)).is_err() {
-                    break; // a writer failed; its error is reported below
-                }
-                pos += n;
-            }
-            Ok(())
-        });
-        let mut handles = Vec::new();
-        for _ in 0..writers {
-            let (rx, back_tx) = (&rx, back_tx.clone());
-            let failed = &failed;
-            handles.push(s.spawn(move || -> anyhow::Result<()> {
-                let mut result = Ok(());
-                // On error keep draining (discarding) so the reader never blocks.
-                while let Ok((pos, b)) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-                    if result.is_ok() {
-                        result = copy_chunk(out, &b, pos, gran, compress);
-                        if result.is_err() {
-                            failed.store(true, Ordering::Relaxed);
-                        }
-                        pb.inc(b.len() as u64);
-                    }
-                    let _ = back_tx.send(b);
-                }
-                result
-            }));
-        }
-        drop(back_tx);
-        let r = reader
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("reader thread panicked")));
-        let mut result = Ok(());
-        for h in handles {
-            let w = h
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("writer thread panicked")));
-            result = result.and(w);
-        }
-        result.and(r)
-    })
+    in_order: bool,
+    pb: &'a ProgressBar,
+    cursor: Mutex<Cursor>,
+    /// The ticket whose chunk may be written next (in-order mode).
+    turn: Mutex<u64>,
+    turn_cv: Condvar,
+    failed: AtomicBool,
 }
 
-/// Writes the non-zero granules of `b` (guest offset `pos`), merging neighbours.
-fn copy_chunk(out: &Out, b: &[u8], pos: u64, gran: u64, compress: bool) -> anyhow::Result<()> {
+impl Pipeline<'_> {
+    /// Runs `streams` threads until the input is copied or one fails.
+    fn run(&self, streams: usize) -> anyhow::Result<()> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..streams.max(1))
+                .map(|_| {
+                    s.spawn(|| {
+                        let r = self.stream();
+                        if r.is_err() {
+                            // Wake streams waiting for a turn that will never come.
+                            self.failed.store(true, Ordering::SeqCst);
+                            let _g = lock(&self.turn);
+                            self.turn_cv.notify_all();
+                        }
+                        r
+                    })
+                })
+                .collect();
+            let mut result = Ok(());
+            for h in handles {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("convert thread panicked")));
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+            result
+        })
+    }
+
+    /// The next chunk holding data (skipping what the input knows is zero), with its
+    /// ticket; `None` at the end.
+    fn claim(&self) -> anyhow::Result<Option<(u64, u64, u64)>> {
+        let mut c = lock(&self.cursor);
+        while c.pos < self.size {
+            let pos = c.pos;
+            let n = self.chunk.min(self.size - pos);
+            let (st, run) = self.input.block_status(pos, n)?;
+            c.pos += n;
+            if st == BlockStatus::Zero && run == n {
+                self.pb.inc(n);
+                continue;
+            }
+            let t = c.tickets;
+            c.tickets += 1;
+            return Ok(Some((t, pos, n)));
+        }
+        Ok(None)
+    }
+
+    /// One stream: claim, read, compress, wait for the turn, write; until the end.
+    fn stream(&self) -> anyhow::Result<()> {
+        let mut b = Vec::new();
+        while !self.failed.load(Ordering::Relaxed) {
+            let Some((ticket, pos, n)) = self.claim()? else {
+                return Ok(());
+            };
+            b.resize(n as usize, 0);
+            self.input.read_at(&mut b, pos)?;
+            let packed = self.prepare(&b)?;
+            if self.in_order {
+                let mut turn = lock(&self.turn);
+                while *turn != ticket {
+                    if self.failed.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    turn = self.turn_cv.wait(turn).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            copy_chunk(self.out, &b, pos, self.gran, packed.as_deref())?;
+            if self.in_order {
+                *lock(&self.turn) += 1;
+                self.turn_cv.notify_all();
+            }
+            self.pb.inc(n);
+        }
+        Ok(())
+    }
+
+    /// With `-c`, each granule (cluster) of the chunk compressed: `None` for zero
+    /// granules and those that do not compress. `None` without `-c`.
+    fn prepare(&self, b: &[u8]) -> anyhow::Result<Option<Vec<Option<Vec<u8>>>>> {
+        let Out::Qcow2(d) = self.out else {
+            return Ok(None);
+        };
+        if !self.compress {
+            return Ok(None);
+        }
+        b.chunks(self.gran as usize)
+            .map(|g| {
+                if is_zero(g) {
+                    Ok(None)
+                } else {
+                    Ok(d.compress_cluster(g)?)
+                }
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(Some)
+    }
+}
+
+/// Writes the non-zero granules of `b` (guest offset `pos`), merging neighbours; with
+/// `packed` (compressed output), each granule as compressed beforehand.
+fn copy_chunk(
+    out: &Out,
+    b: &[u8],
+    pos: u64,
+    gran: u64,
+    packed: Option<&[Option<Vec<u8>>]>,
+) -> anyhow::Result<()> {
     let Some(disk) = out.disk() else {
         return copy_stream(out, b, pos, gran);
     };
@@ -273,9 +375,10 @@ fn copy_chunk(out: &Out, b: &[u8], pos: u64, gran: u64, compress: bool) -> anyho
     while i < b.len() {
         let end = (i + g).min(b.len());
         let zero = is_zero(&b[i..end]);
-        if compress {
+        if let Some(packed) = packed {
             if let (false, Out::Qcow2(d)) = (zero, out) {
-                d.write_compressed(pos + i as u64, &b[i..end])?;
+                let p = packed.get(i / g).and_then(|p| p.as_deref());
+                d.write_compressed_with(pos + i as u64, &b[i..end], p)?;
             }
         } else if zero {
             if let Some(s) = run_start.take() {
@@ -321,4 +424,21 @@ fn is_zero(b: &[u8]) -> bool {
         .map(|w| u128::from_ne_bytes(w.try_into().expect("16 bytes")))
         .all(|w| w == 0)
         && tail.iter().all(|&x| x == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_streams;
+
+    #[test]
+    fn streams_parse_like_strtol() {
+        assert_eq!(parse_streams("8").unwrap(), 8);
+        assert_eq!(parse_streams("0x10").unwrap(), 16);
+        assert_eq!(parse_streams("010").unwrap(), 8);
+        assert_eq!(parse_streams(" 3").unwrap(), 3);
+        for bad in ["0", "17", "-1", "abc", "", "8x"] {
+            let e = parse_streams(bad).unwrap_err().to_string();
+            assert!(e.contains("between 1 and 16"), "{bad}: {e}");
+        }
+    }
 }
