@@ -29,6 +29,34 @@ pub enum DiskError {
 
 pub type Result<T> = std::result::Result<T, DiskError>;
 
+/// The write side of a [`Disk`] impl for a format `hako` only reads (VDI, VPC,
+/// VHDX, VMDK): every write fails with [`DiskError::ReadOnly`], a flush has
+/// nothing to do. Used inside `impl Disk for ...`.
+macro_rules! read_only_disk {
+    () => {
+        fn write_at(&self, _buf: &[u8], _offset: u64) -> $crate::disk::Result<()> {
+            Err($crate::disk::DiskError::ReadOnly)
+        }
+
+        fn flush(&self) -> $crate::disk::Result<()> {
+            Ok(())
+        }
+
+        fn discard(&self, _offset: u64, _len: u64) -> $crate::disk::Result<()> {
+            Err($crate::disk::DiskError::ReadOnly)
+        }
+
+        fn write_zeroes(&self, _offset: u64, _len: u64) -> $crate::disk::Result<()> {
+            Err($crate::disk::DiskError::ReadOnly)
+        }
+
+        fn resize(&self, _new_size: u64) -> $crate::disk::Result<()> {
+            Err($crate::disk::DiskError::ReadOnly)
+        }
+    };
+}
+pub(crate) use read_only_disk;
+
 /// A virtual disk: a byte-addressed array of `size()` bytes.
 ///
 /// Methods take `&self` so several queues or threads can share one disk;

@@ -272,25 +272,7 @@ impl Disk for VdiDisk {
         Ok(())
     }
 
-    fn write_at(&self, _buf: &[u8], _offset: u64) -> Result<()> {
-        Err(DiskError::ReadOnly)
-    }
-
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn discard(&self, _offset: u64, _len: u64) -> Result<()> {
-        Err(DiskError::ReadOnly)
-    }
-
-    fn write_zeroes(&self, _offset: u64, _len: u64) -> Result<()> {
-        Err(DiskError::ReadOnly)
-    }
-
-    fn resize(&self, _new_size: u64) -> Result<()> {
-        Err(DiskError::ReadOnly)
-    }
+    crate::disk::read_only_disk!();
 
     fn format(&self) -> &'static str {
         "vdi"

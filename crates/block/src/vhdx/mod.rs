@@ -17,7 +17,7 @@ pub mod header;
 pub mod log;
 pub mod metadata;
 
-use crate::disk::{check_range, BlockStatus, Disk, DiskError, Extent, Result};
+use crate::disk::{check_range, BlockStatus, Disk, Extent, Result};
 use crate::storage::Storage;
 use crate::structure::{io, narrow_to_host, read_only_format, StructureReport};
 use bat::{Bat, Block};
@@ -211,25 +211,7 @@ impl Disk for VhdxDisk {
         Ok(())
     }
 
-    fn write_at(&self, _buf: &[u8], _offset: u64) -> Result<()> {
-        Err(DiskError::ReadOnly)
-    }
-
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn discard(&self, _offset: u64, _len: u64) -> Result<()> {
-        Err(DiskError::ReadOnly)
-    }
-
-    fn write_zeroes(&self, _offset: u64, _len: u64) -> Result<()> {
-        Err(DiskError::ReadOnly)
-    }
-
-    fn resize(&self, _new_size: u64) -> Result<()> {
-        Err(DiskError::ReadOnly)
-    }
+    crate::disk::read_only_disk!();
 
     fn format(&self) -> &'static str {
         "vhdx"
