@@ -312,7 +312,13 @@ fn run_vm(
     let mut first = Some(first);
     let mut cfg = cfg;
     loop {
-        let vm = match first.take().unwrap_or(First::Boot) {
+        let next = first.take().unwrap_or(First::Boot);
+        // The terminal goes raw before the guest runs, so its first output already
+        // finds it so; not while waiting for a migration, where Ctrl-C must work.
+        if term.is_none() && !matches!(next, First::Incoming(..)) {
+            term = Some(crate::console::RawTerminal::enable_on_stdin());
+        }
+        let vm = match next {
             First::Incoming(uri, accel) => {
                 lock(&signal_target).set_idle(true);
                 let st = signal_target.clone();
