@@ -36,15 +36,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH", required_unless_present_any = ["restore", "incoming", "config"])]
     kernel: Option<PathBuf>,
     /// Boot the VM a definition file describes (JSON: the `config.json` of a
-    /// snapshot, or what `hako img import` writes). Only --accel and --api-socket may
-    /// be given with it.
+    /// snapshot, or what `hako img import` writes). Only --accel, --api-socket and
+    /// --gdb may be given with it.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "device", "virtio",
         "console", "on_reboot", "restore", "incoming"
     ])]
     config: Option<PathBuf>,
     /// Resume the snapshot in DIR (written by `hako ctl snapshot`) instead of booting.
-    /// Its config.json describes the VM; only --accel, --api-socket and
+    /// Its config.json describes the VM; only --accel, --api-socket, --gdb and
     /// --restore-mode may be given with it.
     #[arg(long, value_name = "DIR", conflicts_with_all = [
         "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "device", "virtio",
@@ -52,8 +52,8 @@ pub struct RunArgs {
     ])]
     restore: Option<PathBuf>,
     /// Wait for a live migration on tcp:HOST:PORT or unix:PATH (from `hako ctl
-    /// migrate`), then run the VM it brings. Like --restore, only --accel and
-    /// --api-socket may be given with it.
+    /// migrate`), then run the VM it brings. Only --accel, --api-socket and --gdb
+    /// may be given with it.
     #[arg(long, value_name = "URI", conflicts_with_all = [
         "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "device", "virtio",
         "console", "on_reboot", "trace", "restore"
