@@ -404,15 +404,7 @@ impl accel::Vm for KvmVm {
                 .fd
                 .get_dirty_log(slot as u32, region.len() as usize)
                 .map_err(|e| errno_err("KVM_GET_DIRTY_LOG", e))?;
-            let base = region.start_addr().0;
-            for (w, &word) in bits.iter().enumerate() {
-                let mut word = word;
-                while word != 0 {
-                    let b = word.trailing_zeros() as u64;
-                    word &= word - 1;
-                    log.mark_page(base + ((w as u64 * 64 + b) << 12));
-                }
-            }
+            log.mark_bitmap(region.start_addr().0, &bits);
         }
         Ok(())
     }

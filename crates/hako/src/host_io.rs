@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use vmm::{Ender, ExitReason, VmHandle};
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `m`, a poisoned lock included (a panicked thread leaves nothing half-done
+/// in these targets).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::host_io::lock;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use vmm::config::parse_size;
@@ -166,10 +167,6 @@ pub enum RebootArg {
 pub enum TransportArg {
     Pci,
     Mmio,
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn explicit_accel(a: AccelArg) -> Option<AccelKind> {

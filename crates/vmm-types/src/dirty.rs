@@ -75,6 +75,22 @@ impl DirtyLog {
         self.mark(gpa & !((1 << PAGE_SHIFT) - 1), 1);
     }
 
+    /// ORs in a bitmap of written pages of the region starting at `start` (page `p`
+    /// of it is bit `p % 64` of word `p / 64`, KVM's dirty-log layout). Nothing
+    /// happens for an address that starts no region, or while logging is off.
+    pub fn mark_bitmap(&self, start: u64, words: &[u64]) {
+        if !self.enabled() {
+            return;
+        }
+        if let Some(r) = self.regions.iter().find(|r| r.start == start) {
+            for (dst, &w) in r.bits.iter().zip(words) {
+                if w != 0 {
+                    dst.fetch_or(w, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// The written pages since the last take, as one bitmap per region (page `p` of
     /// a region is bit `p % 64` of word `p / 64`), clearing the log.
     pub fn take(&self) -> Vec<Vec<u64>> {
@@ -119,5 +135,10 @@ mod tests {
         assert_eq!(t[0][0], 0b110_0000);
         assert_eq!(t[1], vec![1 << 63]);
         assert!(log.take().iter().flatten().all(|&w| w == 0), "take clears");
+        log.mark_bitmap(1 << 32, &[0b101]);
+        log.mark_bitmap(0x1000, &[1]); // not a region's start
+        let t = log.take();
+        assert_eq!(t[1], vec![0b101]);
+        assert!(t[0].iter().all(|&w| w == 0));
     }
 }

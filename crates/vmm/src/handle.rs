@@ -23,7 +23,7 @@ use crate::snapshot::{self, SnapshotReport};
 use vmm_types::CpuState;
 
 /// How long the vCPUs get to reach a pause point.
-pub(crate) const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a VM is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -248,16 +248,27 @@ impl VmHandle {
 
 /// Parks every vCPU; on failure the VM keeps running (or has ended).
 fn pause(m: &Machine, state: &mut RunState) -> Result<()> {
-    if !m.control.pause(PAUSE_TIMEOUT) {
-        m.control.resume();
+    if let Err(e) = park_all(m) {
         if m.control.reason().is_some() {
             *state = RunState::Stopped;
-            return Err(wrong(RunState::Stopped, "pause", "running"));
         }
-        return Err(Error::PauseTimeout(PAUSE_TIMEOUT.as_millis() as u64));
+        return Err(e);
     }
     *state = RunState::Paused;
     Ok(())
+}
+
+/// Parks every vCPU (within [`PAUSE_TIMEOUT`]); when they do not all park, lets
+/// them run on and says why: the VM ended, or the timeout passed.
+pub(crate) fn park_all(m: &Machine) -> Result<()> {
+    if m.control.pause(PAUSE_TIMEOUT) {
+        return Ok(());
+    }
+    m.control.resume();
+    if m.control.reason().is_some() {
+        return Err(wrong(RunState::Stopped, "pause", "running"));
+    }
+    Err(Error::PauseTimeout(PAUSE_TIMEOUT.as_millis() as u64))
 }
 
 /// The vCPUs' states, each taken on its own (parked) thread.

@@ -160,10 +160,4 @@ impl Machine {
         };
         Ok(VmHandle::new(m, threads, initial))
     }
-
-    /// Boots the VM and runs it until it ends; returns why.
-    pub fn run(self) -> anyhow::Result<ExitReason> {
-        let h = self.start(Start::Boot, false)?;
-        Ok(h.wait())
-    }
 }

@@ -10,13 +10,12 @@
 //! appended in order, is always written in order).
 
 use super::create::create_image;
-use super::{parse_format, parse_options, parse_size};
+use super::{parse_format, parse_options, parse_size, progress_bar};
 use anyhow::{bail, Context};
 use block::storage::FileStorage;
 use block::vmdk::StreamWriter;
 use block::{BackingPolicy, BlockStatus, Disk, ImageFormat, OpenOptions, Qcow2Disk, RawDisk};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -118,22 +117,6 @@ fn check_output(format: ImageFormat, subformat: Option<&str>) -> anyhow::Result<
     }
 }
 
-fn progress_bar(a: &ConvertArgs, len: u64) -> ProgressBar {
-    let show = !a.quiet && (a.progress || std::io::stderr().is_terminal());
-    let target = if show {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let pb = ProgressBar::with_draw_target(Some(len), target);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{wide_bar} {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-    ) {
-        pb.set_style(style);
-    }
-    pb
-}
-
 pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
     let opts = parse_options(&a.options)?;
     check_output(a.output_format, opts.subformat.as_deref())?;
@@ -196,7 +179,12 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
         Out::VmdkStream(w) => lock(w).as_ref().map_or(1 << 16, |w| w.grain_bytes()),
     };
     let chunk = (2u64 << 20).max(gran) / gran * gran;
-    let pb = progress_bar(&a, size);
+    let pb = progress_bar(
+        a.quiet,
+        a.progress,
+        size,
+        "{wide_bar} {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+    );
     // A stream is appended grain after grain: always in order.
     let in_order = !a.out_of_order || matches!(out, Out::VmdkStream(_));
     let p = Pipeline {

@@ -12,15 +12,14 @@
 
 use super::convert::ConvertArgs;
 use super::create::create_image;
-use super::human_size;
+use super::{human_size, progress_bar};
 use anyhow::{bail, Context};
 use block::ImageFormat;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha512};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use vmm::config::{AccelKind, DiskSpec, VmConfig};
 
@@ -682,22 +681,6 @@ fn make_dir(dir: &Path, undo: &mut Undo) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bar(a: &ImportArgs, len: u64) -> ProgressBar {
-    let show = !a.quiet && (a.progress || std::io::stderr().is_terminal());
-    let target = if show {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let pb = ProgressBar::with_draw_target(Some(len), target);
-    if let Ok(style) = ProgressStyle::with_template(
-        "unpacking {wide_bar} {percent:>3}% {binary_bytes}/{binary_total_bytes} eta {eta}",
-    ) {
-        pb.set_style(style);
-    }
-    pb
-}
-
 // ---------------------------------------------------------------------------------
 // Reading the appliance.
 
@@ -735,7 +718,12 @@ fn read_ova(
     let path = &a.appliance;
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let pb = bar(a, len);
+    let pb = progress_bar(
+        a.quiet,
+        a.progress,
+        len,
+        "unpacking {wide_bar} {percent:>3}% {binary_bytes}/{binary_total_bytes} eta {eta}",
+    );
     let mut archive = tar::Archive::new(std::io::BufReader::new(pb.wrap_read(f)));
     let shown = path.display().to_string();
     let mut ovf: Option<Ovf> = None;

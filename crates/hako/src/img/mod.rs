@@ -208,6 +208,28 @@ fn human_size(n: u64) -> String {
     }
 }
 
+/// A progress bar with `template`, drawn on stderr when asked for (`-p`) or when
+/// stderr is a terminal, never with `-q`.
+pub(crate) fn progress_bar(
+    quiet: bool,
+    progress: bool,
+    len: u64,
+    template: &str,
+) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let show = !quiet && (progress || std::io::stderr().is_terminal());
+    let target = if show {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    };
+    let pb = indicatif::ProgressBar::with_draw_target(Some(len), target);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        pb.set_style(style);
+    }
+    pb
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,9 +90,8 @@ fn dirty_pages(layout: &[(u64, u64)], bits: &[Vec<u64>]) -> Vec<u64> {
 
 /// Runs `f` with every vCPU parked: pauses a running VM for it and lets it go on.
 fn with_parked<T>(m: &Machine, running: bool, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    if running && !m.control.pause(handle::PAUSE_TIMEOUT) {
-        m.control.resume();
-        return Err(Error::PauseTimeout(handle::PAUSE_TIMEOUT.as_millis() as u64));
+    if running {
+        handle::park_all(m)?;
     }
     let r = f();
     if running {
@@ -210,9 +209,8 @@ fn precopy_and_hand_over(
 
     // Stop the VM for the last pages and the state.
     let stopped = Instant::now();
-    if running && !m.control.pause(handle::PAUSE_TIMEOUT) {
-        m.control.resume();
-        return Err(Error::PauseTimeout(handle::PAUSE_TIMEOUT.as_millis() as u64));
+    if running {
+        handle::park_all(m)?;
     }
     let r = finish(m, conn, &layout, pending, &mut sent);
     if let Err(e) = r {
