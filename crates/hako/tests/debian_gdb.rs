@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{base64, default_guest, hako, run_watchdog};
+use common::{base64, default_guest, free_port, hako, run_watchdog};
 
 const SCRIPT: &str = "
 grep -E ' (__x64_sys_sync|linux_banner|jiffies)$' /proc/kallsyms | sed 's/^/sym: /'
@@ -21,11 +21,7 @@ i=0; while [ $i -lt 250 ]; do i=$((i+1)); sync; usleep 20000; done
 #[test]
 fn gdb_debugs_the_debian_kernel_on_emu() {
     let (kernel, initrd) = default_guest();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cmdline = format!(
         "console=ttyS0 quiet nokaslr hako.cmd={}",
         base64(SCRIPT.as_bytes())

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::migrate_guest::Vm;
-use common::{base64, default_guest};
+use common::{base64, default_guest, wait_for_path};
 
 /// The guest's program: `seq I H` with H(i) = (H(i-1) * 31 + i) mod 1000000007.
 /// Every 16th line it also reads the disk past the page cache: `disk I TEXT`.
@@ -151,7 +150,7 @@ fn debian_sequence_continues_across_snapshot_and_live_migration() {
     let mig = d.join("m.sock");
     let uri = format!("unix:{}", mig.display());
     let mut dst = Vm::start(d, "dst", &["--incoming", &uri]);
-    wait_for(&mig);
+    wait_for_path(&mig);
     restored.ctl_ok(&["migrate", &uri]);
     assert_eq!(restored.wait_exit(), Some(0));
     let handed = seq(&restored.output());
@@ -167,12 +166,4 @@ fn debian_sequence_continues_across_snapshot_and_live_migration() {
     check_disk_reads(&dst.output(), cut3.0);
     dst.ctl_ok(&["stop"]);
     assert_eq!(dst.wait_exit(), Some(0));
-}
-
-fn wait_for(p: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !p.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", p.display());
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

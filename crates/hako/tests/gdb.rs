@@ -5,24 +5,15 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{accel_flags, hako, kvm_usable, run_watchdog};
+use common::{accel_flags, free_port, hako, kvm_usable, run_watchdog};
 
 /// A remote-protocol packet: `$data#checksum`.
 fn packet(data: &str) -> Vec<u8> {
     let sum = data.bytes().fold(0u8, |a, b| a.wrapping_add(b));
     format!("${data}#{sum:02x}").into_bytes()
-}
-
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The accelerators whose debugging this host can test.
@@ -74,7 +65,7 @@ fn gdb_breaks_steps_reads_and_watches_on_every_accelerator() {
     let elf = test_guests::build("migrate").unwrap();
     let pvm = kvm_is_pvm();
     for accel in accels() {
-        let p = port();
+        let p = free_port();
         let addr = format!("tcp:127.0.0.1:{p}");
         let mut vm = hako()
             .args(["run", "--memory", "64M", "--cmdline", "mb=8", "--kernel"])
@@ -178,7 +169,7 @@ fn gdb_breaks_steps_reads_and_watches_on_every_accelerator() {
 #[test]
 fn the_vm_survives_garbage_and_runs_on_after_a_detach() {
     let elf = test_guests::build("migrate").unwrap();
-    let p = port();
+    let p = free_port();
     let addr = format!("tcp:127.0.0.1:{p}");
     let mut vm = hako()
         .args([

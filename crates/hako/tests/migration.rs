@@ -6,12 +6,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::Duration;
 
 use common::migrate_guest::{accels, check_memory, check_sums, passes, Vm};
+use common::{free_port, wait_for_path};
 use vmm::migration::stream::{self, Kind};
 
 /// A destination waiting on a Unix socket in `dir`.
@@ -19,11 +19,7 @@ fn destination(dir: &Path, name: &str, to: &str) -> (Vm, String) {
     let uri = format!("unix:{}", dir.join(format!("{name}.mig")).display());
     let vm = Vm::start(dir, name, &["--incoming", &uri, "--accel", to]);
     // The listening socket appears once hako waits.
-    let path = dir.join(format!("{name}.mig"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !path.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_path(&dir.join(format!("{name}.mig")));
     (vm, uri)
 }
 
@@ -108,7 +104,10 @@ fn migrate_fails(src: &Vm, uri: &str, extra: &[&str], expect: &str) {
 #[test]
 fn failed_migrations_leave_the_source_running() {
     let dir = tempfile::tempdir().unwrap();
-    let mut src = Vm::boot(dir.path(), "src", "emu");
+    // A guest that rewrites its pages without a pause: memory never settles, so a
+    // zero downtime limit can never be met (with pauses between passes, a round
+    // could catch no writes at all and converge).
+    let mut src = Vm::boot_with(dir.path(), "src", "emu", "spin=0");
     src.wait_passes(2);
 
     // Nobody listens.
@@ -224,11 +223,7 @@ fn destinations_refuse_corrupt_and_incompatible_streams() {
         ),
     ];
     for (name, bytes, expect) in cases {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let uri = format!("tcp:127.0.0.1:{port}");
         let mut dst = Vm::start(dir.path(), name, &["--incoming", &uri, "--accel", "emu"]);
         let mut s = loop {

@@ -46,8 +46,14 @@ impl Vm {
     }
 
     pub fn boot(dir: &Path, name: &str, accel: &str) -> Vm {
+        Vm::boot_with(dir, name, accel, "")
+    }
+
+    /// Like [`Vm::boot`], with more of the guest's command line (`spin=0`: it
+    /// rewrites its pages without a pause).
+    pub fn boot_with(dir: &Path, name: &str, accel: &str, extra: &str) -> Vm {
         let elf = test_guests::build("migrate").expect("build guests/migrate.c");
-        let cmdline = format!("mb={MB}");
+        let cmdline = format!("mb={MB} {extra}");
         // Portable: the same CPU on both accelerators, so the VM can move between them.
         let mut args = vec![
             "--kernel",
@@ -92,10 +98,7 @@ impl Vm {
 
     pub fn ctl(&self, args: &[&str]) -> std::process::Output {
         // The socket appears once the VM is built.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.sock.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        super::wait_for_path(&self.sock);
         hako()
             .args(["ctl", "--api-socket", self.sock.to_str().unwrap()])
             .args(args)

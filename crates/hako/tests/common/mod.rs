@@ -164,3 +164,22 @@ pub fn host(cmd: &str) -> String {
     let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     String::from_utf8(o.stdout).unwrap()
 }
+
+/// A TCP port on loopback nobody listens on now (bound and released at once; the
+/// test's own `hako` then takes it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (at most 30 s) for `p` to exist: a socket a `hako` creates once it listens.
+pub fn wait_for_path(p: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", p.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
