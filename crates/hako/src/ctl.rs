@@ -45,7 +45,8 @@ enum CtlCommand {
     /// Live-migrate the VM to `hako run --incoming URI` (tcp:HOST:PORT or unix:PATH).
     Migrate {
         uri: String,
-        /// The longest the VM may be stopped, in milliseconds.
+        /// The longest the VM may be stopped, in milliseconds (0: hand over only
+        /// when a round finds no page written).
         #[arg(long, value_name = "MS", default_value_t = 300)]
         downtime_ms: u64,
         /// Give up (the VM runs on here) if memory has not converged after this long.

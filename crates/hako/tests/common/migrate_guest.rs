@@ -139,9 +139,10 @@ impl Drop for Vm {
 
 /// (pass, sum) of every `migrate: pass P sum S` line.
 pub fn passes(out: &str) -> Vec<(u64, u64)> {
-    out.lines()
+    // Only whole lines: the guest may be stopped (or cut over) in the middle of one.
+    out.split_inclusive('\n')
         .filter_map(|l| {
-            let rest = l.strip_prefix("migrate: pass ")?;
+            let rest = l.strip_suffix('\n')?.strip_prefix("migrate: pass ")?;
             let (p, s) = rest.split_once(" sum ")?;
             Some((p.trim().parse().ok()?, s.trim().parse().ok()?))
         })
@@ -150,6 +151,24 @@ pub fn passes(out: &str) -> Vec<(u64, u64)> {
 
 pub fn pages() -> u64 {
     ((MB << 20) - FIRST_PAGE) / 4096
+}
+
+/// The passes a VM printed after taking over from one that printed `before_out`
+/// (a restore or a migration): they go on from the last whole pass there with no
+/// gap, with the right sums. The cut may fall inside a line the guest was
+/// printing, so the two outputs are read as one.
+pub fn continued_passes(what: &str, before_out: &str, after_out: &str) -> Vec<(u64, u64)> {
+    let before = passes(before_out);
+    let last = before.last().expect("passes before the cut").0;
+    let after = passes(&(before_out.to_string() + after_out)).split_off(before.len());
+    let got: Vec<u64> = after.iter().map(|p| p.0).collect();
+    let expect: Vec<u64> = (last + 1..).take(got.len()).collect();
+    assert!(
+        !got.is_empty() && got == expect,
+        "{what}: the passes do not continue from {last}: {got:?}\nbefore:\n{before_out}\nafter:\n{after_out}"
+    );
+    check_sums(&after);
+    after
 }
 
 /// Every pass line holds the sum the guest's pages must give.

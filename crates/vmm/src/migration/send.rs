@@ -13,8 +13,15 @@ use crate::machine::Machine;
 use crate::run::ExitReason;
 use crate::snapshot::{self, state_file};
 
-/// Below this many dirty pages the last round is never worth another one.
+/// Below this many dirty pages the last round is never worth another one (unless
+/// the caller asked for no downtime at all: then only an empty round converges).
 const SMALL_ROUND: u64 = 64;
+
+/// Rounds are at least this far apart: a round of a few pages takes microseconds,
+/// too short for the vCPUs (just unparked) to run, so its dirty count would measure
+/// the host's scheduler rather than the guest, and parking them thousands of times a
+/// second would starve the guest.
+const MIN_ROUND: Duration = Duration::from_millis(20);
 
 /// Counts what went over the wire.
 #[derive(Default)]
@@ -178,14 +185,20 @@ fn precopy_and_hand_over(
     let mut bandwidth = sent.bytes as f64 / t.elapsed().as_secs_f64().max(1e-6);
     let mut rounds = 0u32;
     let mut pending: Vec<u64>;
+    let mut round_start = Instant::now();
     loop {
+        if let Some(rest) = MIN_ROUND.checked_sub(round_start.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        round_start = Instant::now();
         pending = with_parked(m, running, || {
             m.vm.sync_dirty_log().map_err(|e| Error::Failed(e.into()))?;
             Ok(dirty_pages(&layout, &m.dirty.take()))
         })?;
         let n = pending.len() as u64;
         let estimate = Duration::from_secs_f64((n * PAGE as u64) as f64 / bandwidth);
-        if n <= SMALL_ROUND || estimate <= opts.downtime_limit {
+        let small = n <= SMALL_ROUND && !opts.downtime_limit.is_zero();
+        if small || estimate <= opts.downtime_limit {
             break;
         }
         if t0.elapsed() > opts.timeout {
