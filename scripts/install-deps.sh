@@ -7,6 +7,8 @@
 #   e2fsprogs: mkfs.ext4/debugfs for disk images in the end-to-end tests
 #   acpica-tools: iasl, to check the DSDT
 #   gdb: the client of the GDB-server tests
+#   libslirp0: user-mode networking (`--net user` loads it at run time)
+#   iproute2: network namespaces and TAP addresses in the networking tests
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -17,6 +19,8 @@ command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 command -v iasl >/dev/null || missing+=(acpica-tools)
 command -v dpkg-deb >/dev/null || missing+=(dpkg)
 command -v gdb >/dev/null || missing+=(gdb)
+command -v ip >/dev/null || missing+=(iproute2)
+ls /usr/lib/x86_64-linux-gnu/libslirp.so.0 >/dev/null 2>&1 || missing+=(libslirp0)
 if [ ${#missing[@]} -gt 0 ] || ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-io >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -q
