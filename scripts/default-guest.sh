@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetches Debian's stock cloud kernel and busybox-static with apt (no root needed
 # for the download itself), caches them under ~/.cache/hako, and builds a busybox
-# initramfs whose /init loads the virtio modules, mounts /proc and /sys, and either
+# initramfs whose /init loads the virtio modules, mounts /proc and /sys, brings eth0
+# up with DHCP when there is a NIC (unless hako.dhcp=off), and either
 # runs the command given on the kernel command line (hako.cmd=...) and powers off,
 # or starts a shell on the console.
 #
@@ -56,7 +57,7 @@ if [ ! -x "$BBDIR/bin/busybox" ]; then
 fi
 
 INITRD="$CACHE/initramfs-$KVER.cpio.gz"
-if [ ! -s "$INITRD" ] || [ "$SCRIPT_DIR/default-guest.sh" -nt "$INITRD" ] || [ "$SCRIPT_DIR/guest-init.sh" -nt "$INITRD" ] || [ "$SCRIPT_DIR/mkcpio.py" -nt "$INITRD" ]; then
+if [ ! -s "$INITRD" ] || [ "$SCRIPT_DIR/default-guest.sh" -nt "$INITRD" ] || [ "$SCRIPT_DIR/guest-init.sh" -nt "$INITRD" ] || [ "$SCRIPT_DIR/udhcpc.script" -nt "$INITRD" ] || [ "$SCRIPT_DIR/mkcpio.py" -nt "$INITRD" ]; then
     ROOT=$(mktemp -d)
     trap 'rm -rf "$ROOT"' EXIT
     mkdir -p "$ROOT"/{bin,sbin,proc,sys,dev,tmp,mnt,etc,root,lib/modules/"$KVER"}
@@ -64,11 +65,13 @@ if [ ! -s "$INITRD" ] || [ "$SCRIPT_DIR/default-guest.sh" -nt "$INITRD" ] || [ "
     for applet in sh ash; do ln -s busybox "$ROOT/bin/$applet"; done
     cp "$SCRIPT_DIR/guest-init.sh" "$ROOT/init"
     chmod +x "$ROOT/init"
+    cp "$SCRIPT_DIR/udhcpc.script" "$ROOT/etc/udhcpc.script"
+    chmod +x "$ROOT/etc/udhcpc.script"
     # virtio and filesystem modules the init may load (insmod order matters: deps first).
     MODS="$ROOT/lib/modules/$KVER"
     : > "$MODS/load-order"
     for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_mmio \
-             virtio_blk virtio_console virtio-rng failover net_failover virtio_net; do
+             virtio_blk virtio_console virtio-rng failover net_failover virtio_net virtio_balloon; do
         f=$(find "$KDIR/lib/modules/$KVER/kernel" -name "$m.ko*" | head -1)
         if [ -n "$f" ]; then
             cp "$f" "$MODS/"

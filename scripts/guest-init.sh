@@ -25,6 +25,18 @@ for b in /sys/block/vd*; do
     n=0
     while [ ! -e "/dev/${b##*/}" ] && [ $n -lt 30 ]; do sleep 0.1; n=$((n+1)); done
 done
+# A NIC: bring it up with DHCP (user networking answers at once), unless the
+# command line says hako.dhcp=off (a link with no DHCP server, e.g. two VMs wired
+# together; the test then sets addresses itself).
+ifconfig lo 127.0.0.1 up 2>/dev/null
+if [ -e /sys/class/net/eth0 ] && ! grep -q 'hako.dhcp=off' /proc/cmdline; then
+    ifconfig eth0 up
+    if udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 4 -T 1 >/dev/null 2>&1; then
+        echo "hako-guest: eth0 $(ifconfig eth0 | sed -n 's/.*inet addr:\([0-9.]*\).*/\1/p')"
+    else
+        echo "hako-guest: eth0 got no DHCP lease"
+    fi
+fi
 echo "hako-guest: init reached (kernel $KVER, $(grep -c ^processor /proc/cpuinfo) cpus)"
 # hako.cmd=BASE64 on the kernel command line: run that shell script, print its
 # exit status, power off. (Base64 keeps quotes, spaces and '+' intact.)

@@ -9,6 +9,8 @@
 #   gdb: the client of the GDB-server tests
 #   libslirp0: user-mode networking (`--net user` loads it at run time)
 #   iproute2: network namespaces and TAP addresses in the networking tests
+#   passt: a `--net stream` peer in the interop tests
+#   iputils-ping: host-to-guest ping in the TAP test
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -20,6 +22,8 @@ command -v iasl >/dev/null || missing+=(acpica-tools)
 command -v dpkg-deb >/dev/null || missing+=(dpkg)
 command -v gdb >/dev/null || missing+=(gdb)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v passt >/dev/null || missing+=(passt)
+command -v ping >/dev/null || missing+=(iputils-ping)
 ls /usr/lib/x86_64-linux-gnu/libslirp.so.0 >/dev/null 2>&1 || missing+=(libslirp0)
 if [ ${#missing[@]} -gt 0 ] || ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-io >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive

@@ -5,7 +5,8 @@ use utoipa::OpenApi;
 
 use crate::server;
 use crate::types::{
-    ErrorBody, MigrateRequest, MigrationReport, SnapshotReport, SnapshotRequest, State, VmInfo,
+    BalloonInfo, BalloonRequest, ErrorBody, GuestMemoryStats, MigrateRequest, MigrationReport,
+    SnapshotReport, SnapshotRequest, State, VmInfo,
 };
 
 #[derive(OpenApi)]
@@ -25,6 +26,8 @@ for a command the VM's state does not allow, 500 when the VMM failed.",
         server::stop,
         server::snapshot,
         server::migrate,
+        server::balloon_info,
+        server::balloon_set,
         server::openapi_json
     ),
     components(schemas(
@@ -34,7 +37,10 @@ for a command the VM's state does not allow, 500 when the VMM failed.",
         SnapshotRequest,
         SnapshotReport,
         MigrateRequest,
-        MigrationReport
+        MigrationReport,
+        BalloonRequest,
+        BalloonInfo,
+        GuestMemoryStats
     ))
 )]
 pub struct ApiDoc;

@@ -17,7 +17,8 @@ use axum::{Json, Router};
 use vmm::VmHandle;
 
 use crate::types::{
-    ErrorBody, MigrateRequest, MigrationReport, SnapshotReport, SnapshotRequest, VmInfo,
+    BalloonInfo, BalloonRequest, ErrorBody, MigrateRequest, MigrationReport, SnapshotReport,
+    SnapshotRequest, VmInfo,
 };
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -167,6 +168,37 @@ pub(crate) async fn migrate(
     .await
 }
 
+/// The balloon: its target, what the guest gave back, and the guest's memory
+/// statistics (fresh ones are asked for; a running guest answers within ~0.5 s).
+#[utoipa::path(get, path = "/v1/vm/balloon", responses(
+    (status = 200, description = "The balloon", body = BalloonInfo),
+    (status = 400, description = "The VM has no balloon", body = ErrorBody),
+    (status = 409, description = "The VM has stopped", body = ErrorBody)))]
+pub(crate) async fn balloon_info(Ax(t): Ax<Target>) -> Response {
+    with_vm(t, |vm| vm.balloon(None).map(BalloonInfo::from)).await
+}
+
+/// Sets the balloon's target: how much memory the guest should give back. A paused
+/// VM gets it when it resumes.
+#[utoipa::path(put, path = "/v1/vm/balloon", request_body = BalloonRequest, responses(
+    (status = 200, description = "Target set", body = BalloonInfo),
+    (status = 400, description = "Malformed request, a target above the guest's memory, \
+or no balloon", body = ErrorBody),
+    (status = 409, description = "The VM has stopped", body = ErrorBody)))]
+pub(crate) async fn balloon_set(
+    Ax(t): Ax<Target>,
+    req: std::result::Result<Json<BalloonRequest>, JsonRejection>,
+) -> Response {
+    let req = match req {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    with_vm(t, move |vm| {
+        vm.balloon(Some(req.target_bytes)).map(BalloonInfo::from)
+    })
+    .await
+}
+
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", responses(
     (status = 200, description = "The OpenAPI 3 document", content_type = "application/json")))]
@@ -194,6 +226,7 @@ fn router(t: Target) -> Router {
         .route("/v1/vm/stop", put(stop))
         .route("/v1/vm/snapshot", put(snapshot))
         .route("/v1/vm/migrate", put(migrate))
+        .route("/v1/vm/balloon", get(balloon_info).put(balloon_set))
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
         .with_state(t)

@@ -130,3 +130,63 @@ impl From<vmm::snapshot::SnapshotReport> for SnapshotReport {
         }
     }
 }
+
+/// `PUT /v1/vm/balloon`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonRequest {
+    /// Memory the guest should give back to the host, in bytes (0 deflates fully).
+    pub target_bytes: u64,
+}
+
+/// The guest's memory figures as its balloon driver last reported them (bytes or
+/// counts; absent when the driver does not report one).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct GuestMemoryStats {
+    pub swap_in: Option<u64>,
+    pub swap_out: Option<u64>,
+    pub major_faults: Option<u64>,
+    pub minor_faults: Option<u64>,
+    pub free_memory: Option<u64>,
+    pub total_memory: Option<u64>,
+    pub available_memory: Option<u64>,
+    pub disk_caches: Option<u64>,
+}
+
+/// `GET` and `PUT /v1/vm/balloon`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BalloonInfo {
+    /// Memory the host asked the guest to give back, in bytes.
+    pub target_bytes: u64,
+    /// Memory the guest has given back, in bytes.
+    pub actual_bytes: u64,
+    /// 4 KiB pages discarded through inflation since the VM started.
+    pub inflated_pages: u64,
+    /// Bytes the guest reported free (free page reporting) and the host discarded.
+    pub reported_bytes: u64,
+    pub stats: Option<GuestMemoryStats>,
+    /// When the statistics came, in seconds since the Unix epoch.
+    pub stats_time: Option<u64>,
+}
+
+impl From<vmm::BalloonInfo> for BalloonInfo {
+    fn from(b: vmm::BalloonInfo) -> Self {
+        BalloonInfo {
+            target_bytes: b.target_bytes,
+            actual_bytes: b.actual_bytes,
+            inflated_pages: b.inflated_pages,
+            reported_bytes: b.reported_bytes,
+            stats: b.stats.map(|s| GuestMemoryStats {
+                swap_in: s.swap_in,
+                swap_out: s.swap_out,
+                major_faults: s.major_faults,
+                minor_faults: s.minor_faults,
+                free_memory: s.free_memory,
+                total_memory: s.total_memory,
+                available_memory: s.available_memory,
+                disk_caches: s.disk_caches,
+            }),
+            stats_time: b.stats_time,
+        }
+    }
+}

@@ -42,6 +42,12 @@ enum CtlCommand {
         #[arg(long)]
         stay_paused: bool,
     },
+    /// Show the balloon, or set its target: how much memory the guest should give
+    /// back (e.g. 256M; 0 deflates it). Needs `hako run --balloon`.
+    Balloon {
+        #[arg(value_name = "SIZE", value_parser = vmm::config::parse_size)]
+        target: Option<u64>,
+    },
     /// Live-migrate the VM to `hako run --incoming URI` (tcp:HOST:PORT or unix:PATH).
     Migrate {
         uri: String,
@@ -67,6 +73,10 @@ pub fn run(a: CtlArgs) -> Result<i32> {
             let dir = std::path::absolute(dir)?;
             let body = json!({"dir": dir.display().to_string(), "stay_paused": stay_paused});
             ("PUT", "/v1/vm/snapshot", Some(body))
+        }
+        CtlCommand::Balloon { target: None } => ("GET", "/v1/vm/balloon", None),
+        CtlCommand::Balloon { target: Some(t) } => {
+            ("PUT", "/v1/vm/balloon", Some(json!({"target_bytes": t})))
         }
         CtlCommand::Migrate {
             uri,
@@ -94,6 +104,7 @@ pub fn run(a: CtlArgs) -> Result<i32> {
         CtlCommand::Info => print_table(&info_rows(&v)),
         CtlCommand::Snapshot { .. } => print_table(&snapshot_rows(&v)),
         CtlCommand::Migrate { .. } => print_table(&migration_rows(&v)),
+        CtlCommand::Balloon { .. } => print_table(&balloon_rows(&v)),
         _ => println!("ok"),
     }
     Ok(0)
@@ -163,4 +174,16 @@ fn print_table(rows: &[(String, String)]) {
     for (k, v) in rows {
         println!("{k:<w$}  {v}");
     }
+}
+
+fn balloon_rows(v: &Value) -> Vec<(String, String)> {
+    let st = &v["stats"];
+    vec![
+        ("target".into(), mib(v, "target_bytes")),
+        ("given back".into(), mib(v, "actual_bytes")),
+        ("reported free".into(), mib(v, "reported_bytes")),
+        ("guest total".into(), mib(st, "total_memory")),
+        ("guest free".into(), mib(st, "free_memory")),
+        ("guest available".into(), mib(st, "available_memory")),
+    ]
 }

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use crate::host_io::lock;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use vmm::config::parse_size;
 use vmm::migration::MigrationUri;
 use vmm::snapshot::RestoreMode;
 use vmm::{
@@ -40,7 +39,7 @@ pub struct RunArgs {
     /// snapshot, or what `hako img import` writes). Only --accel, --api-socket and
     /// --gdb may be given with it.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
-        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "device", "virtio",
+        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "net", "balloon", "device", "virtio",
         "console", "on_reboot", "restore", "incoming"
     ])]
     config: Option<PathBuf>,
@@ -48,7 +47,7 @@ pub struct RunArgs {
     /// Its config.json describes the VM; only --accel, --api-socket, --gdb and
     /// --restore-mode may be given with it.
     #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "device", "virtio",
+        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "net", "balloon", "device", "virtio",
         "console", "on_reboot", "trace"
     ])]
     restore: Option<PathBuf>,
@@ -56,7 +55,7 @@ pub struct RunArgs {
     /// migrate`), then run the VM it brings. Only --accel, --api-socket and --gdb
     /// may be given with it.
     #[arg(long, value_name = "URI", conflicts_with_all = [
-        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "device", "virtio",
+        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "net", "balloon", "device", "virtio",
         "console", "on_reboot", "trace", "restore"
     ])]
     incoming: Option<MigrationUri>,
@@ -86,9 +85,11 @@ pub struct RunArgs {
     /// Kernel command line.
     #[arg(long, value_name = "STR", default_value = "console=ttyS0")]
     cmdline: String,
-    /// Guest memory (e.g. 128M, 2G).
-    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
-    memory: u64,
+    /// Guest memory (e.g. 128M, 2G), with options: mergeable=on offers it to KSM
+    /// (identical pages of guests are shared); hugepages=on backs it with transparent
+    /// huge pages, hugepages=DIR with files in that hugetlbfs mount (reserved at start).
+    #[arg(long, value_name = "SIZE[,OPTS]", default_value = "512M")]
+    memory: vmm::memory_backing::MemorySpec,
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1)]
     cpus: u32,
@@ -113,6 +114,20 @@ pub struct RunArgs {
     /// read-only (readonly=on).
     #[arg(long, value_name = "SPEC")]
     disk: Vec<DiskSpec>,
+    /// A virtio-net NIC (repeatable; see docs/net.md):
+    /// user[,hostfwd=tcp:[HOSTADDR]:HPORT-[GUESTADDR]:GPORT]...[,restrict=on] (no
+    /// privileges: 10.0.2.15 by DHCP, host and gateway 10.0.2.2, DNS 10.0.2.3,
+    /// host.hako.internal the host; forwards bind 127.0.0.1 unless HOSTADDR is given),
+    /// tap,ifname=NAME (a TAP device, created with CAP_NET_ADMIN), or
+    /// stream,path=SOCKET[,server=on] (QEMU's length-prefixed frames: passt, gvproxy,
+    /// or another hako). Each takes mac=52:54:00:12:34:56.
+    #[arg(long, value_name = "SPEC")]
+    net: Vec<net::NetSpec>,
+    /// A virtio-balloon whose first target is SIZE (memory the guest gives back; 0
+    /// for none yet): `hako ctl balloon SIZE` changes it. The guest also reports
+    /// the memory it frees (free page reporting), which returns to the host.
+    #[arg(long, value_name = "SIZE", value_parser = vmm::config::parse_size)]
+    balloon: Option<u64>,
     /// Which console the terminal's input goes to: COM1 (ttyS0) or virtio-console
     /// (hvc0; boot with console=hvc0). Both consoles' output goes to the terminal.
     #[arg(long, value_enum, default_value_t = ConsoleArg::Serial)]
@@ -253,6 +268,11 @@ fn load_config(file: &std::path::Path, accel: Option<AccelKind>) -> Result<VmCon
     fix(&mut cfg.kernel);
     cfg.initrds.iter_mut().for_each(fix);
     cfg.disks.iter_mut().for_each(|d| fix(&mut d.path));
+    for n in &mut cfg.nets {
+        if let net::spec::Backend::Stream { path, .. } = &mut n.backend {
+            fix(path);
+        }
+    }
     if let Some(a) = accel {
         cfg.accel = a;
     }
@@ -264,7 +284,8 @@ fn boot_config(a: RunArgs, accel: AccelKind) -> VmConfig {
         kernel: a.kernel.expect("clap requires --kernel without --restore"),
         initrds: a.initrd,
         cmdline: a.cmdline,
-        memory: a.memory,
+        memory: a.memory.size,
+        memory_backing: a.memory.backing,
         cpus: a.cpus,
         accel,
         cpu: match a.cpu {
@@ -287,6 +308,8 @@ fn boot_config(a: RunArgs, accel: AccelKind) -> VmConfig {
             TransportArg::Mmio => VirtioTransport::Mmio,
         },
         devices: a.device,
+        nets: a.net,
+        balloon: a.balloon,
     }
 }
 

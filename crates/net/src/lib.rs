@@ -12,11 +12,17 @@
 //! while the guest has posted no buffers; when the guest posts some, the device
 //! drains the queue again.
 
+pub mod dns;
 pub mod queue;
+mod slirp_ffi;
 pub mod spec;
+pub mod stream;
+mod sys;
+pub mod tap;
+pub mod user;
 
 pub use queue::{FrameQueue, RxWaker};
-pub use spec::NetSpec;
+pub use spec::{Backend, HostFwd, NetSpec, SpecError};
 
 /// Size of `struct virtio_net_hdr_v1` (virtio 1.2, 5.1.6): what a TAP opened with
 /// `IFF_VNET_HDR` and `TUNSETVNETHDRSZ` 12 puts in front of every frame.
@@ -70,15 +76,30 @@ pub trait NetBackend: Send {
 /// A backend as a device and its restore arguments share it.
 pub type SharedBackend = std::sync::Arc<std::sync::Mutex<Box<dyn NetBackend>>>;
 
+/// Opens the backend `spec` names. Its threads start now and call `waker` after
+/// queueing received frames (frames wait in the queue until the VMM sets it).
+/// The MAC in `spec` is the NIC's, not the backend's: no backend needs it.
+pub fn open(spec: &NetSpec, waker: RxWaker) -> Result<Box<dyn NetBackend>, OpenError> {
+    Ok(match &spec.backend {
+        Backend::User { hostfwd, restrict } => Box::new(user::open(hostfwd, *restrict, waker)?),
+        Backend::Tap { ifname } => Box::new(tap::open(ifname, waker)?),
+        Backend::Stream { path, server } => Box::new(stream::open(path, *server, waker)?),
+    })
+}
+
 /// Errors opening a backend: each names what was wrong, for a one-line message
 /// before boot.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The backend cannot work as asked (the message says why and what to do).
     #[error("{0}")]
     Invalid(String),
+    /// A system call failed.
     #[error("{what}: {source}")]
     Io {
+        /// What was being done, naming the backend.
         what: String,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },

@@ -34,6 +34,7 @@ impl FrameQueue {
         true
     }
 
+    /// The oldest waiting frame.
     pub fn pop(&self) -> Option<Vec<u8>> {
         self.lock().frames.pop_front()
     }
@@ -43,10 +44,12 @@ impl FrameQueue {
         self.lock().frames.push_front(frame);
     }
 
+    /// Frames waiting.
     pub fn len(&self) -> usize {
         self.lock().frames.len()
     }
 
+    /// No frame is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -67,6 +70,7 @@ type WakeFn = Arc<dyn Fn() + Send + Sync>;
 pub struct RxWaker(Arc<OnceLock<WakeFn>>);
 
 impl RxWaker {
+    /// A waker that does nothing until [`RxWaker::set`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -76,6 +80,7 @@ impl RxWaker {
         let _ = self.0.set(f);
     }
 
+    /// Calls the function, if one is set.
     pub fn wake(&self) {
         if let Some(f) = self.0.get() {
             f();

@@ -7,18 +7,22 @@
 //! and calls the device when the driver rings a doorbell.
 //!
 //! Queues are processed synchronously: a doorbell write is handled to
-//! completion on the vCPU thread that wrote it (virtio-blk I/O included).
-//! Host-side events (console input) go through [`transport::VirtioPciDevice::process_event`]
-//! / [`transport::VirtioMmioDevice::process_event`] from the thread that has them.
+//! completion on the vCPU thread that wrote it (virtio-blk I/O and virtio-net
+//! transmit included). Host-side events (console input, frames received for
+//! [`net`]) go through
+//! [`transport::VirtioPciDevice::process_event`] /
+//! [`transport::VirtioMmioDevice::process_event`] from the thread that has them.
 //!
 //! A driver that hands the device a malformed chain or misprograms the
 //! transport breaks only that device: the error is logged once, the device sets
 //! DEVICE_NEEDS_RESET and raises a configuration interrupt, and ignores its
 //! queues until the driver resets it.
 
+pub mod balloon;
 pub mod blk;
 pub mod console;
 pub mod device;
+pub mod net;
 pub mod queue;
 pub mod rng;
 pub mod transport;
@@ -33,9 +37,11 @@ pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
 
 /// Device type IDs (virtio 1.2, section 5).
 pub mod device_type {
+    pub const NET: u32 = 1;
     pub const BLOCK: u32 = 2;
     pub const CONSOLE: u32 = 3;
     pub const RNG: u32 = 4;
+    pub const BALLOON: u32 = 5;
 }
 
 /// Device status bits (virtio 1.2, section 2.1).

@@ -159,6 +159,9 @@ pub struct VmConfig {
     pub cmdline: String,
     /// Guest RAM in bytes.
     pub memory: u64,
+    /// How guest RAM is backed (KSM, huge pages).
+    #[serde(default)]
+    pub memory_backing: crate::memory_backing::MemoryBacking,
     pub cpus: u32,
     pub accel: AccelKind,
     #[serde(default)]
@@ -174,6 +177,12 @@ pub struct VmConfig {
     pub virtio: VirtioTransport,
     /// Optional platform devices (`--device`).
     pub devices: Vec<DeviceSpec>,
+    /// A virtio-balloon with this first target in bytes (`--balloon`).
+    #[serde(default)]
+    pub balloon: Option<u64>,
+    /// virtio-net NICs (`--net`), in order.
+    #[serde(default)]
+    pub nets: Vec<net::NetSpec>,
 }
 
 impl VmConfig {
@@ -184,6 +193,7 @@ impl VmConfig {
             initrds: Vec::new(),
             cmdline: "console=ttyS0".into(),
             memory: 512 << 20,
+            memory_backing: Default::default(),
             cpus: 1,
             accel,
             cpu: CpuModel::Host,
@@ -194,6 +204,8 @@ impl VmConfig {
             on_reboot: OnReboot::Exit,
             virtio: VirtioTransport::Pci,
             devices: Vec::new(),
+            nets: Vec::new(),
+            balloon: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! thread serves on its own vCPU (save or load its state). One mutex and one condvar
 //! cover all of it, so a parked or halted vCPU wakes for any of them.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use accel::{DebugStop, GuestDebug, Vcpu, VcpuKick};
@@ -58,6 +58,13 @@ pub struct Control {
     inner: Mutex<Inner>,
     cv: Condvar,
     kickers: Mutex<Vec<Arc<dyn VcpuKick>>>,
+    /// Held (shared) by host-side device work that writes guest memory (a NIC's
+    /// receive); a pause takes it exclusively once, so when a pause returns no such
+    /// work is in flight and none starts until the VM resumes.
+    device_io: RwLock<()>,
+    /// Run after every resume: host-side work that waited (frames queued while
+    /// the VM was paused) is delivered.
+    on_resume: Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl Control {
@@ -75,6 +82,8 @@ impl Control {
             }),
             cv: Condvar::new(),
             kickers: Mutex::new(Vec::new()),
+            device_io: RwLock::new(()),
+            on_resume: Mutex::new(Vec::new()),
         }
     }
 
@@ -128,10 +137,37 @@ impl Control {
         self.lock().pause
     }
 
+    /// Runs host-side device work `f` unless the VM is paused (then it is skipped:
+    /// the functions given to [`Control::add_on_resume`] redo it on resume).
+    pub fn device_work(&self, f: impl FnOnce()) {
+        let _g = self.device_io.read().unwrap_or_else(|e| e.into_inner());
+        if !self.pausing() {
+            f();
+        }
+    }
+
+    /// Registers `f` to run after each resume.
+    pub fn add_on_resume(&self, f: Arc<dyn Fn() + Send + Sync>) {
+        lock(&self.on_resume).push(f);
+    }
+
+    /// Waits for device work in flight (after `pause` was set).
+    fn quiesce_devices(&self) {
+        drop(self.device_io.write().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn run_on_resume(&self) {
+        let hooks: Vec<_> = lock(&self.on_resume).clone();
+        for f in hooks {
+            f();
+        }
+    }
+
     /// Asks every vCPU to park and waits until all have (or the VM ended, or
     /// `timeout` passed). Returns whether they are all parked.
     pub(crate) fn pause(&self, timeout: Duration) -> bool {
         self.lock().pause = true;
+        self.quiesce_devices();
         self.cv.notify_all();
         self.kick_all();
         let deadline = Instant::now() + timeout;
@@ -163,6 +199,7 @@ impl Control {
     /// Makes vCPUs park at their next checkpoint, without waiting for them.
     pub(crate) fn set_paused(&self) {
         self.lock().pause = true;
+        self.quiesce_devices();
     }
 
     /// Lets the parked vCPUs run again (all of them: debugger holds end too).
@@ -173,6 +210,7 @@ impl Control {
             g.held.fill(false);
         }
         self.cv.notify_all();
+        self.run_on_resume();
     }
 
     /// Runs `req` on parked vCPU `idx`'s own thread and returns its answer (`None`
@@ -270,6 +308,7 @@ impl Control {
             g.pause = false;
         }
         self.cv.notify_all();
+        self.run_on_resume();
     }
 
     /// Forgets a debugger stop that is no longer to be reported.

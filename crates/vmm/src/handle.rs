@@ -96,6 +96,8 @@ struct Shared {
     /// the machine (closing its disks and flushing its consoles) as soon as the VM
     /// has ended, whoever still holds a handle.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    balloon: Option<crate::balloon::BalloonCtl>,
+    memory: u64,
 }
 
 /// Drives a started VM. Cheap to clone; every clone talks to the same VM.
@@ -117,6 +119,8 @@ impl VmHandle {
         let mem = machine.mem.clone();
         let ncpus = machine.config.cpus as usize;
         let accel = machine.accel_name();
+        let balloon = machine.balloon.clone();
+        let memory = machine.config.memory;
         let mut threads = threads;
         // If the control thread cannot start, commands answer "stopped"; the VM
         // itself still runs and ends as usual.
@@ -134,6 +138,8 @@ impl VmHandle {
                 mem,
                 ncpus,
                 accel,
+                balloon,
+                memory,
                 threads: Mutex::new(threads),
             }),
         }
@@ -198,6 +204,25 @@ impl VmHandle {
     /// Ends the VM now (no guest shutdown).
     pub fn stop(&self) -> Result<()> {
         self.call(Command::Stop).map(drop)
+    }
+
+    /// Sets the balloon's target (bytes the guest should give back) when given, and
+    /// reports the balloon with the guest's latest statistics. A paused VM gets the
+    /// new target when it resumes.
+    pub fn balloon(&self, target: Option<u64>) -> Result<virtio::balloon::BalloonInfo> {
+        if self.ended() {
+            return Err(Error::WrongState {
+                state: RunState::Stopped,
+                action: "the balloon",
+                needs: "running or paused",
+            });
+        }
+        match &self.shared.balloon {
+            Some(b) => b.update(target, self.shared.memory),
+            None => Err(Error::BadRequest(
+                "this VM has no balloon (start it with --balloon SIZE)".into(),
+            )),
+        }
     }
 
     /// Ends the VM for `reason` (signals, the console's quit sequence), in any state.

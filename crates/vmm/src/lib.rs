@@ -1,6 +1,7 @@
 //! The VMM: builds a virtual machine from a [`VmConfig`], runs one host thread
 //! per vCPU, routes their I/O to the device buses, and ends when the guest does.
 
+mod balloon;
 pub mod config;
 pub mod console;
 mod control;
@@ -12,7 +13,9 @@ mod handle;
 mod irq;
 mod kernel;
 mod machine;
+pub mod memory_backing;
 pub mod migration;
+mod nics;
 pub mod platform;
 mod run;
 pub mod snapshot;
@@ -26,3 +29,4 @@ pub use error::{Error, Result};
 pub use handle::{RunState, VmHandle, VmInfo};
 pub use machine::Machine;
 pub use run::{ExitReason, Start};
+pub use virtio::balloon::{BalloonInfo, GuestStats};

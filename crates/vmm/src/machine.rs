@@ -72,6 +72,7 @@ pub struct Machine {
     pub(crate) dirty: Arc<DirtyLog>,
     /// The `--disk`s, flushed before a snapshot.
     pub(crate) disks: Vec<Arc<dyn block::Disk>>,
+    pub(crate) balloon: Option<crate::balloon::BalloonCtl>,
 }
 
 fn create_vm(cfg: &VmConfig, mem: GuestMemory) -> Result<Arc<dyn Vm>> {
@@ -198,15 +199,20 @@ impl Machine {
         check(&config, boot)?;
         let out = Arc::new(Mutex::new(ConsoleOut(out)));
         let mem = match restored {
-            Some(m) => m,
-            None => {
-                GuestMemory::from_ranges(&guest_ram_ranges(config.memory)).with_context(|| {
-                    format!(
-                        "cannot allocate {} MiB of guest memory",
-                        config.memory >> 20
-                    )
-                })?
+            Some(m) => {
+                crate::memory_backing::advise(&m, &config.memory_backing)?;
+                m
             }
+            None => crate::memory_backing::allocate(
+                &guest_ram_ranges(config.memory),
+                &config.memory_backing,
+            )
+            .with_context(|| {
+                format!(
+                    "cannot allocate {} MiB of guest memory",
+                    config.memory >> 20
+                )
+            })?,
         };
         let vm = create_vm(&config, mem.clone())?;
         let control = Arc::new(Control::new(config.cpus as usize));
@@ -270,6 +276,7 @@ impl Machine {
                 mmio: &mut mmio,
                 tree: &mut tree,
                 dirty: &dirty,
+                control: &control,
             },
             &console_out,
             boot,
@@ -305,6 +312,7 @@ impl Machine {
             mem,
             dirty,
             disks: plat.disks,
+            balloon: plat.balloon,
         })
     }
 

@@ -1,5 +1,5 @@
 //! The PC platform a stock kernel expects: ACPI tables, the ACPI PM block, the
-//! PCI root complex, and virtio devices (blk, console, rng) on PCI or MMIO.
+//! PCI root complex, and virtio devices (blk, console, rng, net) on PCI or MMIO.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use vm_device::{Bus, IrqLine, MsiSink};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::config::{DiskSpec, VirtioTransport, VmConfig};
+use crate::control::Control;
 use crate::device_tree::DeviceTree;
 use crate::irq::{GsiLine, VmMsi};
 use vmm_types::dirty::DirtyLog;
@@ -41,6 +42,7 @@ pub struct Platform {
     /// Input of the virtio console (hvc0).
     pub virtio_console_input: InputSink,
     pub disks: Vec<Arc<dyn block::Disk>>,
+    pub balloon: Option<crate::balloon::BalloonCtl>,
 }
 
 fn line(vm: &Arc<dyn Vm>, gsi: u32) -> Arc<dyn IrqLine> {
@@ -65,7 +67,7 @@ fn open_disk(d: &DiskSpec) -> Result<Arc<dyn block::Disk>> {
 }
 
 /// Attaches virtio devices to PCI or to the platform MMIO area.
-struct Attacher<'a> {
+pub(crate) struct Attacher<'a> {
     vm: &'a Arc<dyn Vm>,
     mem: &'a GuestMemory,
     root: &'a Arc<PciRoot>,
@@ -79,7 +81,12 @@ struct Attacher<'a> {
 impl Attacher<'_> {
     /// Plugs `dev` in as device `id` of the tree, `args` making what restoring it needs;
     /// returns a closure that processes host-side events of it.
-    fn attach<D, F>(&mut self, id: &str, dev: D, args: F) -> Result<Arc<dyn Fn() + Send + Sync>>
+    pub(crate) fn attach<D, F>(
+        &mut self,
+        id: &str,
+        dev: D,
+        args: F,
+    ) -> Result<Arc<dyn Fn() + Send + Sync>>
     where
         D: VirtioDevice + Send + 'static,
         F: Fn() -> D::Args + Send + Sync + 'static,
@@ -144,6 +151,7 @@ pub struct Wiring<'a> {
     pub mmio: &'a mut Bus,
     pub tree: &'a mut DeviceTree,
     pub dirty: &'a Arc<DirtyLog>,
+    pub control: &'a Arc<Control>,
 }
 
 /// Builds ACPI, PCI and the virtio devices onto the buses and into guest memory
@@ -161,6 +169,7 @@ pub fn build(
         mmio,
         tree,
         dirty,
+        control,
     } = w;
     let disks: Vec<_> = cfg
         .disks
@@ -236,6 +245,11 @@ pub fn build(
     })?;
     let entropy = || Box::new(virtio::rng::host_getrandom) as virtio::rng::EntropySource;
     a.attach("virtio-rng", virtio::rng::Rng::new(), entropy)?;
+    crate::nics::attach(&mut a, &cfg.nets, control)?;
+    let balloon = cfg
+        .balloon
+        .map(|t| crate::balloon::attach(&mut a, t, control))
+        .transpose()?;
     let r = root.clone();
     a.tree.after_restore(move || r.refresh_routes());
     let virtio_console_input: InputSink = Arc::new(move |bytes: &[u8]| {
@@ -266,6 +280,7 @@ pub fn build(
         rsdp: tables.rsdp_addr,
         virtio_console_input,
         disks: opened,
+        balloon,
     })
 }
 

@@ -2,6 +2,7 @@
 //! accelerators to test here, and the default Debian guest.
 #![allow(dead_code)]
 
+pub mod live;
 pub mod migrate_guest;
 
 use std::io::Read;
