@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use vm_device::bus::lock;
-use vm_device::{BusDevice, Persist, StateError};
+use vm_device::{BusDevice, BusDeviceSync, Persist, StateError};
 
 use crate::allocator::{AllocError, BarAllocator};
 use crate::config::{
@@ -349,15 +349,26 @@ fn ecam_decode(offset: u64) -> (u8, u8, u8, u64) {
     )
 }
 
-impl BusDevice for PciEcam {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
+/// The root locks what it routes to: insert it with `Bus::insert_sync`.
+impl BusDeviceSync for PciEcam {
+    fn read(&self, offset: u64, data: &mut [u8]) {
         let (b, d, f, r) = ecam_decode(offset);
         self.root.config_read(b, d, f, r, data);
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) {
         let (b, d, f, r) = ecam_decode(offset);
         self.root.config_write(b, d, f, r, data);
+    }
+}
+
+impl BusDevice for PciEcam {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        BusDeviceSync::read(self, offset, data)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        BusDeviceSync::write(self, offset, data)
     }
 }
 
@@ -377,13 +388,25 @@ impl PciBarWindow {
     }
 }
 
-impl BusDevice for PciBarWindow {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
+/// Only the device a BAR access reaches is locked: insert the window with
+/// `Bus::insert_sync`, so accesses to different devices run in parallel.
+impl BusDeviceSync for PciBarWindow {
+    fn read(&self, offset: u64, data: &mut [u8]) {
         self.root.bar_read(self.io, self.base + offset, data);
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) {
         self.root.bar_write(self.io, self.base + offset, data);
+    }
+}
+
+impl BusDevice for PciBarWindow {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        BusDeviceSync::read(self, offset, data)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        BusDeviceSync::write(self, offset, data)
     }
 }
 
@@ -504,6 +527,86 @@ mod tests {
         (root, slot)
     }
 
+    /// A function with one 4 KiB memory BAR whose reads wait for a go-ahead.
+    struct Gate {
+        config: ConfigSpace,
+        go: std::sync::mpsc::Receiver<()>,
+    }
+    impl PciDevice for Gate {
+        fn config_read(&mut self, o: u64, d: &mut [u8]) {
+            self.config.read(o, d)
+        }
+        fn config_write(&mut self, o: u64, d: &[u8]) {
+            self.config.write(o, d)
+        }
+        fn bar_defs(&self) -> Vec<(usize, BarDef)> {
+            self.config.bar_defs()
+        }
+        fn set_bar_address(&mut self, i: usize, a: u64) {
+            self.config.set_bar_address(i, a)
+        }
+        fn decoded_bars(&self) -> Vec<BarRange> {
+            self.config.decoded_bars()
+        }
+        fn bar_read(&mut self, _b: u8, _o: u64, d: &mut [u8]) {
+            let _ = self.go.recv_timeout(std::time::Duration::from_secs(30));
+            d.fill(0x66);
+        }
+        fn bar_write(&mut self, _b: u8, _o: u64, _d: &[u8]) {}
+    }
+
+    #[test]
+    fn a_slow_device_does_not_hold_up_another_behind_the_same_window() {
+        let (root, slot) = root_with_scratch();
+        let mut config = ConfigSpace::new(PciIds {
+            vendor: 0x1234,
+            device: 0x12,
+            ..Default::default()
+        });
+        let bar = BarDef {
+            kind: BarKind::Mem32,
+            size: 0x1000,
+            prefetchable: false,
+        };
+        config.add_bar(0, bar).unwrap();
+        let (go, rx) = std::sync::mpsc::channel();
+        let gate_slot = root.reserve_slot().unwrap();
+        root.add_device(gate_slot, Arc::new(Mutex::new(Gate { config, go: rx })))
+            .unwrap();
+        let scratch = root.decoded_bars(slot)[0].base;
+        let gate = root.decoded_bars(gate_slot)[0].base;
+        let mut bus = vm_device::Bus::new();
+        bus.insert_sync(
+            layout::MMIO32_BASE,
+            layout::MMIO32_SIZE,
+            Arc::new(PciBarWindow::new(root.clone(), layout::MMIO32_BASE, false)),
+        )
+        .unwrap();
+        let bus = Arc::new(bus);
+        // One vCPU waits inside the gate device's BAR read...
+        let b = bus.clone();
+        let slow = std::thread::spawn(move || {
+            let mut d = [0u8; 4];
+            b.read(gate, &mut d);
+            d
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // ...while another reaches the scratch device through the same window.
+        let (done, finished) = std::sync::mpsc::channel();
+        let b = bus.clone();
+        std::thread::spawn(move || {
+            b.write(scratch + 4, &[7]);
+            let mut d = [0u8; 1];
+            b.read(scratch + 4, &mut d);
+            let _ = done.send(d[0]);
+        });
+        let got = finished.recv_timeout(std::time::Duration::from_secs(5));
+        assert!(!slow.is_finished(), "the gate let its reader go early");
+        go.send(()).unwrap();
+        assert_eq!(slow.join().unwrap(), [0x66; 4]);
+        assert_eq!(got, Ok(7), "the other device waited for the slow one");
+    }
+
     fn cf8_read(io: &mut PciConfigIo, dev: u8, reg: u32) -> u32 {
         io.write(0, &(0x8000_0000 | u32::from(dev) << 11 | reg).to_le_bytes());
         let mut b = [0u8; 4];
@@ -526,7 +629,7 @@ mod tests {
             0xffff_ffff,
             "empty slot reads all ones"
         );
-        let mut ecam = PciEcam::new(root.clone());
+        let ecam = PciEcam::new(root.clone());
         let mut b = [0u8; 4];
         ecam.read(1 << 15, &mut b);
         assert_eq!(u32::from_le_bytes(b), 0x0011_1234);
@@ -544,13 +647,13 @@ mod tests {
         let (root, slot) = root_with_scratch();
         let bar = root.decoded_bars(slot)[0];
         assert_eq!(bar.base, layout::MMIO32_BASE);
-        let mut win = PciBarWindow::new(root.clone(), layout::MMIO32_BASE, false);
+        let win = PciBarWindow::new(root.clone(), layout::MMIO32_BASE, false);
         win.write(8, &[0xab]);
         let mut b = [0u8; 1];
         win.read(8, &mut b);
         assert_eq!(b[0], 0xab);
         // The guest sizes the BAR (decoding off), then moves it.
-        let mut ecam = PciEcam::new(root.clone());
+        let ecam = PciEcam::new(root.clone());
         let dev = u64::from(slot) << 15;
         ecam.write(dev + 4, &[0, 0]);
         ecam.write(dev + 0x10, &[0xff; 4]);
@@ -606,7 +709,7 @@ mod tests {
         );
 
         // The guest writes the bridge's command register; the state carries it.
-        let mut ecam = PciEcam::new(root.clone());
+        let ecam = PciEcam::new(root.clone());
         ecam.write(4, &[0x06, 0]);
         let hb = lock(root.host_bridge()).save();
         let (a, b) = vm_device::persist::round_trip(&*lock(root.host_bridge()), ()).unwrap();

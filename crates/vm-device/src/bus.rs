@@ -4,9 +4,42 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// A device on a bus. `offset` is relative to the start of the range it was inserted at.
+/// The bus holds the device's mutex across each access.
 pub trait BusDevice: Send {
     fn read(&mut self, offset: u64, data: &mut [u8]);
     fn write(&mut self, offset: u64, data: &[u8]);
+}
+
+/// A device that synchronizes itself, accessed with no lock held by the bus: a
+/// window that only routes to devices with locks of their own (the PCI BAR and ECAM
+/// windows), so vCPUs touching unrelated devices behind it never wait for each
+/// other (a virtio-blk flush on one vCPU no longer holds up every other BAR).
+pub trait BusDeviceSync: Send + Sync {
+    fn read(&self, offset: u64, data: &mut [u8]);
+    fn write(&self, offset: u64, data: &[u8]);
+}
+
+/// What a bus range holds.
+#[derive(Clone)]
+pub enum BusEntry {
+    Locked(Arc<Mutex<dyn BusDevice>>),
+    Sync(Arc<dyn BusDeviceSync>),
+}
+
+impl BusEntry {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        match self {
+            BusEntry::Locked(d) => lock(d).read(offset, data),
+            BusEntry::Sync(d) => d.read(offset, data),
+        }
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) {
+        match self {
+            BusEntry::Locked(d) => lock(d).write(offset, data),
+            BusEntry::Sync(d) => d.write(offset, data),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -17,7 +50,7 @@ pub enum BusError {
     BadRange { base: u64, len: u64 },
 }
 
-type Entry = (u64, Arc<Mutex<dyn BusDevice>>);
+type Entry = (u64, BusEntry);
 
 /// Maps non-overlapping address ranges to devices.
 #[derive(Default, Clone)]
@@ -37,6 +70,20 @@ impl Bus {
         len: u64,
         dev: Arc<Mutex<dyn BusDevice>>,
     ) -> Result<(), BusError> {
+        self.insert_entry(base, len, BusEntry::Locked(dev))
+    }
+
+    /// Inserts a self-synchronizing device (see [`BusDeviceSync`]).
+    pub fn insert_sync(
+        &mut self,
+        base: u64,
+        len: u64,
+        dev: Arc<dyn BusDeviceSync>,
+    ) -> Result<(), BusError> {
+        self.insert_entry(base, len, BusEntry::Sync(dev))
+    }
+
+    fn insert_entry(&mut self, base: u64, len: u64, dev: BusEntry) -> Result<(), BusError> {
         let end = base
             .checked_add(len)
             .filter(|_| len > 0)
@@ -50,12 +97,12 @@ impl Bus {
         Ok(())
     }
 
-    pub fn remove(&mut self, base: u64) -> Option<Arc<Mutex<dyn BusDevice>>> {
+    pub fn remove(&mut self, base: u64) -> Option<BusEntry> {
         self.ranges.remove(&base).map(|(_, d)| d)
     }
 
     /// The device covering `addr`, with the offset of `addr` in its range.
-    pub fn resolve(&self, addr: u64) -> Option<(u64, &Arc<Mutex<dyn BusDevice>>)> {
+    pub fn resolve(&self, addr: u64) -> Option<(u64, &BusEntry)> {
         let (&b, (l, d)) = self.ranges.range(..=addr).next_back()?;
         (addr - b < *l).then_some((addr - b, d))
     }
@@ -64,7 +111,7 @@ impl Bus {
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.resolve(addr) {
             Some((off, d)) => {
-                lock(d).read(off, data);
+                d.read(off, data);
                 true
             }
             None => {
@@ -78,7 +125,7 @@ impl Bus {
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.resolve(addr) {
             Some((off, d)) => {
-                lock(d).write(off, data);
+                d.write(off, data);
                 true
             }
             None => false,

@@ -6,6 +6,6 @@ pub mod bus;
 pub mod irq;
 pub mod persist;
 
-pub use bus::{Bus, BusDevice, BusError};
+pub use bus::{Bus, BusDevice, BusDeviceSync, BusEntry, BusError};
 pub use irq::{IrqLine, MsiSink};
 pub use persist::{Persist, StateError};
