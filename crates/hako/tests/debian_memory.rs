@@ -225,3 +225,95 @@ fn ksm_merges_the_pages_of_two_guests_booted_from_the_same_image() {
     );
     drop(ksm);
 }
+
+/// A VM with a NIC and a balloon, snapshotted and restored in a new process: the
+/// guest's network works again (new connections through a fresh user-mode stack)
+/// and the balloon answers on the restored VM.
+#[test]
+fn a_restored_vm_keeps_its_nic_and_its_balloon() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    // An HTTP server on the host's loopback answering "hako-N" for /N.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut req = [0u8; 512];
+            let n = s.read(&mut req).unwrap_or(0);
+            let path = String::from_utf8_lossy(&req[..n])
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/')
+                .to_string();
+            let body = format!("hako-{path}");
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let sock = dir.path().join("src.sock");
+    // (No `wget -T`: Debian 12's busybox-static segfaults with it, on any host.)
+    let script = format!(
+        "i=0\nwhile [ $i -lt 600 ]; do\n\
+           i=$((i+1))\n\
+           echo \"fetch $i $(wget -q -O - http://10.0.2.2:{port}/$i)\"\n\
+           sleep 0.2\n\
+         done\n"
+    );
+    let mut src = Live::boot(
+        &script,
+        &[
+            "--net",
+            "user",
+            "--balloon",
+            "0",
+            "--api-socket",
+            sock.to_str().unwrap(),
+        ],
+        "",
+        &[],
+    );
+    src.wait_for("fetch 3 hako-3", BOOT);
+    let snap = dir.path().join("snap");
+    ctl(
+        &sock,
+        &["snapshot", snap.to_str().unwrap(), "--stay-paused"],
+    );
+    let before = src
+        .output()
+        .lines()
+        .filter(|l| l.starts_with("fetch "))
+        .count();
+    ctl(&sock, &["stop"]);
+    assert_eq!(src.wait_exit(BOOT), Some(0));
+
+    let sock2 = dir.path().join("dst.sock");
+    let mut cmd = hako();
+    cmd.args(["run", "--restore", snap.to_str().unwrap(), "--api-socket"])
+        .arg(&sock2);
+    let mut dst = Live::spawn(cmd);
+    // The guest goes on counting, and its fetches get through again.
+    let next = before + 3;
+    let out = dst.wait_for(&format!("fetch {next} hako-{next}"), BOOT);
+    assert!(
+        !out.contains("init reached"),
+        "the restored guest booted again"
+    );
+    ctl(&sock2, &["balloon", "64M"]);
+    balloon_until(&sock2, "inflation after restore", |v| {
+        v["actual_bytes"] == 64u64 << 20
+    });
+    ctl(&sock2, &["stop"]);
+    assert_eq!(dst.wait_exit(BOOT), Some(0));
+}

@@ -59,8 +59,13 @@ impl Live {
             .arg(&kernel)
             .arg("--initrd")
             .arg(&initrd)
-            .args(extra)
-            .stdin(Stdio::null())
+            .args(extra);
+        Live::spawn(cmd)
+    }
+
+    /// Runs `cmd` (a `hako` command line) with its console captured.
+    pub fn spawn(mut cmd: Command) -> Live {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn hako");
