@@ -96,3 +96,69 @@ fn host_json_names_a_recommendation() {
         assert!(v["reason"].as_str().unwrap().contains("PVM"), "{v}");
     }
 }
+
+/// Malformed `--net`, `--balloon` and `--memory` options are usage errors; unusable
+/// backends are one-line errors before the guest starts.
+#[test]
+fn bad_network_and_memory_options_are_clear_errors() {
+    for (args, want) in [
+        (vec!["--net", "wifi"], "unknown"),
+        (
+            vec!["--net", "user,hostfwd=tcp:127.0.0.1:x-:80"],
+            "'x' is not a number",
+        ),
+        (vec!["--net", "tap"], "ifname"),
+        (vec!["--net", "user,mac=01:00:5e:00:00:01"], "multicast"),
+        (vec!["--memory", "512M,ksm=on"], "unknown option 'ksm'"),
+        (vec!["--balloon", "lots"], "invalid size"),
+    ] {
+        let mut a = vec!["run", "--kernel", "x", "--accel", "emu"];
+        a.extend(&args);
+        let (code, err) = run_fails(&a);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let elf = test_guests::build("hello").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_socket = dir.path().join("file");
+    std::fs::write(&not_a_socket, b"").unwrap();
+    let absent = dir.path().join("absent.sock");
+    for (net, want) in [
+        (format!("stream,path={}", absent.display()), "absent.sock"),
+        (
+            format!("stream,path={},server=on", not_a_socket.display()),
+            "not a socket",
+        ),
+        ("tap,ifname=lo".to_string(), "lo"),
+    ] {
+        let (code, err) = run_fails(&[
+            "run",
+            "--kernel",
+            elf.to_str().unwrap(),
+            "--accel",
+            "emu",
+            "--net",
+            &net,
+        ]);
+        assert_eq!(code, 1, "{net}: {err}");
+        assert!(err.contains(want), "{net}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!err.contains("hello"), "the guest ran: {err}");
+    }
+    // The non-socket file is left alone.
+    assert!(not_a_socket.is_file());
+    // A balloon larger than the guest's memory.
+    let (code, err) = run_fails(&[
+        "run",
+        "--kernel",
+        elf.to_str().unwrap(),
+        "--accel",
+        "emu",
+        "--memory",
+        "64M",
+        "--balloon",
+        "128M",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("balloon"), "{err}");
+}

@@ -144,6 +144,13 @@ fn check(config: &VmConfig, boot: bool) -> Result<()> {
     if config.trace.is_some() && config.accel != AccelKind::Emu {
         bail!("--trace needs --accel emu");
     }
+    if let Some(b) = config.balloon.filter(|&b| b > config.memory) {
+        bail!(
+            "--balloon {} MiB is more than the guest's {} MiB of memory",
+            b >> 20,
+            config.memory >> 20
+        );
+    }
     if !boot {
         return Ok(());
     }
