@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Writes small hand-made VDI, VHD and VMDK seeds (4 KiB blocks, so a seed holds several
-blocks in a few KiB) into corpus/vdi_image, corpus/vpc_image and corpus/vmdk_image. The parsers accept
+blocks in a few KiB) into corpus/vdi_image, corpus/vpc_image and corpus/vmdk_image, VHDX
+seeds (one with a log to replay) into corpus/vhdx_image, and OVF descriptors and a
+manifest into corpus/ovf_descriptor. The parsers accept
 block sizes from 512 bytes; qemu-img's own images (1 MiB / 2 MiB blocks) are added to
 the seeds at test time by crates/block/tests/fuzz_corpus.rs when qemu-img is present.
 VHDX seeds (corpus/vhdx_image) cannot be that small: regions and blocks sit at 1 MiB
@@ -187,3 +189,124 @@ write("vhdx_image", "fixed", vhdx(8192, MIB, 1, [3 * MIB | 6], [(3 * MIB, data(8
 write("vhdx_image", "bitmap-entry", vhdx(16 * 256 * MIB + 4096, 256 * MIB, 0,
       [2] * 16 + [0, 3 * MIB | 6], [(3 * MIB, data(4096))]))
 write("vhdx_image", "empty-log", vhdx(4 * MIB, MIB, 0, [2, 0, 2, 3], [], log=True))
+
+def log_entry(guid, seq, tail, flushed, last, writes):
+    """A VHDX log entry (MS-VHDX 2.3.1): writes are ("zero", offset, length) or
+    ("data", offset, 4096 bytes)."""
+    count = len(writes)
+    ds = (count + 2 + 127) // 128
+    nd = sum(1 for w in writes if w[0] == "data")
+    e = bytearray((ds + nd) * 4096)
+    struct.pack_into("<4sIIIQII16sQQ", e, 0, b"loge", 0, len(e), tail, seq, count, 0,
+                     guid, flushed, last)
+    k = 0
+    for i, w in enumerate(writes):
+        d = 64 + 32 * i
+        if w[0] == "zero":
+            struct.pack_into("<4sIQQQ", e, d, b"zero", 0, w[2], w[1], seq)
+        else:
+            sec = w[2]
+            struct.pack_into("<4s4s8sQQ", e, d, b"desc", sec[4092:], sec[:8], w[1], seq)
+            s = (ds + k) * 4096
+            struct.pack_into("<4sI", e, s, b"data", seq >> 32)
+            e[s + 8:s + 4092] = sec[8:4092]
+            struct.pack_into("<I", e, s + 4092, seq & 0xffffffff)
+            k += 1
+    struct.pack_into("<I", e, 4, crc32c(e))
+    return bytes(e)
+
+# A dynamic VHDX whose block 0 (data at 4 MiB) only the log maps, in two entries: the
+# BAT sector, then a zeroed and a replaced sector of the block.
+img = bytearray(vhdx(2 * MIB + 8192, MIB, 0, [0, 0, 0], [(4 * MIB, data(8192))], log=True))
+G = bytes(range(1, 17))
+bat = bytearray(4096)
+struct.pack_into("<QQQ", bat, 0, 4 * MIB | 6, 0, 2)
+n = len(img)
+e1 = log_entry(G, 5, 0, n, 5 * MIB, [("data", 2 * MIB, bytes(bat))])
+e2 = log_entry(G, 6, 0, n, 5 * MIB, [("zero", 4 * MIB, 4096), ("data", 4 * MIB + 4096, data(4096))])
+img[MIB:MIB + len(e1)] = e1
+img[MIB + len(e1):MIB + len(e1) + len(e2)] = e2
+h = 128 << 10
+img[h + 48:h + 64] = G
+struct.pack_into("<I", img, h + 4, 0)
+struct.pack_into("<I", img, h + 4, crc32c(img[h:h + 4096]))
+write("vhdx_image", "pending-log", bytes(img))
+
+os.makedirs(os.path.join(here, "corpus", "ovf_descriptor"), exist_ok=True)
+write("ovf_descriptor", "vmware.ovf", b"""<?xml version="1.0" encoding="UTF-8"?>
+<Envelope vmw:buildId="build-1" xmlns="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:cim="http://schemas.dmtf.org/wbem/wscim/1/common"
+  xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
+  xmlns:vmw="http://www.vmware.com/schema/ovf"
+  xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData">
+  <References>
+    <File ovf:href="app-disk1.vmdk" ovf:id="file1" ovf:size="68608"/>
+    <File ovf:href="tools.iso" ovf:id="file2"/>
+  </References>
+  <DiskSection>
+    <Info>Virtual disk information</Info>
+    <Disk ovf:capacity="16" ovf:capacityAllocationUnits="byte * 2^30" ovf:diskId="vmdisk1"
+      ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+    <Disk ovf:capacity="2147483648" ovf:diskId="vmdisk2"/>
+  </DiskSection>
+  <DeploymentOptionSection>
+    <Configuration ovf:id="small"><Label>small</Label></Configuration>
+    <Configuration ovf:default="true" ovf:id="large"><Label>large</Label></Configuration>
+  </DeploymentOptionSection>
+  <VirtualSystem ovf:id="app">
+    <Info>A virtual machine</Info>
+    <Name>app</Name>
+    <VirtualHardwareSection>
+      <Info>Virtual hardware requirements</Info>
+      <Item ovf:configuration="small"><rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits>
+        <rasd:ElementName>1 CPU</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID>
+        <rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+      <Item ovf:configuration="large"><rasd:ElementName>4 CPUs</rasd:ElementName>
+        <rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType>
+        <rasd:VirtualQuantity>4</rasd:VirtualQuantity></Item>
+      <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>
+        <rasd:ElementName>4096MB of memory</rasd:ElementName><rasd:InstanceID>2</rasd:InstanceID>
+        <rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>4096</rasd:VirtualQuantity></Item>
+      <Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:ElementName>Hard Disk 1</rasd:ElementName>
+        <rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>8</rasd:InstanceID>
+        <rasd:Parent>4</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
+      <Item><rasd:ElementName>Hard Disk 2</rasd:ElementName>
+        <rasd:HostResource>/disk/vmdisk2</rasd:HostResource><rasd:ResourceType>17</rasd:ResourceType></Item>
+      <Item><rasd:ElementName>CD-ROM</rasd:ElementName><rasd:HostResource>ovf:/file/file2</rasd:HostResource>
+        <rasd:ResourceType>15</rasd:ResourceType></Item>
+      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+""")
+write("ovf_descriptor", "virtualbox-ovf2.ovf", b"""<?xml version="1.0"?>
+<Envelope ovf:version="2.0" xml:lang="en-US" xmlns="http://schemas.dmtf.org/ovf/envelope/2"
+  xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/2"
+  xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
+  xmlns:sasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_StorageAllocationSettingData"
+  xmlns:vbox="http://www.virtualbox.org/ovf/machine">
+  <References><File ovf:id="file1" ovf:href="box-disk001.vmdk"/></References>
+  <DiskSection><Info>List of the virtual disks</Info>
+    <Disk ovf:capacity="10737418240" ovf:diskId="vmdisk1" ovf:fileRef="file1"
+      ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="box">
+    <Info>A virtual machine</Info>
+    <VirtualHardwareSection><Info>hw</Info>
+      <Item><rasd:Caption>2 virtual CPU</rasd:Caption><rasd:InstanceID>1</rasd:InstanceID>
+        <rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>
+      <Item><rasd:AllocationUnits>MegaBytes</rasd:AllocationUnits><rasd:InstanceID>2</rasd:InstanceID>
+        <rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>2048</rasd:VirtualQuantity></Item>
+      <StorageItem><sasd:HostResource>/disk/vmdisk1</sasd:HostResource>
+        <sasd:InstanceID>9</sasd:InstanceID><sasd:ResourceType>17</sasd:ResourceType></StorageItem>
+    </VirtualHardwareSection>
+    <vbox:Machine ovf:required="false" version="1.16-linux"><Hardware>
+      <Firmware type="EFI"/></Hardware></vbox:Machine>
+  </VirtualSystem>
+</Envelope>
+""")
+write("ovf_descriptor", "manifest.mf", (
+    "SHA256(app.ovf)= " + "ab" * 32 + "\n"
+    "SHA1(app-disk1.vmdk)= " + "cd" * 20 + "\n"
+    "SHA512 (tools.iso) = " + "ef" * 64 + "\n").encode())

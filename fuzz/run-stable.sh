@@ -6,7 +6,7 @@
 #
 # usage: fuzz/run-stable.sh [SECONDS] [TARGET]
 #   SECONDS defaults to 60; TARGET to qcow2_image (also vdi_image, vpc_image, vmdk_image,
-#   vhdx_image);
+#   vhdx_image, ovf_descriptor);
 #   crashes land in fuzz/artifacts/TARGET/.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -1,5 +1,6 @@
-//! Fuzzes vhdx header, region table, metadata and BAT parsing, reads, the map walk and
-//! the structural check (also with the header and region table checksums repaired).
+//! Fuzzes vhdx header, region table, metadata, log and BAT parsing, log replay, reads,
+//! the map walk and the structural check (also with the header, region table and log
+//! entry checksums repaired).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -85,10 +85,57 @@ pub fn fuzz_vhdx(data: &[u8]) {
             crate::vhdx::header::set_checksum(b);
         }
     }
+    fix_log_checksums(&mut fixed);
     if fixed != data {
         let n = fixed.len() as u64;
         exercise_vhdx(Box::new(MemStorage::new(fixed, n)));
     }
+}
+
+/// Recomputes the checksum of every log entry that starts in a log one of the two
+/// headers names (and lies inside the log without wrapping), so mutated descriptors
+/// and data sectors reach the replay's checks.
+fn fix_log_checksums(b: &mut [u8]) {
+    use crate::structure::{le32, le64};
+    for at in [64usize << 10, 128 << 10] {
+        let Some(h) = b.get(at..at + 80) else {
+            continue;
+        };
+        let (len, off) = (le32(h, 68) as usize, le64(h, 72));
+        let Ok(off) = usize::try_from(off) else {
+            continue;
+        };
+        let Some(end) = off.checked_add(len).filter(|&e| e <= b.len()) else {
+            continue;
+        };
+        let mut s = off;
+        while s + 4096 <= end {
+            if &b[s..s + 4] == b"loge" {
+                let n = le32(b, s + 8) as usize;
+                if n >= 4096 && s + n <= end {
+                    let e = &mut b[s..s + n];
+                    e[4..8].fill(0);
+                    let c = crate::vhdx::header::crc32c(e);
+                    e[4..8].copy_from_slice(&c.to_le_bytes());
+                }
+            }
+            s += 4096;
+        }
+    }
+}
+
+/// Parses `data` (as UTF-8, invalid sequences replaced) as an OVF descriptor and as
+/// an OVF manifest, and walks what the descriptor gave.
+pub fn fuzz_ovf(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(o) = crate::ovf::parse_ovf(&text, "fuzz") {
+        for d in &o.disks {
+            if let Some(r) = &d.file_ref {
+                assert!(o.files.contains_key(r), "disk names an unknown file");
+            }
+        }
+    }
+    let _ = crate::ovf::parse_manifest(&text, "fuzz");
 }
 
 fn exercise_vhdx(s: Box<MemStorage>) {

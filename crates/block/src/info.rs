@@ -56,6 +56,8 @@ pub struct ImageInfo {
     /// Subformat: "dynamic" or "fixed" (VDI, VPC, VHDX), "monolithicSparse" or
     /// "streamOptimized" (VMDK).
     pub subformat: Option<&'static str>,
+    /// VHDX: log entries not yet applied to the file (replayed in memory to read it).
+    pub pending_log_entries: u32,
 }
 
 /// Describes the image at `path` (format given or probed).
@@ -85,6 +87,7 @@ pub fn inspect(path: &Path, format: Option<ImageFormat>) -> Result<ImageInfo> {
         backing_format: None,
         qcow2: None,
         subformat: None,
+        pending_log_entries: 0,
     };
     match format {
         ImageFormat::Vdi => {
@@ -115,6 +118,7 @@ pub fn inspect(path: &Path, format: Option<ImageFormat>) -> Result<ImageInfo> {
                 crate::vhdx::VhdxKind::Dynamic => "dynamic",
                 crate::vhdx::VhdxKind::Fixed => "fixed",
             });
+            info.pending_log_entries = d.replayed_log_entries();
             return Ok(info);
         }
         ImageFormat::Vmdk => {

@@ -47,16 +47,19 @@ pub enum ImageFormat {
     Qcow2,
     /// VirtualBox disk image (read-only).
     Vdi,
-    /// Virtual PC / Hyper-V VHD (read-only; qemu-img calls it vpc).
+    /// Virtual PC / Hyper-V VHD (opens read-only; new images from
+    /// [`VpcWriter`](crate::VpcWriter); qemu-img calls it vpc).
     Vpc,
     /// VMware monolithicSparse / streamOptimized (read-only).
     Vmdk,
-    /// Hyper-V VHDX, dynamic and fixed (read-only).
+    /// Hyper-V VHDX, dynamic and fixed (opens read-only, a pending log replayed in
+    /// memory; new images from [`VhdxWriter`](crate::VhdxWriter)).
     Vhdx,
 }
 
 impl ImageFormat {
-    /// Whether images of this format can be opened for writing.
+    /// Whether images of this format can be opened for writing (VHD and VHDX can only
+    /// be written new, through their writers).
     pub fn writable(self) -> bool {
         matches!(self, ImageFormat::Raw | ImageFormat::Qcow2)
     }

@@ -1,11 +1,12 @@
 //! Stable-toolchain fuzzing: replays the cargo-fuzz corpora and regressions in `fuzz/`,
 //! then mutates the seeds deterministically and feeds every mutant to the same entry
-//! point the fuzz target uses (qcow2, VDI, VHD, VMDK and VHDX targets; the VDI, VHD, VMDK and VHDX seeds are
+//! point the fuzz target uses (qcow2, VDI, VHD, VMDK, VHDX and OVF targets; the VDI, VHD, VMDK and VHDX seeds are
 //! joined by images qemu-img makes at test time, when it is installed). `HAKO_FUZZ_ITERS` sets the number of mutants, `HAKO_FUZZ_SEED` the generator seed.
 
 mod common;
 
-use block::fuzz::{fuzz_image, fuzz_vdi, fuzz_vhdx, fuzz_vmdk, fuzz_vpc};
+use block::fuzz::{fuzz_image, fuzz_ovf, fuzz_vdi, fuzz_vhdx, fuzz_vmdk, fuzz_vpc};
+use block::Disk;
 use common::Rng;
 use std::path::PathBuf;
 
@@ -236,6 +237,87 @@ fn vhdx_corpus_and_mutants_do_not_crash() {
         let disk = block::VhdxDisk::open(s, "seed", true)
             .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert_eq!(disk.check().corruptions, 0, "{}", p.display());
+        let pending = p.ends_with("pending-log");
+        assert_eq!(disk.replayed_log_entries(), if pending { 2 } else { 0 });
+        if pending {
+            // The log maps block 0 and rewrites two of its sectors.
+            let e = disk.map_extent(0, disk.size()).unwrap();
+            assert!(e.data && e.len == 1 << 20, "{e:?}");
+            let mut b = vec![1u8; 4096];
+            disk.read_at(&mut b, 0).unwrap();
+            assert!(b.iter().all(|&x| x == 0), "zeroed by the log");
+        }
     }
     replay_and_mutate("vhdx_image", "vhdx", fuzz_vhdx);
+}
+
+/// Text mutations for the OVF parsers: byte edits, truncation, and XML fragments
+/// spliced in at random places.
+fn mutate_text(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
+    const BITS: [&[u8]; 12] = [
+        b"<",
+        b">",
+        b"</Item>",
+        b"<Item>",
+        b"ovf:id=\"file1\"",
+        b"&amp;",
+        b"<![CDATA[",
+        b"${x}",
+        b"byte * 2^64",
+        b"99999999999999999999",
+        b"ovf:/disk/",
+        b"\xff\xfe",
+    ];
+    let mut d = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let i = rng.below(d.len() as u64 + 1) as usize;
+        match rng.below(4) {
+            0 if !d.is_empty() => {
+                let i = i.min(d.len() - 1);
+                d[i] = rng.next() as u8;
+            }
+            1 => d.truncate(i),
+            2 if i < d.len() => {
+                let n = (rng.below(64) as usize).min(d.len() - i);
+                d.drain(i..i + n);
+            }
+            _ => {
+                let b = BITS[rng.below(BITS.len() as u64) as usize];
+                d.splice(i..i, b.iter().copied());
+            }
+        }
+    }
+    d
+}
+
+#[test]
+fn ovf_corpus_and_mutants_do_not_crash() {
+    let seeds = inputs("corpus/ovf_descriptor");
+    assert!(seeds.len() >= 3, "seed corpus for ovf_descriptor missing");
+    for (p, d) in &seeds {
+        eprintln!("{}", p.display());
+        fuzz_ovf(d);
+        let text = String::from_utf8_lossy(d);
+        if p.extension().is_some_and(|e| e == "ovf") {
+            let o = block::ovf::parse_ovf(&text, "seed")
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert!(!o.disks.is_empty(), "{}", p.display());
+        } else {
+            block::ovf::parse_manifest(&text, "seed").unwrap();
+        }
+    }
+    let iters: u64 = std::env::var("HAKO_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let mut rng = Rng(0x0f0f_5eed | 1);
+    for i in 0..iters {
+        let (_, s) = &seeds[rng.below(seeds.len() as u64) as usize];
+        let m = mutate_text(s, &mut rng);
+        if std::panic::catch_unwind(|| fuzz_ovf(&m)).is_err() {
+            let out = std::env::temp_dir().join(format!("hako-fuzz-ovf-crash-{i}"));
+            std::fs::write(&out, &m).unwrap();
+            panic!("ovf mutant {i} crashed; input saved to {}", out.display());
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Corrupt and hostile VHDX images get clear errors naming the file and the problem;
+//! Corrupt and hostile VHDX images get clear errors naming the file and the problem
+//! (logs to replay: tests/vhdx_log.rs);
 //! nothing panics and nothing allocates by a size read from the file. The images are
 //! built here, field by field, after the MS-VHDX layout.
 
@@ -307,18 +308,16 @@ fn header_checksums_and_sequence_numbers() {
     let mut c = b.clone();
     c[..8].copy_from_slice(b"vhdxfilf");
     expect(c, "identifier");
-    // The higher sequence number wins: header 1 (made current) names a pending log.
+    // The higher sequence number wins: header 1 (made current) names a log, here one
+    // without a valid entry (nothing became durable), so there is nothing to replay
+    // and the image reads as built (tests/vhdx_log.rs replays real entries).
     let mut c = b.clone();
     put64(&mut c, H1 + 8, 3);
     c[H1 + 48] = 1;
     refresh(&mut c);
-    let e = err(c.clone());
-    assert!(
-        e.contains("not closed cleanly") && e.contains("qemu-img check -r all"),
-        "{e}"
-    );
-    assert!(!e.contains('\n'));
-    // ... but not when it is older.
+    let d = open(c.clone()).unwrap();
+    assert_eq!(d.replayed_log_entries(), 0);
+    assert!(read_all(&d).unwrap() == read_all(&open(b.clone()).unwrap()).unwrap());
     put64(&mut c, H1 + 8, 1);
     refresh(&mut c);
     assert!(open(c.clone()).is_ok());

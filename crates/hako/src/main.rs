@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Boot a guest kernel with its serial console on this terminal.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Report what this host offers for virtualization and which accelerator to use.
     Host(host::HostArgs),
     /// Create, inspect, check, convert and resize disk images (qemu-img conventions).
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.cmd {
-        Command::Run(a) => run::run(a),
+        Command::Run(a) => run::run(*a),
         Command::Host(a) => host::run(a),
         Command::Img(a) => img::run(a),
         Command::Ctl(a) => ctl::run(a),

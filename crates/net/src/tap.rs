@@ -235,8 +235,13 @@ impl NetBackend for TapBackend {
                     // EIO while the link is down, EINVAL for a header the kernel
                     // refuses: the guest's frame is dropped, the device goes on.
                     if !self.reported {
+                        let why = if e.raw_os_error() == Some(libc::EIO) {
+                            format!(" (is it up? ip link set {} up)", self.ifname)
+                        } else {
+                            String::new()
+                        };
                         tracing::warn!(
-                            "net tap {}: dropping a frame: {e} (logged once)",
+                            "net tap {}: dropping the guest's frames: {e}{why} (logged once)",
                             self.ifname
                         );
                         self.reported = true;

@@ -48,15 +48,32 @@ pub struct Bat {
     file_len: u64,
 }
 
+/// Payload entries between two sector bitmap entries: 2^23 * logical sector size /
+/// block size.
+pub fn chunk_ratio(logical_sector: u64, block_size: u64) -> u64 {
+    (1u64 << 23) * logical_sector / block_size
+}
+
+/// Entries of a BAT for `data_blocks` payload blocks: the payload entries and the
+/// sector bitmap entries between them.
+pub fn table_entries(data_blocks: u64, chunk_ratio: u64) -> u64 {
+    match data_blocks {
+        0 => 0,
+        n => n + (n - 1) / chunk_ratio,
+    }
+}
+
+/// Where payload block `i`'s entry is in the table.
+pub fn entry_index(i: u64, chunk_ratio: u64) -> u64 {
+    i + i / chunk_ratio
+}
+
 impl Bat {
     /// Reads the BAT of a disk described by `p` from region `r`.
     pub fn read(s: &dyn Storage, path: &str, p: &Params, r: Region, file_len: u64) -> Result<Self> {
-        let chunk_ratio = (1u64 << 23) * p.logical_sector / p.block_size;
+        let chunk_ratio = chunk_ratio(p.logical_sector, p.block_size);
         let data_blocks = p.size.div_ceil(p.block_size);
-        let total = match data_blocks {
-            0 => 0,
-            n => n + (n - 1) / chunk_ratio,
-        };
+        let total = table_entries(data_blocks, chunk_ratio);
         let bytes = total * 8;
         if bytes > r.length {
             return Err(invalid(
@@ -89,7 +106,7 @@ impl Bat {
 
     /// The raw entry of payload block `i`.
     pub fn entry(&self, i: u64) -> u64 {
-        let at = i + i / self.chunk_ratio;
+        let at = entry_index(i, self.chunk_ratio);
         self.entries
             .get(at as usize)
             .copied()

@@ -11,10 +11,14 @@ pub const SIGNATURE: &[u8; 8] = b"vhdxfile";
 pub const HEADER_SECTION: u64 = 1 << 20;
 /// Objects in the file (regions, the log, payload blocks) are aligned to 1 MiB.
 pub const ALIGN: u64 = 1 << 20;
-const HEADER_OFFSETS: [u64; 2] = [64 << 10, 128 << 10];
-const HEADER_SIZE: usize = 4096;
-const REGION_OFFSETS: [u64; 2] = [192 << 10, 256 << 10];
-const REGION_TABLE_SIZE: usize = 64 << 10;
+/// Where the two headers are.
+pub const HEADER_OFFSETS: [u64; 2] = [64 << 10, 128 << 10];
+/// Size of a header (its checksum covers all of it).
+pub const HEADER_SIZE: usize = 4096;
+/// Where the two copies of the region table are.
+pub const REGION_OFFSETS: [u64; 2] = [192 << 10, 256 << 10];
+/// Size of a region table (its checksum covers all of it).
+pub const REGION_TABLE_SIZE: usize = 64 << 10;
 const MAX_REGION_ENTRIES: u32 = 2047;
 
 /// A GUID as stored on disk (the first three fields little-endian).
@@ -70,7 +74,13 @@ static CRC_TABLE: [u32; 256] = crc_table();
 
 /// CRC-32C (Castagnoli) of `b`, as VHDX checksums use it.
 pub fn crc32c(b: &[u8]) -> u32 {
-    !b.iter().fold(!0u32, |c, &x| {
+    crc32c_append(0, b)
+}
+
+/// The CRC-32C of the bytes whose CRC-32C is `crc` followed by `b` (so a checksum can
+/// be computed piece by piece: `crc32c_append(crc32c(a), b) == crc32c(a ++ b)`).
+pub fn crc32c_append(crc: u32, b: &[u8]) -> u32 {
+    !b.iter().fold(!crc, |c, &x| {
         CRC_TABLE[((c ^ u32::from(x)) & 0xff) as usize] ^ (c >> 8)
     })
 }

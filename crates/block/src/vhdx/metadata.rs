@@ -8,45 +8,54 @@ use crate::disk::{DiskError, Result};
 use crate::storage::Storage;
 use crate::structure::{invalid, le32, le64, read_table};
 
-const TABLE_SIZE: u64 = 64 << 10;
+/// Size of the metadata table at the start of the region; items follow it.
+pub const TABLE_SIZE: u64 = 64 << 10;
 const MAX_ENTRIES: u16 = 2047;
 const MAX_ITEM: u32 = 1 << 20;
 /// Largest virtual disk the specification allows: 64 TiB.
 pub const MAX_DISK_SIZE: u64 = 64 << 40;
-const MIN_BLOCK: u32 = 1 << 20;
-const MAX_BLOCK: u32 = 256 << 20;
+/// Smallest payload block size.
+pub const MIN_BLOCK: u32 = 1 << 20;
+/// Largest payload block size.
+pub const MAX_BLOCK: u32 = 256 << 20;
 
-const FILE_PARAMETERS: Guid = guid(
+/// File parameters (block size, flags): CAA16737-FA36-4D43-B3B6-33F0AA44E76B.
+pub const FILE_PARAMETERS: Guid = guid(
     0xcaa1_6737,
     0xfa36,
     0x4d43,
     [0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b],
 );
-const VIRTUAL_DISK_SIZE: Guid = guid(
+/// Virtual disk size: 2FA54224-CD1B-4876-B211-5DBED83BF4B8.
+pub const VIRTUAL_DISK_SIZE: Guid = guid(
     0x2fa5_4224,
     0xcd1b,
     0x4876,
     [0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8],
 );
-const PAGE83: Guid = guid(
+/// Page 83 data: BECA12AB-B2E6-4523-93EF-C309E000C746.
+pub const PAGE83: Guid = guid(
     0xbeca_12ab,
     0xb2e6,
     0x4523,
     [0x93, 0xef, 0xc3, 0x09, 0xe0, 0x00, 0xc7, 0x46],
 );
-const LOGICAL_SECTOR: Guid = guid(
+/// Logical sector size: 8141BF1D-A96F-4709-BA47-F233A8FAAB5F.
+pub const LOGICAL_SECTOR: Guid = guid(
     0x8141_bf1d,
     0xa96f,
     0x4709,
     [0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f],
 );
-const PHYSICAL_SECTOR: Guid = guid(
+/// Physical sector size: CDA348C7-445D-4471-9CC9-E9885251C556.
+pub const PHYSICAL_SECTOR: Guid = guid(
     0xcda3_48c7,
     0x445d,
     0x4471,
     [0x9c, 0xc9, 0xe9, 0x88, 0x52, 0x51, 0xc5, 0x56],
 );
-const PARENT_LOCATOR: Guid = guid(
+/// Parent locator (differencing disks): A8D35F2D-B30B-454D-ABF7-D3D84834AB0C.
+pub const PARENT_LOCATOR: Guid = guid(
     0xa8d3_5f2d,
     0xb30b,
     0x454d,

@@ -1,5 +1,6 @@
-//! Hyper-V VHDX images ("vhdx" in qemu-img), dynamic and fixed, read-only, after the
-//! MS-VHDX specification v1.0. All fields are little-endian.
+//! Hyper-V VHDX images ("vhdx" in qemu-img), dynamic and fixed, after the MS-VHDX
+//! specification v1.0: read here, written by [`writer`] (`convert -O vhdx`). All
+//! fields are little-endian.
 //!
 //! - The first 1 MiB is the header section ([`header`]): the file type identifier
 //!   `vhdxfile` at 0, two 4 KiB headers at 64 KiB and 128 KiB (CRC-32C checksummed;
@@ -10,12 +11,16 @@
 //!   virtual size and the sector sizes.
 //! - The BAT ([`bat`]) maps payload blocks to 1 MiB-aligned file offsets, or says they
 //!   read as zeroes.
-//! - A log that still needs replaying ([`log`]) is refused.
+//! - A log that still needs replaying ([`log`]) is applied in memory when the image is
+//!   opened ([`replay`]; the file is not changed), or to the file by
+//!   [`replay_in_place`] (`hako img check -r all`).
 
 pub mod bat;
 pub mod header;
 pub mod log;
 pub mod metadata;
+pub mod replay;
+pub mod writer;
 
 use crate::disk::{check_range, BlockStatus, Disk, Extent, Result};
 use crate::storage::Storage;
@@ -23,6 +28,8 @@ use crate::structure::{io, narrow_to_host, read_only_format, StructureReport};
 use bat::{Bat, Block};
 use header::HEADER_SECTION;
 use metadata::Params;
+pub use replay::{replay_in_place, LogOverlay};
+pub use writer::{VhdxWriter, VhdxWriterOptions};
 
 /// Whether a file whose first bytes are `head` is a VHDX.
 pub fn probe(head: &[u8]) -> bool {
@@ -48,6 +55,8 @@ pub struct VhdxDisk {
     file_len: u64,
     /// Structures other than payload blocks: (name, offset, length).
     spans: Vec<(&'static str, u64, u64)>,
+    /// Log entries applied in memory at open.
+    replayed: u32,
 }
 
 impl VhdxDisk {
@@ -56,10 +65,19 @@ impl VhdxDisk {
         if !read_only {
             return Err(read_only_format(path, "vhdx"));
         }
+        let file_len = storage.len().map_err(|e| io(path, e))?;
+        let h = header::read_header(storage.as_ref(), path, file_len)?;
+        let (log_offset, log_length) = log::check_log(path, &h)?;
+        // A pending log is applied in memory: everything below reads the file as it
+        // will be once the log is replayed.
+        let replay = log::read_log(storage.as_ref(), path, &h, file_len)?;
+        let replayed = replay.as_ref().map_or(0, |r| r.entries);
+        let storage: Box<dyn Storage> = match replay {
+            Some(r) => Box::new(LogOverlay::new(storage, &r).map_err(|e| io(path, e))?),
+            None => storage,
+        };
         let s = storage.as_ref();
         let file_len = s.len().map_err(|e| io(path, e))?;
-        let h = header::read_header(s, path, file_len)?;
-        let (log_offset, log_length) = log::check_log(path, &h)?;
         let regions = header::read_regions(s, path)?;
         let mut spans = vec![("header section", 0, HEADER_SECTION)];
         if log_length > 0 {
@@ -85,7 +103,15 @@ impl VhdxDisk {
             bat,
             file_len,
             spans,
+            replayed,
         })
+    }
+
+    /// Log entries replayed in memory when the image was opened (0: the log was
+    /// empty). The file itself still holds them unapplied; [`replay_in_place`] writes
+    /// them.
+    pub fn replayed_log_entries(&self) -> u32 {
+        self.replayed
     }
 
     /// Dynamic or fixed.

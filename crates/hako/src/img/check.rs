@@ -184,7 +184,13 @@ pub fn run(a: CheckArgs) -> anyhow::Result<i32> {
 /// `check` of a read-only format: structural validation of its tables.
 fn check_structure(a: &CheckArgs, format: ImageFormat) -> anyhow::Result<i32> {
     let path = a.file.display().to_string();
-    if a.repair.is_some() {
+    if a.repair.is_some() && format == ImageFormat::Vhdx {
+        // As qemu-img: opening a VHDX for repair replays its log into the file.
+        match replay_vhdx_log(a, &path) {
+            Ok(()) => {}
+            Err(code) => return Ok(code),
+        }
+    } else if a.repair.is_some() {
         eprintln!("hako: {format} images are read-only here; -r cannot repair them");
         return Ok(CHECK_FAILED);
     }
@@ -197,21 +203,29 @@ fn check_structure(a: &CheckArgs, format: ImageFormat) -> anyhow::Result<i32> {
     };
     let storage = Box::new(FileStorage::new(f));
     let opened = match format {
-        ImageFormat::Vdi => block::VdiDisk::open(storage, &path, true).map(|d| d.check()),
-        ImageFormat::Vhdx => block::VhdxDisk::open(storage, &path, true).map(|d| d.check()),
+        ImageFormat::Vdi => block::VdiDisk::open(storage, &path, true).map(|d| (d.check(), 0)),
+        ImageFormat::Vhdx => block::VhdxDisk::open(storage, &path, true)
+            .map(|d| (d.check(), d.replayed_log_entries())),
         ImageFormat::Vmdk => {
             block::vmdk::open_vmdk(&a.file, storage, block::vmdk::ExtentPaths::Contained)
-                .map(|d| d.check())
+                .map(|d| (d.check(), 0))
         }
-        _ => block::VpcDisk::open(storage, &path, true).map(|d| d.check()),
+        _ => block::VpcDisk::open(storage, &path, true).map(|d| (d.check(), 0)),
     };
-    let r = match opened {
+    let (r, pending) = match opened {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hako: {e}");
             return Ok(CHECK_FAILED);
         }
     };
+    if pending > 0 && !a.quiet {
+        eprintln!(
+            "hako: {path}: the VHDX log holds {pending} entries not yet applied; they were \
+             applied in memory for this check (`hako img check -r all` writes them into the \
+             file)"
+        );
+    }
     if !a.quiet {
         match a.output {
             Output::Human => {
@@ -258,4 +272,28 @@ fn check_structure(a: &CheckArgs, format: ImageFormat) -> anyhow::Result<i32> {
         }
     }
     Ok(if r.corruptions > 0 { CORRUPT } else { CLEAN })
+}
+
+/// `check -r` of a VHDX: replays a pending log into the file (reporting it as
+/// repaired), or fails with the exit status to return.
+fn replay_vhdx_log(a: &CheckArgs, path: &str) -> Result<(), i32> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&a.file)
+        .map_err(|e| {
+            eprintln!("hako: could not open '{path}' for writing: {e}");
+            CHECK_FAILED
+        })?;
+    let n = block::vhdx::replay_in_place(&FileStorage::new(f), path).map_err(|e| {
+        eprintln!("hako: {e}");
+        CHECK_FAILED
+    })?;
+    if n > 0 && !a.quiet && a.output == Output::Human {
+        println!(
+            "The following inconsistencies were found and repaired:\n\n    {n} VHDX log \
+             entries replayed\n    0 corruptions\n\nDouble checking the fixed image now..."
+        );
+    }
+    Ok(())
 }

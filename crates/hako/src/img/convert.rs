@@ -1,5 +1,6 @@
-//! `hako img convert`: copies an image's guest view into a new image, skipping zeroes
-//! (sparse output), optionally compressing qcow2 clusters, with a progress bar.
+//! `hako img convert`: copies an image's guest view into a new image (raw, qcow2, VHD,
+//! VHDX or streamOptimized VMDK), skipping zeroes (sparse output, zero blocks never
+//! allocated), optionally compressing qcow2 clusters, with a progress bar.
 //!
 //! As `qemu-img convert`, the copy runs as `-m N` parallel streams (default 8, 1..16):
 //! each takes the next chunk of the input, reads it, compresses its clusters (`-c`)
@@ -9,12 +10,14 @@
 //! streams write as soon as they are ready (streamOptimized VMDK output, which must be
 //! appended in order, is always written in order).
 
-use super::create::create_image;
+use super::create::{create_image, image_writer};
 use super::{parse_format, parse_options, parse_size, progress_bar};
 use anyhow::{bail, Context};
 use block::storage::FileStorage;
 use block::vmdk::StreamWriter;
-use block::{BackingPolicy, BlockStatus, Disk, ImageFormat, OpenOptions, Qcow2Disk, RawDisk};
+use block::{
+    BackingPolicy, BlockStatus, Disk, ImageFormat, ImageWriter, OpenOptions, Qcow2Disk, RawDisk,
+};
 use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,6 +95,8 @@ enum Out {
     Qcow2(Box<Qcow2Disk>),
     /// streamOptimized VMDK: grains appended in order (`None` once finished).
     VmdkStream(Mutex<Option<StreamWriter>>),
+    /// VHD or VHDX: blocks allocated on first write, tables written at the end.
+    Writer(Box<dyn ImageWriter>),
 }
 
 impl Out {
@@ -99,8 +104,18 @@ impl Out {
         match self {
             Out::Raw(d) => Some(d),
             Out::Qcow2(d) => Some(d.as_ref()),
-            Out::VmdkStream(_) => None,
+            Out::VmdkStream(_) | Out::Writer(_) => None,
         }
+    }
+
+    /// Writes guest data (not for the VMDK stream, which takes whole grains).
+    fn write_at(&self, b: &[u8], pos: u64) -> anyhow::Result<()> {
+        match (self.disk(), self) {
+            (Some(d), _) => d.write_at(b, pos)?,
+            (None, Out::Writer(w)) => w.write_at(b, pos)?,
+            _ => bail!("internal error: a stream output written by offset"),
+        }
+        Ok(())
     }
 }
 
@@ -111,15 +126,19 @@ fn check_output(format: ImageFormat, subformat: Option<&str>) -> anyhow::Result<
         (ImageFormat::Vmdk, _) => bail!(
             "vmdk output is written as streamOptimized only: give -o subformat=streamOptimized"
         ),
+        (ImageFormat::Vpc | ImageFormat::Vhdx, None | Some("dynamic" | "fixed")) => Ok(()),
         (f, Some(sub)) => bail!("unsupported option 'subformat={sub}' for {f} output"),
         (f, None) if f.writable() => Ok(()),
-        (f, None) => bail!("{f} output is not supported (convert to raw, qcow2 or vmdk)"),
+        (f, None) => {
+            bail!("{f} output is not supported (convert to raw, qcow2, vpc, vhdx or vmdk)")
+        }
     }
 }
 
 pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
     let opts = parse_options(&a.options)?;
     check_output(a.output_format, opts.subformat.as_deref())?;
+    opts.check_for(a.output_format)?;
     if a.compress && a.output_format != ImageFormat::Qcow2 {
         bail!("compression (-c) needs an output format that supports it (-O qcow2)");
     }
@@ -140,14 +159,17 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
         bail!("input and output are the same file");
     }
     let shown = a.output.display().to_string();
-    if a.output_format != ImageFormat::Vmdk {
+    // Raw and qcow2 outputs are created as `create` makes them; the others are
+    // written from scratch by their writers.
+    let created = matches!(a.output_format, ImageFormat::Raw | ImageFormat::Qcow2);
+    if created {
         create_image(&a.output, a.output_format, size, None, None, &opts)?;
     }
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
-        .truncate(a.output_format == ImageFormat::Vmdk)
+        .truncate(!created)
         .open(&a.output)
         .with_context(|| format!("opening {shown}"))?;
     let out = match a.output_format {
@@ -170,13 +192,16 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
             &shown,
             false,
         )?)),
-        f => bail!("{f} output is not supported (convert to raw or qcow2)"),
+        fmt => Out::Writer(image_writer(fmt, f, &shown, size, &opts)?),
     };
     // Granule: what one write allocates in the output.
     let gran = match &out {
         Out::Raw(_) => sparse.clamp(512, 1 << 20),
         Out::Qcow2(d) => d.header().cluster_size(),
         Out::VmdkStream(w) => lock(w).as_ref().map_or(1 << 16, |w| w.grain_bytes()),
+        // Blocks are allocated by the first write into them; zero runs of a granule
+        // inside an allocated block stay holes in the file.
+        Out::Writer(_) => 64 << 10,
     };
     let chunk = (2u64 << 20).max(gran) / gran * gran;
     let pb = progress_bar(
@@ -208,6 +233,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
                 w.finish()?;
             }
         }
+        Out::Writer(w) => w.finish()?,
         _ => {
             if let Some(d) = out.disk() {
                 d.flush()?;
@@ -354,9 +380,9 @@ fn copy_chunk(
     gran: u64,
     packed: Option<&[Option<Vec<u8>>]>,
 ) -> anyhow::Result<()> {
-    let Some(disk) = out.disk() else {
+    if let Out::VmdkStream(_) = out {
         return copy_stream(out, b, pos, gran);
-    };
+    }
     let mut run_start: Option<usize> = None;
     let g = gran as usize;
     let mut i = 0usize;
@@ -370,7 +396,7 @@ fn copy_chunk(
             }
         } else if zero {
             if let Some(s) = run_start.take() {
-                disk.write_at(&b[s..i], pos + s as u64)?;
+                out.write_at(&b[s..i], pos + s as u64)?;
             }
         } else if run_start.is_none() {
             run_start = Some(i);
@@ -378,7 +404,7 @@ fn copy_chunk(
         i = end;
     }
     if let Some(s) = run_start {
-        disk.write_at(&b[s..], pos + s as u64)?;
+        out.write_at(&b[s..], pos + s as u64)?;
     }
     Ok(())
 }

@@ -2,10 +2,11 @@
 
 use super::{human_size, parse_format, parse_options, parse_size};
 use anyhow::{bail, Context};
-use block::{ImageFormat, OpenOptions, Qcow2Disk};
+use block::storage::FileStorage;
+use block::{ImageFormat, ImageWriter, OpenOptions, Qcow2Disk};
 use std::path::{Path, PathBuf};
 
-/// `create -f raw|qcow2 [-b BACKING -F FMT] [-o OPTS] FILE [SIZE]`.
+/// `create -f raw|qcow2|vpc|vhdx [-b BACKING -F FMT] [-o OPTS] FILE [SIZE]`.
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {
     /// Image format.
@@ -18,7 +19,8 @@ pub struct CreateArgs {
     #[arg(short = 'F', value_parser = parse_format)]
     backing_format: Option<ImageFormat>,
     /// Format options: cluster_size, compat (1.1|0.10), compression_type (zlib|zstd),
-    /// refcount_bits, backing_file, backing_fmt.
+    /// refcount_bits, backing_file, backing_fmt (qcow2); subformat (dynamic|fixed),
+    /// force_size (vpc), block_size (vhdx).
     #[arg(short = 'o')]
     options: Vec<String>,
     /// Quiet.
@@ -38,8 +40,11 @@ pub fn run(a: CreateArgs) -> anyhow::Result<i32> {
         .map(|f| f.to_string())
         .or(opts.backing_fmt.clone());
     let path_str = a.file.display().to_string();
-    if a.format == ImageFormat::Raw && backing.is_some() {
-        bail!("raw images cannot have a backing file (use -f qcow2)");
+    if a.format != ImageFormat::Qcow2 && backing.is_some() {
+        bail!(
+            "{} images cannot have a backing file (use -f qcow2)",
+            a.format
+        );
     }
     let mut size = a.size.as_deref().map(parse_size).transpose()?;
     if let Some(b) = &backing {
@@ -98,11 +103,21 @@ pub(super) fn create_image(
     backing_fmt: Option<String>,
     opts: &super::FormatOptions,
 ) -> anyhow::Result<()> {
-    if let Some(sub) = &opts.subformat {
-        bail!("unsupported option 'subformat={sub}' for {format} images");
+    opts.check_for(format)?;
+    let written = matches!(format, ImageFormat::Vpc | ImageFormat::Vhdx);
+    match opts.subformat.as_deref() {
+        None => {}
+        Some("dynamic" | "fixed") if written => {}
+        Some(sub) => bail!("unsupported option 'subformat={sub}' for {format} images"),
     }
-    if !format.writable() {
-        bail!("{format} images can be read (info, check, convert from them) but not written; use raw or qcow2");
+    if !format.writable() && !written {
+        bail!(
+            "{format} images can be read (info, check, convert from them) but not created; \
+             use raw, qcow2, vpc or vhdx"
+        );
+    }
+    if backing.is_some() && format != ImageFormat::Qcow2 {
+        bail!("{format} images cannot have a backing file (use -f qcow2)");
     }
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -123,7 +138,41 @@ pub(super) fn create_image(
             c.backing_format = backing_fmt;
             Qcow2Disk::create(&block::storage::FileStorage::new(f), &c)?;
         }
-        f => bail!("{f} images cannot be created here"),
+        _ => image_writer(format, f, &path.display().to_string(), size, opts)?.finish()?,
     }
     Ok(())
+}
+
+/// A VHD or VHDX writer on the empty file `f` (shown as `path`): what `create` and
+/// `convert -O vpc|vhdx` write.
+pub(super) fn image_writer(
+    format: ImageFormat,
+    f: std::fs::File,
+    path: &str,
+    size: u64,
+    opts: &super::FormatOptions,
+) -> anyhow::Result<Box<dyn ImageWriter>> {
+    let storage = Box::new(FileStorage::new(f));
+    let fixed = opts.subformat.as_deref() == Some("fixed");
+    Ok(match format {
+        ImageFormat::Vpc => Box::new(block::VpcWriter::create(
+            storage,
+            path,
+            size,
+            block::vpc::VpcWriterOptions {
+                fixed,
+                force_size: opts.force_size.unwrap_or(false),
+            },
+        )?),
+        ImageFormat::Vhdx => Box::new(block::VhdxWriter::create(
+            storage,
+            path,
+            size,
+            block::vhdx::VhdxWriterOptions {
+                fixed,
+                block_size: opts.block_size,
+            },
+        )?),
+        f => bail!("{f} output is not supported (convert to raw, qcow2, vpc, vhdx or vmdk)"),
+    })
 }

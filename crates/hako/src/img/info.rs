@@ -31,7 +31,7 @@ fn to_json(i: &ImageInfo) -> Value {
         "format": i.format.to_string(),
         "virtual-size": i.virtual_size,
         "actual-size": i.actual_size,
-        "dirty-flag": i.qcow2.as_ref().is_some_and(|q| q.dirty),
+        "dirty-flag": i.qcow2.as_ref().is_some_and(|q| q.dirty) || i.pending_log_entries > 0,
     });
     let m = v.as_object_mut().expect("object");
     if let Some(cs) = i.cluster_size {
@@ -53,6 +53,11 @@ fn to_json(i: &ImageInfo) -> Value {
             // qemu-img's key for VMDK; the others have no format-specific data there.
             if i.format == ImageFormat::Vmdk {
                 json!({"type": "vmdk", "data": {"create-type": sub}})
+            } else if i.pending_log_entries > 0 {
+                json!({"type": i.format.to_string(), "data": {
+                    "subformat": sub,
+                    "pending-log-entries": i.pending_log_entries,
+                }})
             } else {
                 json!({"type": i.format.to_string(), "data": {"subformat": sub}})
             },
@@ -101,6 +106,13 @@ fn print_human(i: &ImageInfo) {
             println!("    create type: {sub}");
         } else {
             println!("    subformat: {sub}");
+        }
+        if i.pending_log_entries > 0 {
+            println!(
+                "    log: {} entries not yet applied (read replayed in memory; \
+                 `hako img check -r all` writes them into the file)",
+                i.pending_log_entries
+            );
         }
     }
     if let Some(q) = &i.qcow2 {

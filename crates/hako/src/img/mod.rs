@@ -28,7 +28,7 @@ pub struct ImgArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum ImgCommand {
-    /// Create an image: `create -f raw|qcow2 [-b BACKING -F FMT] [-o OPTS] FILE [SIZE]`.
+    /// Create an image: `create -f raw|qcow2|vpc|vhdx [-b BACKING -F FMT] [-o OPTS] FILE [SIZE]`.
     Create(create::CreateArgs),
     /// Show format, sizes, cluster size and backing chain.
     Info(info::InfoArgs),
@@ -118,8 +118,23 @@ struct FormatOptions {
     refcount_bits: Option<u32>,
     backing_file: Option<String>,
     backing_fmt: Option<String>,
-    /// `subformat` (convert -O vmdk: `streamOptimized`).
+    /// `subformat` (convert -O vmdk: `streamOptimized`; -O vpc, vhdx: `dynamic`,
+    /// `fixed`).
     subformat: Option<String>,
+    /// `force_size` (vpc): keep the size exactly rather than rounding it up to a CHS
+    /// geometry.
+    force_size: Option<bool>,
+    /// `block_size` (vhdx).
+    block_size: Option<u64>,
+}
+
+/// `on`/`off` (and qemu's other spellings of a boolean option).
+fn parse_bool(k: &str, v: &str) -> anyhow::Result<bool> {
+    match v {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => bail!("option '{k}' takes on or off, not '{v}'"),
+    }
 }
 
 fn parse_options(list: &[String]) -> anyhow::Result<FormatOptions> {
@@ -152,6 +167,8 @@ fn parse_options(list: &[String]) -> anyhow::Result<FormatOptions> {
             "backing_file" => o.backing_file = Some(v.to_string()),
             "backing_fmt" => o.backing_fmt = Some(v.to_string()),
             "subformat" => o.subformat = Some(v.to_string()),
+            "force_size" => o.force_size = Some(parse_bool(k, v)?),
+            "block_size" => o.block_size = Some(parse_size(v)?),
             "preallocation" if v == "off" => {}
             "lazy_refcounts" if v == "off" => {}
             _ => bail!("unsupported option '{k}={v}'"),
@@ -161,6 +178,17 @@ fn parse_options(list: &[String]) -> anyhow::Result<FormatOptions> {
 }
 
 impl FormatOptions {
+    /// Fails on options that `format` does not take.
+    fn check_for(&self, format: ImageFormat) -> anyhow::Result<()> {
+        if self.force_size.is_some() && format != ImageFormat::Vpc {
+            bail!("option 'force_size' is for vpc images, not {format}");
+        }
+        if self.block_size.is_some() && format != ImageFormat::Vhdx {
+            bail!("option 'block_size' is for vhdx images, not {format}");
+        }
+        Ok(())
+    }
+
     /// qcow2 creation options for an image of `size` bytes.
     fn qcow2(&self, size: u64, path: &str) -> anyhow::Result<block::qcow2::CreateOptions> {
         let mut c = block::qcow2::CreateOptions {

@@ -1,5 +1,5 @@
-//! Virtual PC / Hyper-V / Azure VHD images ("vpc" in qemu-img), fixed and dynamic,
-//! read-only.
+//! Virtual PC / Hyper-V / Azure VHD images ("vpc" in qemu-img), fixed and dynamic:
+//! read here, written by [`writer`] (`convert -O vpc`).
 //!
 //! Every VHD ends with a 512-byte big-endian footer: the cookie `conectix`, the offset
 //! of the dynamic header (all ones for fixed disks), the disk size, CHS geometry, the
@@ -13,28 +13,34 @@
 //!   per sector, most significant bit first, padded to whole sectors; a clear bit means
 //!   the sector was never written and reads as zeroes) followed by the block's data.
 //!
-//! Virtual size, as qemu-img computes it: images made by Hyper-V (`win `), disk2vhd
-//! (`d2v `), XenServer (`CTXS`) or qemu with `force_size` (`qem2`), and images whose
-//! geometry is the maximum (65535/16/255), use the footer's current size; all others
-//! (Virtual PC, qemu by default) the CHS geometry's size, which is what Virtual PC does.
+//! Virtual size, as qemu-img computes it ([`footer::virtual_size`]): images made by
+//! Hyper-V (`win `), disk2vhd (`d2v `), XenServer (`CTXS`) or qemu with `force_size`
+//! (`qem2`), and images whose geometry is the maximum (65535/16/255), use the footer's
+//! current size; all others (Virtual PC, qemu by default) the CHS geometry's size,
+//! which is what Virtual PC does.
+
+pub mod footer;
+pub mod writer;
 
 use crate::disk::{check_range, BlockStatus, Disk, DiskError, Extent, Result};
 use crate::storage::Storage;
 use crate::structure::{
     be32, be64, invalid, io, narrow_to_host, read_only_format, read_table, StructureReport,
 };
+pub use footer::COOKIE;
+use footer::{
+    checksum, footer_checksum_ok, virtual_size, FOOTER, SECTOR, TYPE_DIFFERENCING, TYPE_DYNAMIC,
+    TYPE_FIXED,
+};
+pub use writer::{VpcWriter, VpcWriterOptions};
 
-/// The footer's cookie.
-pub const COOKIE: &[u8; 8] = b"conectix";
-const DYN_COOKIE: &[u8; 8] = b"cxsparse";
-const FOOTER: u64 = 512;
-const DYN_HEADER: u64 = 1024;
-const SECTOR: u64 = 512;
-const UNALLOCATED: u32 = 0xffff_ffff;
+/// The dynamic header's cookie.
+pub const DYN_COOKIE: &[u8; 8] = b"cxsparse";
+/// The dynamic header's size.
+pub const DYN_HEADER: u64 = 1024;
+/// A block table entry for a block that is not allocated.
+pub const UNALLOCATED: u32 = 0xffff_ffff;
 const MAX_BLOCK_SIZE: u64 = 256 << 20;
-const TYPE_FIXED: u32 = 2;
-const TYPE_DYNAMIC: u32 = 3;
-const TYPE_DIFFERENCING: u32 = 4;
 
 /// The disk type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -44,21 +50,6 @@ pub enum VpcKind {
     Fixed,
     /// Blocks allocated on first write.
     Dynamic,
-}
-
-/// The ones' complement of the byte sum of `b`, skipping the 4-byte checksum field at
-/// `skip`.
-fn checksum(b: &[u8], skip: usize) -> u32 {
-    let sum = b
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !(skip..skip + 4).contains(i))
-        .fold(0u32, |s, (_, &x)| s.wrapping_add(u32::from(x)));
-    !sum
-}
-
-fn footer_checksum_ok(f: &[u8]) -> bool {
-    f.len() >= FOOTER as usize && be32(f, 64) == checksum(&f[..FOOTER as usize], 64)
 }
 
 /// Whether a file whose first bytes are `head` and last 512 bytes are `tail` is a VHD:
@@ -71,21 +62,6 @@ pub fn probe(head: &[u8], tail: &[u8]) -> bool {
         && tail.starts_with(COOKIE)
         && footer_checksum_ok(tail)
         && be32(tail, 60) == TYPE_FIXED
-}
-
-/// The virtual size a footer describes (see the module docs).
-fn virtual_size(f: &[u8]) -> u64 {
-    let current = be64(f, 48);
-    let cyls = u64::from(u16::from_be_bytes([f[56], f[57]]));
-    let (heads, secs) = (u64::from(f[58]), u64::from(f[59]));
-    let creator = &f[28..32];
-    let uses_current = matches!(creator, b"win " | b"d2v " | b"CTXS" | b"qem2")
-        || (cyls, heads, secs) == (65535, 16, 255);
-    if uses_current {
-        current
-    } else {
-        cyls * heads * secs * SECTOR
-    }
 }
 
 /// An open VHD image.
