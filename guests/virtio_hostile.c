@@ -4,13 +4,20 @@
  * chains, bad indirect tables, bad ring indices, a misprogrammed transport) and
  * after each case prints what the device made of it (requests completed, status
  * byte, device status with DEVICE_NEEDS_RESET, interrupt status), resets it and
- * proves it works again by reading sector 0 once more. Then it checks that
- * virtio-rng still works, and resets the machine.
+ * proves it works again by reading sector 0 once more. With `net=1` it does the
+ * same to virtio-net (bad transmit chains, frames too long or too short, bad
+ * receive buffers; the host end of the NIC must echo the frames of type 0x88b5
+ * it receives, see net_cases) and with `balloon=1` to virtio-balloon (PFNs and
+ * reported ranges outside RAM or unaligned, bad buffer lengths). Then it checks
+ * that virtio-rng, the NIC, the balloon and virtio-blk still work, and resets
+ * the machine.
  *
  * Command line: `ram_mib=N` (default 128) must match the VM's memory, `mmio=1`
- * selects the virtio-mmio transport. Output is deterministic (the same on every
+ * selects the virtio-mmio transport, `net=1` and `balloon=1` ask for the NIC
+ * and the balloon cases. Output is deterministic (the same on every
  * accelerator): requests are processed synchronously when the doorbell is
- * written. crates/hako/tests/virtio_hostile.rs holds what each case must do. */
+ * written, and received frames are waited for. crates/hako/tests/virtio_hostile.rs
+ * holds what each case must do. */
 #include "common/guest.h"
 #include "common/virtio.h"
 
@@ -489,6 +496,511 @@ static const struct {
     {"(x) MSI-X to address 0", case_msix_bogus, 1},
 };
 
+/* ---- virtio-net ------------------------------------------------------------ */
+
+#define VIRTIO_ID_NET 0x1041
+#define NET_HDR 12 /* struct virtio_net_hdr_v1 */
+#define RX_BUFS 4
+#define RX_BUF_LEN 2048
+/* Frames of this type are echoed by the host end (the test); others are not. */
+#define ETH_ECHO 0x88b5
+#define ETH_QUIET 0x88b6
+/* The largest frame the device passes on (without the header): 64 KiB of GSO
+ * payload, an Ethernet header and a VLAN tag. */
+#define MAX_FRAME (65536 + 14 + 4)
+/* How long to wait for the host's first frame and for an echo. */
+#define HELLO_WAIT (30 * WAIT)
+#define ECHO_WAIT (10 * WAIT)
+
+static u8 net_rx_ring[4096] __attribute__((aligned(4096)));
+static u8 net_tx_ring[4096] __attribute__((aligned(4096)));
+static u8 net_rx_mem[RX_BUFS * RX_BUF_LEN] __attribute__((aligned(4096)));
+static u8 net_tx_mem[2048] __attribute__((aligned(4096)));
+static u8 net_big[NET_HDR + MAX_FRAME + 16] __attribute__((aligned(4096)));
+
+static struct virtio_dev net;
+static struct virtq nrx, ntx;
+static u16 rx_seen;           /* receive completions consumed */
+static const char *case_name; /* the case running, named in its frames */
+
+static void qdesc(struct virtq *vq, u16 i, u64 addr, u32 len, u16 flags, u16 next)
+{
+    vq->desc[i].addr = addr;
+    vq->desc[i].len = len;
+    vq->desc[i].flags = flags;
+    vq->desc[i].next = next;
+}
+
+/* Writes a zeroed virtio-net header and an Ethernet frame (broadcast, from the
+ * NIC's MAC, of `type`) carrying the text "hostile:<a><b>" padded to 60 bytes;
+ * returns the frame's length (without the header). */
+static u32 build_frame(u8 *at, u16 type, const char *a, const char *b)
+{
+    u8 *f = at + NET_HDR;
+    memset(at, 0, NET_HDR + 60);
+    memset(f, 0xff, 6);
+    for (u32 i = 0; i < 6; i++)
+        f[6 + i] = mmio_read8(net.device, i);
+    f[12] = (u8)(type >> 8);
+    f[13] = (u8)type;
+    u32 n = 14;
+    const char *parts[3] = {"hostile:", a, b};
+    for (u32 p = 0; p < 3; p++)
+        for (const char *c = parts[p]; *c; c++)
+            f[n++] = (u8)*c;
+    return n < 60 ? 60 : n;
+}
+
+/* Full bring-up: VERSION_1 only (bare frames, no merged receive buffers),
+ * receive queue 0 and transmit queue 1 of QSIZE entries. Returns the status. */
+static u8 net_up(void)
+{
+    virtio_negotiate(&net, VIRTIO_F_VERSION_1);
+    virtq_layout(&net, &nrx, 0, QSIZE, net_rx_ring);
+    virtq_layout(&net, &ntx, 1, QSIZE, net_tx_ring);
+    virtq_setup(&net, &nrx);
+    virtq_setup(&net, &ntx);
+    virtio_set_status(&net, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER | VIRTIO_FEATURES_OK | VIRTIO_DRIVER_OK);
+    rx_seen = 0;
+    return virtio_status(&net);
+}
+
+/* Posts RX_BUFS receive buffers of RX_BUF_LEN bytes (descriptors 0..3). */
+static void net_post_rx(void)
+{
+    for (u16 i = 0; i < RX_BUFS; i++) {
+        qdesc(&nrx, i, (u64)(net_rx_mem + i * RX_BUF_LEN), RX_BUF_LEN, VRING_DESC_F_WRITE, 0);
+        virtq_submit(&nrx, i);
+    }
+}
+
+/* Submits transmit descriptor 0 as a chain head; returns the chains completed. */
+static u16 net_tx_submit(void)
+{
+    u16 before = ntx.used->idx;
+    virtq_submit(&ntx, 0);
+    return (u16)(virtq_wait_used(&ntx, (u16)(before + 1), WAIT) - before);
+}
+
+/* Waits for the next received frame; returns its buffer and sets `len` (used
+ * length, header included), or 0 if none came (or the device broke). The
+ * buffer is posted again. */
+static u8 *net_recv(u32 *len, u64 budget)
+{
+    u16 want = (u16)(rx_seen + 1);
+    if (virtq_wait_used(&nrx, want, budget) != want)
+        return 0;
+    volatile struct vring_used_elem *e = &nrx.used->ring[rx_seen % nrx.size];
+    u32 id = e->id;
+    *len = e->len;
+    rx_seen = want;
+    if (id >= RX_BUFS)
+        return 0;
+    virtq_submit(&nrx, (u16)id);
+    return net_rx_mem + id * RX_BUF_LEN;
+}
+
+/* Transmits an echoed frame "hostile:<a><b>" and waits for it to come back;
+ * 0 on success, else a code. */
+static u32 net_ping(const char *a, const char *b)
+{
+    u32 len = build_frame(net_tx_mem, ETH_ECHO, a, b);
+    qdesc(&ntx, 0, (u64)net_tx_mem, NET_HDR + len, 0, 0);
+    if (net_tx_submit() != 1)
+        return 1;
+    u32 got;
+    u8 *buf = net_recv(&got, ECHO_WAIT);
+    if (!buf)
+        return 2;
+    if (got != NET_HDR + len)
+        return 3;
+    if (!same(buf + NET_HDR, net_tx_mem + NET_HDR, len))
+        return 4;
+    return 0;
+}
+
+/* Prints what a device made of a case (like report, without a status byte). */
+static void report_dev(struct virtio_dev *v, const char *name, u16 used)
+{
+    u8 ds = virtio_status(v);
+    u8 isr = virtio_isr(v);
+    say(name);
+    puts(": used=");
+    put_dec(used);
+    puts(" device_status=0x");
+    put_hex8(ds);
+    puts(" isr=0x");
+    put_hex8(isr);
+    puts(ds & VIRTIO_NEEDS_RESET ? " needs_reset\n" : " running\n");
+}
+
+static void not_recovered(struct virtio_dev *v, const char *name, const char *what, u32 err)
+{
+    failures++;
+    say(name);
+    puts(": NOT ");
+    puts(what);
+    puts(", error ");
+    put_dec(err);
+    puts(" device_status=0x");
+    put_hex8(virtio_status(v));
+    putc('\n');
+}
+
+/* Resets the NIC and proves it sends and receives again. */
+static void net_recover(const char *name)
+{
+    u8 s = net_up();
+    net_post_rx();
+    u32 err = s != 0x0f ? 10 : net_ping(name, "|recovered");
+    if (err) {
+        not_recovered(&net, name, "recovered", err);
+        return;
+    }
+    say(name);
+    puts(": recovered\n");
+}
+
+/* A correct bring-up with receive buffers; the cases then misbehave. */
+static void net_ready(void)
+{
+    net_up();
+    net_post_rx();
+}
+
+/* (a) transmit descriptors 0 -> 1 -> 0 -> ... */
+static u16 net_case_tx_loop(void)
+{
+    net_ready();
+    build_frame(net_tx_mem, ETH_QUIET, "loop", "");
+    qdesc(&ntx, 0, (u64)net_tx_mem, 16, VRING_DESC_F_NEXT, 1);
+    qdesc(&ntx, 1, (u64)net_tx_mem + 16, 60, VRING_DESC_F_NEXT, 0);
+    return net_tx_submit();
+}
+
+/* (b) a transmit buffer far outside guest memory. */
+static u16 net_case_tx_outside(void)
+{
+    net_ready();
+    qdesc(&ntx, 0, UNMAPPED, NET_HDR + 60, 0, 0);
+    return net_tx_submit();
+}
+
+/* (c) the frame in a device-writable buffer after a readable header. */
+static u16 net_case_tx_writable(void)
+{
+    net_ready();
+    u32 len = build_frame(net_tx_mem, ETH_QUIET, "writable", "");
+    qdesc(&ntx, 0, (u64)net_tx_mem, NET_HDR, VRING_DESC_F_NEXT, 1);
+    qdesc(&ntx, 1, (u64)net_tx_mem + NET_HDR, len, VRING_DESC_F_WRITE, 0);
+    return net_tx_submit();
+}
+
+/* (d) the largest frame the device takes: it goes out (not echoed). */
+static u16 net_case_tx_largest(void)
+{
+    net_ready();
+    build_frame(net_big, ETH_QUIET, case_name, "|largest");
+    qdesc(&ntx, 0, (u64)net_big, NET_HDR + MAX_FRAME, 0, 0);
+    return net_tx_submit();
+}
+
+/* (e) one byte more, in two buffers: dropped, the device keeps working. */
+static u16 net_case_tx_giant(void)
+{
+    net_ready();
+    build_frame(net_big, ETH_QUIET, case_name, "|sent");
+    qdesc(&ntx, 0, (u64)net_big, NET_HDR + 14, VRING_DESC_F_NEXT, 1);
+    qdesc(&ntx, 1, (u64)net_big + NET_HDR + 14, MAX_FRAME + 1 - 14, 0, 0);
+    return net_tx_submit();
+}
+
+/* (f) a header and 10 bytes of frame: dropped, the device keeps working. */
+static u16 net_case_tx_runt(void)
+{
+    net_ready();
+    build_frame(net_tx_mem, ETH_ECHO, "runt", "");
+    qdesc(&ntx, 0, (u64)net_tx_mem, NET_HDR + 10, 0, 0);
+    return net_tx_submit();
+}
+
+/* Posts one receive buffer of `len` bytes with `flags`, transmits an echoed
+ * frame and waits until the echo meets the buffer; returns the receive
+ * completions. */
+static u16 net_rx_trap(u32 len, u16 flags)
+{
+    net_up();
+    qdesc(&nrx, 0, (u64)net_rx_mem, len, flags, 0);
+    virtq_submit(&nrx, 0);
+    u32 flen = build_frame(net_tx_mem, ETH_ECHO, case_name, "|trigger");
+    qdesc(&ntx, 0, (u64)net_tx_mem, NET_HDR + flen, 0, 0);
+    net_tx_submit();
+    return virtq_wait_used(&nrx, 1, ECHO_WAIT);
+}
+
+/* (g) a device-readable receive buffer. */
+static u16 net_case_rx_readonly(void)
+{
+    return net_rx_trap(RX_BUF_LEN, 0);
+}
+
+/* (h) a receive buffer shorter than the virtio-net header. */
+static u16 net_case_rx_short(void)
+{
+    return net_rx_trap(8, VRING_DESC_F_WRITE);
+}
+
+static const struct {
+    const char *name;
+    u16 (*run)(void);
+    int keeps_running; /* then a frame is echoed before the reset */
+} net_cases_tab[] = {
+    {"virtio-net (a) TX descriptor loop", net_case_tx_loop, 0},
+    {"virtio-net (b) TX buffer outside memory", net_case_tx_outside, 0},
+    {"virtio-net (c) device-writable TX buffer", net_case_tx_writable, 0},
+    {"virtio-net (d) largest TX frame", net_case_tx_largest, 1},
+    {"virtio-net (e) TX frame one byte too long", net_case_tx_giant, 1},
+    {"virtio-net (f) runt TX frame", net_case_tx_runt, 1},
+    {"virtio-net (g) read-only RX buffer", net_case_rx_readonly, 0},
+    {"virtio-net (h) RX buffer of 8 bytes", net_case_rx_short, 0},
+};
+
+/* The NIC's cases. The host end sends one frame "hostile:hello" (type 0x88b5)
+ * once connected, and echoes every frame of type 0x88b5 up to 1514 bytes. */
+static int net_cases(int mmio)
+{
+    int err = mmio ? virtio_probe_mmio(&net, 1) : virtio_probe(&net, VIRTIO_ID_NET);
+    if (err) {
+        failures++;
+        say("no usable virtio-net device\n");
+        return 0;
+    }
+    say("virtio-net at ");
+    if (mmio) {
+        puts("virtio-mmio window ");
+        put_dec(net.pci_dev);
+    } else {
+        puts("PCI 00:");
+        put_hex8((u8)net.pci_dev);
+        puts(".0, ");
+        put_dec(mmio_read16(net.common, VC_NUM_QUEUES));
+        puts(" queue(s)");
+    }
+    putc('\n');
+
+    u8 s = net_up();
+    net_post_rx();
+    u32 len = 0;
+    u8 *hello = net_recv(&len, HELLO_WAIT);
+    static const char want[] = "hostile:hello";
+    if (s != 0x0f || !hello || !same(hello + NET_HDR + 14, (const u8 *)want, sizeof(want))) {
+        failures++;
+        say("virtio-net: no hello from the host\n");
+        return 0;
+    }
+    say("virtio-net: hello from the host, len=");
+    put_dec(len);
+    putc('\n');
+    err = (int)net_ping("start", "");
+    if (err) {
+        not_recovered(&net, "virtio-net", "echoing", (u32)err);
+        return 0;
+    }
+    say("virtio-net: echo works\n");
+
+    for (u32 i = 0; i < sizeof(net_cases_tab) / sizeof(net_cases_tab[0]); i++) {
+        const char *name = case_name = net_cases_tab[i].name;
+        u16 used = net_cases_tab[i].run();
+        report_dev(&net, name, used);
+        if (net_cases_tab[i].keeps_running) {
+            u32 e = net_ping(name, "|next");
+            if (e) {
+                not_recovered(&net, name, "sending the next frame", e);
+            } else {
+                say(name);
+                puts(": next frame echoed\n");
+            }
+        }
+        net_recover(name);
+    }
+    return 1;
+}
+
+/* ---- virtio-balloon -------------------------------------------------------- */
+
+#define VIRTIO_ID_BALLOON 0x1045
+#define BAL_F_STATS_VQ (1UL << 1)
+#define BAL_F_DEFLATE_ON_OOM (1UL << 2)
+#define BAL_F_PAGE_REPORTING (1UL << 5)
+/* With all of them acked: inflateq 0, deflateq 1, statsq 2, reporting_vq 3. */
+#define BAL_FEATURES (VIRTIO_F_VERSION_1 | BAL_F_STATS_VQ | BAL_F_DEFLATE_ON_OOM | BAL_F_PAGE_REPORTING)
+enum { INFLATEQ, DEFLATEQ, STATSQ, REPORTQ, BAL_QUEUES };
+
+static u8 bal_rings[BAL_QUEUES][4096] __attribute__((aligned(4096)));
+static u8 bal_page[4096] __attribute__((aligned(4096)));  /* inflated, deflated */
+static u8 bal_range[8192] __attribute__((aligned(4096))); /* reported free */
+static u8 bal_buf[4096] __attribute__((aligned(4096)));   /* PFNs, statistics */
+#define BAL_PFNS ((volatile u32 *)bal_buf)
+#define BAL_STATS (bal_buf + 0x100)
+
+static struct virtio_dev bal;
+static struct virtq bq[BAL_QUEUES];
+
+static u8 bal_up(void)
+{
+    virtio_negotiate(&bal, BAL_FEATURES);
+    for (u16 i = 0; i < BAL_QUEUES; i++) {
+        virtq_layout(&bal, &bq[i], i, QSIZE, bal_rings[i]);
+        virtq_setup(&bal, &bq[i]);
+    }
+    virtio_set_status(&bal, VIRTIO_ACKNOWLEDGE | VIRTIO_DRIVER | VIRTIO_FEATURES_OK | VIRTIO_DRIVER_OK);
+    return virtio_status(&bal);
+}
+
+/* One buffer on queue `qi`; returns the chains completed within `budget`. */
+static u16 bal_submit(u16 qi, u64 addr, u32 len, u16 flags, u64 budget)
+{
+    struct virtq *vq = &bq[qi];
+    qdesc(vq, 0, addr, len, flags, 0);
+    u16 before = vq->used->idx;
+    virtq_submit(vq, 0);
+    return (u16)(virtq_wait_used(vq, (u16)(before + 1), budget) - before);
+}
+
+static void put_le(u8 *p, u64 v, u32 n)
+{
+    for (u32 i = 0; i < n; i++)
+        p[i] = (u8)(v >> (8 * i));
+}
+
+/* Inflates and deflates a page, reports a free range and hands over a
+ * statistics buffer (which the device keeps); 0 on success, else a code. */
+static u32 bal_works(void)
+{
+    BAL_PFNS[0] = (u32)((u64)bal_page >> 12);
+    if (bal_submit(INFLATEQ, (u64)bal_buf, 4, 0, WAIT) != 1)
+        return 1;
+    if (bal_submit(DEFLATEQ, (u64)bal_buf, 4, 0, WAIT) != 1)
+        return 2;
+    if (bal_submit(REPORTQ, (u64)bal_range, sizeof(bal_range), VRING_DESC_F_WRITE, WAIT) != 1)
+        return 3;
+    put_le(BAL_STATS, 4, 2); /* free memory */
+    put_le(BAL_STATS + 2, ram_end / 2, 8);
+    put_le(BAL_STATS + 10, 5, 2); /* total memory */
+    put_le(BAL_STATS + 12, ram_end, 8);
+    /* Held until the host asks for fresh figures: nothing to wait for. */
+    if (bal_submit(STATSQ, (u64)BAL_STATS, 20, 0, 0) != 0)
+        return 4;
+    if (virtio_status(&bal) != 0x0f)
+        return 5;
+    return 0;
+}
+
+static void bal_recover(const char *name)
+{
+    u8 s = bal_up();
+    u32 err = s != 0x0f ? 10 : bal_works();
+    if (err) {
+        not_recovered(&bal, name, "recovered", err);
+        return;
+    }
+    say(name);
+    puts(": recovered\n");
+}
+
+/* (a) inflating the first page past the end of RAM. */
+static u16 bal_case_inflate_outside(void)
+{
+    bal_up();
+    BAL_PFNS[0] = (u32)(ram_end >> 12);
+    return bal_submit(INFLATEQ, (u64)bal_buf, 4, 0, WAIT);
+}
+
+/* (b) deflating the last PFN there is (16 TiB - 4 KiB). */
+static u16 bal_case_deflate_outside(void)
+{
+    bal_up();
+    BAL_PFNS[0] = 0xffffffffu;
+    return bal_submit(DEFLATEQ, (u64)bal_buf, 4, 0, WAIT);
+}
+
+/* (c) a PFN buffer of 6 bytes. */
+static u16 bal_case_pfn_len(void)
+{
+    bal_up();
+    BAL_PFNS[0] = (u32)((u64)bal_page >> 12);
+    BAL_PFNS[1] = (u32)((u64)bal_page >> 12);
+    return bal_submit(INFLATEQ, (u64)bal_buf, 6, 0, WAIT);
+}
+
+/* (d) a reported range running past the end of RAM. */
+static u16 bal_case_report_past_end(void)
+{
+    bal_up();
+    return bal_submit(REPORTQ, ram_end - 4096, 8192, VRING_DESC_F_WRITE, WAIT);
+}
+
+/* (e) a reported range that is not page aligned. */
+static u16 bal_case_report_unaligned(void)
+{
+    bal_up();
+    return bal_submit(REPORTQ, (u64)bal_range + 0x800, 4096, VRING_DESC_F_WRITE, WAIT);
+}
+
+/* (f) a statistics buffer of 15 bytes (one and a half entries). */
+static u16 bal_case_stats_len(void)
+{
+    bal_up();
+    return bal_submit(STATSQ, (u64)BAL_STATS, 15, 0, WAIT);
+}
+
+static const struct {
+    const char *name;
+    u16 (*run)(void);
+} bal_cases_tab[] = {
+    {"virtio-balloon (a) inflate a PFN outside RAM", bal_case_inflate_outside},
+    {"virtio-balloon (b) deflate a PFN outside RAM", bal_case_deflate_outside},
+    {"virtio-balloon (c) PFN buffer of 6 bytes", bal_case_pfn_len},
+    {"virtio-balloon (d) reported range past the end of RAM", bal_case_report_past_end},
+    {"virtio-balloon (e) reported range not page aligned", bal_case_report_unaligned},
+    {"virtio-balloon (f) statistics buffer of 15 bytes", bal_case_stats_len},
+};
+
+static int balloon_cases(int mmio)
+{
+    int err = mmio ? virtio_probe_mmio(&bal, 5) : virtio_probe(&bal, VIRTIO_ID_BALLOON);
+    if (err) {
+        failures++;
+        say("no usable virtio-balloon device\n");
+        return 0;
+    }
+    say("virtio-balloon at ");
+    if (mmio) {
+        puts("virtio-mmio window ");
+        put_dec(bal.pci_dev);
+    } else {
+        puts("PCI 00:");
+        put_hex8((u8)bal.pci_dev);
+        puts(".0, ");
+        put_dec(mmio_read16(bal.common, VC_NUM_QUEUES));
+        puts(" queue(s)");
+    }
+    putc('\n');
+    u8 s = bal_up();
+    u32 e = s != 0x0f ? 10 : bal_works();
+    if (e) {
+        not_recovered(&bal, "virtio-balloon", "working", e);
+        return 0;
+    }
+    say("virtio-balloon: inflate, deflate, report and statistics work\n");
+    for (u32 i = 0; i < sizeof(bal_cases_tab) / sizeof(bal_cases_tab[0]); i++) {
+        u16 used = bal_cases_tab[i].run();
+        report_dev(&bal, bal_cases_tab[i].name, used);
+        bal_recover(bal_cases_tab[i].name);
+    }
+    return 1;
+}
+
 /* Another device must be unaffected: 16 bytes from virtio-rng. */
 static void check_rng(void)
 {
@@ -569,7 +1081,30 @@ void guest_main(const char *cmdline)
         recover(cases[i].name);
     }
 
+    int net_ok = cmdline_u64(cmdline, "net=", 0) && net_cases(mmio);
+    int bal_ok = cmdline_u64(cmdline, "balloon=", 0) && balloon_cases(mmio);
+
     check_rng();
+    /* The NIC and the balloon after everything else misbehaved. */
+    if (net_ok) {
+        u8 s = net_up();
+        net_post_rx();
+        u32 err = s != 0x0f ? 10 : net_ping("final", "");
+        if (err)
+            not_recovered(&net, "virtio-net", "working at the end", err);
+        else
+            say("virtio-net: final frame echoed\n");
+        virtio_reset(&net);
+    }
+    if (bal_ok) {
+        u8 s = bal_up();
+        u32 err = s != 0x0f ? 10 : bal_works();
+        if (err)
+            not_recovered(&bal, "virtio-balloon", "working at the end", err);
+        else
+            say("virtio-balloon: still works\n");
+        virtio_reset(&bal);
+    }
 
     u8 again[16];
     e = read_sector0(again);
