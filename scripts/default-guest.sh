@@ -71,7 +71,8 @@ if [ ! -s "$INITRD" ] || [ "$SCRIPT_DIR/default-guest.sh" -nt "$INITRD" ] || [ "
     MODS="$ROOT/lib/modules/$KVER"
     : > "$MODS/load-order"
     for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_mmio \
-             virtio_blk virtio_console virtio-rng failover net_failover virtio_net virtio_balloon; do
+             virtio_blk virtio_console virtio-rng failover net_failover virtio_net virtio_balloon \
+             vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport; do
         f=$(find "$KDIR/lib/modules/$KVER/kernel" -name "$m.ko*" | head -1)
         if [ -n "$f" ]; then
             cp "$f" "$MODS/"

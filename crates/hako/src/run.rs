@@ -39,7 +39,7 @@ pub struct RunArgs {
     /// snapshot, or what `hako img import` writes). Only --accel, --api-socket and
     /// --gdb may be given with it.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
-        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "net", "balloon", "device", "virtio",
+        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "net", "balloon", "vsock", "device", "virtio",
         "console", "on_reboot", "restore", "incoming"
     ])]
     config: Option<PathBuf>,
@@ -47,7 +47,7 @@ pub struct RunArgs {
     /// Its config.json describes the VM; only --accel, --api-socket, --gdb and
     /// --restore-mode may be given with it.
     #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "net", "balloon", "device", "virtio",
+        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "net", "balloon", "vsock", "device", "virtio",
         "console", "on_reboot", "trace"
     ])]
     restore: Option<PathBuf>,
@@ -55,7 +55,7 @@ pub struct RunArgs {
     /// migrate`), then run the VM it brings. Only --accel, --api-socket and --gdb
     /// may be given with it.
     #[arg(long, value_name = "URI", conflicts_with_all = [
-        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "net", "balloon", "device", "virtio",
+        "kernel", "initrd", "cmdline", "memory", "cpus", "cpu", "disk", "net", "balloon", "vsock", "device", "virtio",
         "console", "on_reboot", "trace", "restore"
     ])]
     incoming: Option<MigrationUri>,
@@ -128,6 +128,12 @@ pub struct RunArgs {
     /// the memory it frees (free page reporting), which returns to the host.
     #[arg(long, value_name = "SIZE", value_parser = vmm::config::parse_size)]
     balloon: Option<u64>,
+    /// A virtio-vsock device: cid=N,path=SOCKET (see docs/vsock.md). The guest has
+    /// CID N (3 or more), the host CID 2. Host programs connect to SOCKET and send
+    /// `CONNECT <port>\n` to reach the guest's port (answer: `OK <port>\n`); the
+    /// guest's connections to host port P reach the socket SOCKET_P.
+    #[arg(long, value_name = "SPEC")]
+    vsock: Option<vmm::config::VsockSpec>,
     /// Which console the terminal's input goes to: COM1 (ttyS0) or virtio-console
     /// (hvc0; boot with console=hvc0). Both consoles' output goes to the terminal.
     #[arg(long, value_enum, default_value_t = ConsoleArg::Serial)]
@@ -273,6 +279,9 @@ fn load_config(file: &std::path::Path, accel: Option<AccelKind>) -> Result<VmCon
             fix(path);
         }
     }
+    if let Some(v) = &mut cfg.vsock {
+        fix(&mut v.path);
+    }
     if let Some(a) = accel {
         cfg.accel = a;
     }
@@ -310,6 +319,7 @@ fn boot_config(a: RunArgs, accel: AccelKind) -> VmConfig {
         devices: a.device,
         nets: a.net,
         balloon: a.balloon,
+        vsock: a.vsock,
     }
 }
 

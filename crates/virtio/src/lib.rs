@@ -26,6 +26,7 @@ pub mod net;
 pub mod queue;
 pub mod rng;
 pub mod transport;
+pub mod vsock;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -42,6 +43,7 @@ pub mod device_type {
     pub const CONSOLE: u32 = 3;
     pub const RNG: u32 = 4;
     pub const BALLOON: u32 = 5;
+    pub const VSOCK: u32 = 19;
 }
 
 /// Device status bits (virtio 1.2, section 2.1).

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::device_spec::DeviceSpec;
+pub use crate::vsock::VsockSpec;
 
 /// Which accelerator runs the vCPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +184,9 @@ pub struct VmConfig {
     /// virtio-net NICs (`--net`), in order.
     #[serde(default)]
     pub nets: Vec<net::NetSpec>,
+    /// A virtio-vsock device (`--vsock`).
+    #[serde(default)]
+    pub vsock: Option<VsockSpec>,
 }
 
 impl VmConfig {
@@ -206,6 +210,7 @@ impl VmConfig {
             devices: Vec::new(),
             nets: Vec::new(),
             balloon: None,
+            vsock: None,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod platform;
 mod run;
 pub mod snapshot;
 mod test_devices;
+mod vsock;
 
 pub use config::{
     AccelKind, ConsoleKind, CpuModel, DeviceSpec, DiskSpec, OnReboot, VirtioTransport, VmConfig,

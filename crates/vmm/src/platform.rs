@@ -244,6 +244,9 @@ pub fn build(
         .balloon
         .map(|t| crate::balloon::attach(&mut a, t, control))
         .transpose()?;
+    cfg.vsock
+        .iter()
+        .try_for_each(|s| crate::vsock::attach(&mut a, s, control))?;
     let r = root.clone();
     a.tree.after_restore(move || r.refresh_routes());
     let virtio_console_input: InputSink = Arc::new(move |bytes: &[u8]| {
