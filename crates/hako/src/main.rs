@@ -2,10 +2,12 @@
 
 mod console;
 mod ctl;
+mod daemon;
 mod host;
 mod host_io;
 mod img;
 mod run;
+mod verbs;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,10 @@ enum Command {
     Img(img::ImgArgs),
     /// Control a running VM through its API socket (`hako run --api-socket`).
     Ctl(ctl::CtlArgs),
+    /// Run the management daemon: VM definitions, one `hako run` per VM, a REST API.
+    Daemon(daemon::DaemonArgs),
+    #[command(flatten)]
+    Verb(verbs::Verb),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +55,8 @@ fn main() -> ExitCode {
         Command::Host(a) => host::run(a),
         Command::Img(a) => img::run(a),
         Command::Ctl(a) => ctl::run(a),
+        Command::Daemon(a) => daemon::run(a),
+        Command::Verb(v) => verbs::run(v),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

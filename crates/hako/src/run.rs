@@ -438,3 +438,16 @@ fn run_vm(
         };
     }
 }
+
+/// The VM these flags describe, for `hako define NAME [flags]` (crate::verbs).
+pub(crate) fn define_config(a: RunArgs) -> Result<VmConfig> {
+    if a.restore.is_some() || a.incoming.is_some() || a.api_socket.is_some() || a.gdb.is_some() {
+        anyhow::bail!("a definition holds no --restore, --incoming, --api-socket or --gdb");
+    }
+    let accel = explicit_accel(a.accel);
+    let auto = crate::host::auto_accel;
+    match &a.config {
+        Some(file) => load_config(file, accel),
+        None => Ok(boot_config(a, accel.unwrap_or_else(auto))),
+    }
+}

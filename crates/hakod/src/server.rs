@@ -1,0 +1,117 @@
+//! Running the daemon: the socket, the runtime, the signals that end it.
+//!
+//! Ending the daemon (SIGTERM, SIGINT, or a crash) leaves the VMs running: each is
+//! a process of its own, with its console going to its log file. The next daemon
+//! on the same state directory adopts them.
+
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+
+/// What `hako daemon` is asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The socket to serve the API on.
+    pub socket: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The `hako` binary to run VMs with (`hako run`).
+    pub exe: PathBuf,
+}
+
+/// Binds `path` with `mode`, refusing a socket another process serves. A stale
+/// socket file (nobody listening) is replaced; any other file is left alone.
+fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let dir_mode = if mode & 0o070 != 0 { 0o750 } else { 0o700 };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(dir_mode)
+            .create(dir)
+            .map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(Error::Failed(format!(
+                "{} exists and is not a socket",
+                path.display()
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::Failed(format!(
+                "{} is in use: a daemon runs there already",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(Error::io(format!(
+            "cannot remove stale socket {}",
+            path.display()
+        )))?;
+    }
+    // The socket file gets the umask's mode at bind: set it so from the start, so
+    // nobody else can connect before a chmod would have run.
+    let mask = 0o777 & !mode;
+    // SAFETY: umask only changes this process's file-creation mask.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    let l = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let l = l.map_err(Error::io(format!("cannot listen on {}", path.display())))?;
+    l.set_nonblocking(true)
+        .map_err(Error::io("cannot make the socket non-blocking"))?;
+    Ok(l)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(opts: Options) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("hakod")
+        .enable_all()
+        .build()
+        .map_err(Error::io("cannot start the daemon's runtime"))?;
+    rt.block_on(serve(opts, ended()))
+}
+
+/// Serves the daemon on the current tokio runtime until `until` resolves.
+pub async fn serve(
+    opts: Options,
+    until: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    // The state directory first: its lock tells a second daemon to go away before
+    // it touches the socket of the first.
+    let daemon = Daemon::open(&opts.state_dir, opts.exe.clone()).await?;
+    let listener = bind(&opts.socket, crate::paths::socket_mode())?;
+    let listener =
+        tokio::net::UnixListener::from_std(listener).map_err(Error::io("cannot use the socket"))?;
+    tracing::info!(
+        "hako daemon: serving {} (state in {})",
+        opts.socket.display(),
+        daemon.sd.root().display()
+    );
+    daemon.start_boot_vms();
+    let app = crate::api::router(daemon);
+    let server = axum::serve(listener, app).with_graceful_shutdown(until);
+    let r = server.await;
+    let _ = std::fs::remove_file(&opts.socket);
+    r.map_err(Error::io("the API server failed"))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn ended() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot handle SIGTERM/SIGINT: the daemon ends only when killed");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("hako daemon: ending (the VMs keep running)");
+}
