@@ -298,8 +298,10 @@ pub fn serve(path: &Path) -> Result<ApiServer> {
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
+            sandbox::enter(sandbox::ThreadKind::Api);
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_start(|| sandbox::enter(sandbox::ThreadKind::Api))
                 .build()
             {
                 Ok(rt) => rt,

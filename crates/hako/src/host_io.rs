@@ -38,6 +38,7 @@ pub fn route_stdin(interactive: bool, vm: &VmHandle) -> Result<()> {
         thread::Builder::new()
             .name("console-in".into())
             .spawn(move || {
+                sandbox::enter(sandbox::ThreadKind::Io);
                 crate::console::pump_stdin(
                     interactive,
                     |mut bytes| {
@@ -119,18 +120,21 @@ pub fn route_signals() -> Result<Arc<Mutex<SignalTarget>>> {
     let t = target.clone();
     thread::Builder::new()
         .name("signals".into())
-        .spawn(move || loop {
-            let mut sig = 0;
-            // SAFETY: `set` holds the blocked signals; `sig` is a valid out-pointer.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                let mut g = lock(&t);
-                match &g.vm {
-                    Some(vm) => vm.end(ExitReason::Signal(sig)),
-                    None if g.idle => {
-                        eprintln!("hako: terminated by signal {sig}");
-                        std::process::exit(128 + sig);
+        .spawn(move || {
+            sandbox::enter(sandbox::ThreadKind::Io);
+            loop {
+                let mut sig = 0;
+                // SAFETY: `set` holds the blocked signals; `sig` is a valid out-pointer.
+                if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                    let mut g = lock(&t);
+                    match &g.vm {
+                        Some(vm) => vm.end(ExitReason::Signal(sig)),
+                        None if g.idle => {
+                            eprintln!("hako: terminated by signal {sig}");
+                            std::process::exit(128 + sig);
+                        }
+                        None => g.pending = Some(sig),
                     }
-                    None => g.pending = Some(sig),
                 }
             }
         })

@@ -2,9 +2,13 @@
 
 use std::path::PathBuf;
 
+#[path = "sandbox_rules.rs"]
+mod sandbox_rules;
+
 use crate::host_io::lock;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use sandbox_rules::Confinement;
 use vmm::migration::MigrationUri;
 use vmm::snapshot::RestoreMode;
 use vmm::{
@@ -152,6 +156,21 @@ pub struct RunArgs {
     /// 0xff000000). Repeatable.
     #[arg(long, value_name = "SPEC")]
     device: Vec<DeviceSpec>,
+    /// Confine the VM process (see docs/sandbox.md): each thread may make only the
+    /// system calls its work needs, and the process reaches only the files of its
+    /// VM. `off` is for debugging.
+    #[arg(long, value_enum, default_value_t = SandboxArg::On)]
+    sandbox: SandboxArg,
+    /// With the sandbox: a directory the VM may also read and write (a place for
+    /// snapshots, for instance). Repeatable.
+    #[arg(long, value_name = "DIR")]
+    sandbox_allow: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SandboxArg {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -217,6 +236,16 @@ enum First {
 pub fn run(a: RunArgs) -> Result<i32> {
     let accel = explicit_accel(a.accel);
     let api_socket = a.api_socket.clone();
+    let confine = Confinement {
+        on: a.sandbox == SandboxArg::On,
+        allow: a.sandbox_allow.clone(),
+        config_file: a.config.clone(),
+        restore: a.restore.clone(),
+        api_socket: a.api_socket.clone(),
+        gdb_socket: sandbox_rules::gdb_socket(a.gdb.as_deref()),
+    };
+    // Before any thread of the VM starts.
+    confine.enable()?;
     // Bound before anything runs, so a taken port fails the start.
     let gdb = a
         .gdb
@@ -225,7 +254,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
         .transpose()?
         .map(|l| (l, a.gdb_wait));
     if let Some(uri) = a.incoming.clone() {
-        return run_vm(None, First::Incoming(uri, accel), api_socket, gdb);
+        return run_vm(None, First::Incoming(uri, accel), api_socket, gdb, &confine);
     }
     let mut first = First::Boot;
     let cfg = match &a.restore {
@@ -238,6 +267,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
             let snap = vmm::snapshot::load(dir, accel, mode)
                 .with_context(|| format!("cannot restore {}", dir.display()))?;
             let cfg = snap.config.clone();
+            confine.prepare(&cfg)?;
             let m = Machine::from_snapshot(snap, Box::new(std::io::stdout()))
                 .with_context(|| format!("cannot restore {}", dir.display()))?;
             first = First::Restored(Box::new(m), began, dir.clone());
@@ -248,7 +278,10 @@ pub fn run(a: RunArgs) -> Result<i32> {
             None => boot_config(a, accel.unwrap_or_else(crate::host::auto_accel)),
         },
     };
-    run_vm(Some(cfg), first, api_socket, gdb)
+    if matches!(first, First::Boot) {
+        confine.prepare(&cfg)?;
+    }
+    run_vm(Some(cfg), first, api_socket, gdb, &confine)
 }
 
 /// A VM definition file; `accel` overrides its accelerator. Paths in it that are
@@ -333,8 +366,12 @@ fn run_vm(
     first: First,
     api_socket: Option<PathBuf>,
     mut gdb: Gdb,
+    confine: &Confinement,
 ) -> Result<i32> {
     let mut term = None;
+    // The main thread enters the sandbox once the first machine is built (the
+    // threads it starts afterwards inherit its filter and rules).
+    let mut main_confined = false;
     // Before any VM thread exists, so they all inherit the blocked signals.
     let signal_target = crate::host_io::route_signals()?;
     // Before the guest runs, so a socket in use fails the start, not a running guest.
@@ -346,6 +383,7 @@ fn run_vm(
         // The terminal goes raw before the guest runs, so its first output already
         // finds it so; not while waiting for a migration, where Ctrl-C must work.
         if term.is_none() && !matches!(next, First::Incoming(..)) {
+            sandbox::remember_terminal(0);
             term = Some(crate::console::RawTerminal::enable_on_stdin());
         }
         let vm = match next {
@@ -362,6 +400,13 @@ fn run_vm(
                 lock(&signal_target).set_idle(false);
                 let vm = vm?;
                 cfg = vm.info().ok().map(|i| i.config);
+                // The VM runs already: the rules hold the main thread and the
+                // threads started from now on (docs/sandbox.md).
+                if let Some(c) = &cfg {
+                    confine.prepare(c)?;
+                }
+                sandbox::enter(sandbox::ThreadKind::Main);
+                main_confined = true;
                 vm
             }
             other => {
@@ -382,6 +427,10 @@ fn run_vm(
                 tracing::info!("running on {}", machine.accel_name());
                 // Before the vCPUs run, so that no signal finds no VM to end.
                 lock(&signal_target).set_vm(Some(machine.ender()));
+                if !main_confined {
+                    sandbox::enter(sandbox::ThreadKind::Main);
+                    main_confined = true;
+                }
                 let wait = gdb.as_ref().is_some_and(|g| g.1);
                 let vm = machine.start(start, wait)?;
                 if let Some((began, dir)) = restored {
@@ -399,6 +448,7 @@ fn run_vm(
             vmm::gdb::serve(l, &vm)?;
         }
         if term.is_none() {
+            sandbox::remember_terminal(0);
             term = Some(crate::console::RawTerminal::enable_on_stdin());
         }
         let interactive = matches!(term, Some(Some(_)));

@@ -121,13 +121,19 @@ pub fn open(path: &Path, server: bool, waker: RxWaker) -> Result<StreamBackend, 
     threads.push(
         std::thread::Builder::new()
             .name("net-stream-rx".into())
-            .spawn(move || receive_thread(s, peer, first, q, waker, name))
+            .spawn(move || {
+                sandbox::enter(sandbox::ThreadKind::Io);
+                receive_thread(s, peer, first, q, waker, name)
+            })
             .map_err(spawn_err)?,
     );
     let s = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("net-stream-tx".into())
-        .spawn(move || write_thread(s, rx));
+        .spawn(move || {
+            sandbox::enter(sandbox::ThreadKind::Io);
+            write_thread(s, rx)
+        });
     let mut backend = StreamBackend {
         shared,
         tx: Some(tx),

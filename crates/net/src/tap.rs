@@ -127,7 +127,10 @@ pub fn open(ifname: &str, waker: RxWaker) -> Result<TapBackend, OpenError> {
     let (t, s, q, name) = (tap.clone(), stop.clone(), queue.clone(), ifname.to_string());
     let reader = std::thread::Builder::new()
         .name("net-tap-rx".into())
-        .spawn(move || reader_thread(&t, &s, &q, &waker, &name))
+        .spawn(move || {
+            sandbox::enter(sandbox::ThreadKind::Io);
+            reader_thread(&t, &s, &q, &waker, &name)
+        })
         .map_err(|source| OpenError::Io {
             what: what("spawning a thread"),
             source,

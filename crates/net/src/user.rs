@@ -98,7 +98,10 @@ pub fn open(hostfwd: &[HostFwd], restrict: bool, waker: RxWaker) -> Result<UserB
     let (c, q) = (control.clone(), queue.clone());
     let thread = std::thread::Builder::new()
         .name("net-user".into())
-        .spawn(move || slirp_thread(setup, c, q, waker, rx, ready_tx))
+        .spawn(move || {
+            sandbox::enter(sandbox::ThreadKind::Io);
+            slirp_thread(setup, c, q, waker, rx, ready_tx)
+        })
         .map_err(|source| OpenError::Io {
             what: "user: spawning a thread".into(),
             source,

@@ -126,7 +126,10 @@ impl VmHandle {
         // itself still runs and ends as usual.
         if let Ok(t) = thread::Builder::new()
             .name("vm-control".into())
-            .spawn(move || control_loop(machine, rx, initial))
+            .spawn(move || {
+                sandbox::enter(sandbox::ThreadKind::Main);
+                control_loop(machine, rx, initial)
+            })
         {
             threads.push(t);
         }
@@ -170,9 +173,11 @@ impl VmHandle {
             dir: dir.to_path_buf(),
             stay_paused,
         };
-        match self.call(cmd)? {
-            Reply::Snapshot(r) => Ok(r),
-            _ => unreachable!("snapshot answers with a report"),
+        match self.call(cmd) {
+            Ok(Reply::Snapshot(r)) => Ok(r),
+            Ok(_) => unreachable!("snapshot answers with a report"),
+            Err(Error::Failed(e)) => Err(Error::Failed(sandbox_hint(e, dir))),
+            Err(e) => Err(e),
         }
     }
 
@@ -415,5 +420,17 @@ fn execute(m: &Machine, cmd: Command, state: &mut RunState, started: Instant) ->
             *state = RunState::Stopped;
             Ok(Reply::Done)
         }
+    }
+}
+
+/// `e` with how to allow `dir`, when it is the sandbox's refusal to write there.
+fn sandbox_hint(e: anyhow::Error, dir: &Path) -> anyhow::Error {
+    let hint = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .and_then(|io| sandbox::write_refused(io, dir));
+    match hint {
+        Some(h) => anyhow::anyhow!("{e:#}; {h}"),
+        None => e,
     }
 }

@@ -149,7 +149,10 @@ impl Machine {
             threads.push(
                 thread::Builder::new()
                     .name(name)
-                    .spawn(move || vcpu_loop(v, &mc, &c))
+                    .spawn(move || {
+                        sandbox::enter(sandbox::ThreadKind::Vcpu);
+                        vcpu_loop(v, &mc, &c)
+                    })
                     .context("cannot start a vCPU thread")?,
             );
         }

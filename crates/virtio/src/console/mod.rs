@@ -69,6 +69,7 @@ where
     std::thread::Builder::new()
         .name("virtio-console-in".into())
         .spawn(move || {
+            sandbox::enter(sandbox::ThreadKind::Io);
             let mut buf = [0u8; 1024];
             loop {
                 let n = match reader.read(&mut buf) {

@@ -48,7 +48,10 @@ impl VsockHost {
         );
         let thread = std::thread::Builder::new()
             .name("virtio-vsock".into())
-            .spawn(move || t.run());
+            .spawn(move || {
+                sandbox::enter(sandbox::ThreadKind::Io);
+                t.run()
+            });
         let thread = match thread {
             Ok(t) => t,
             Err(e) => {

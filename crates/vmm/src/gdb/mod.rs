@@ -77,6 +77,7 @@ pub fn serve(l: GdbListener, vm: &VmHandle) -> Result<()> {
     std::thread::Builder::new()
         .name("gdb".into())
         .spawn(move || {
+            sandbox::enter(sandbox::ThreadKind::Debug);
             let mut t = VmTarget::new(control, mem, ncpus, accel);
             loop {
                 let r = match &l {
