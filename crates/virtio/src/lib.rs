@@ -6,9 +6,11 @@
 //! device, the driver-programmed queue configuration and the interrupt path,
 //! and calls the device when the driver rings a doorbell.
 //!
-//! Queues are processed synchronously: a doorbell write is handled to
-//! completion on the vCPU thread that wrote it (virtio-blk I/O and virtio-net
-//! transmit included). Host-side events (console input, frames received for
+//! Without a notify hook ([`transport::NotifyHook`]) a doorbell write is handled
+//! to completion on the vCPU thread that wrote it (virtio-net transmit, rng,
+//! console); with one (virtio-blk, in the VMM) the doorbell is checked and handed
+//! to a worker thread, which processes the queue with `process_notified`
+//! (docs/io-thread.md). Host-side events (console input, frames received for
 //! [`net`]) go through
 //! [`transport::VirtioPciDevice::process_event`] /
 //! [`transport::VirtioMmioDevice::process_event`] from the thread that has them.

@@ -10,6 +10,7 @@ pub mod device_tree;
 mod error;
 pub mod gdb;
 mod handle;
+mod io_thread;
 mod irq;
 mod kernel;
 mod machine;

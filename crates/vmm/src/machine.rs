@@ -73,6 +73,9 @@ pub struct Machine {
     /// The `--disk`s, flushed before a snapshot.
     pub(crate) disks: Vec<Arc<dyn block::Disk>>,
     pub(crate) balloon: Option<crate::balloon::BalloonCtl>,
+    /// The queue workers of the virtio-blk devices, stopped and joined when the
+    /// machine is dropped (a `--on-reboot restart` builds a new one).
+    pub(crate) io: crate::io_thread::IoThreads,
 }
 
 fn create_vm(cfg: &VmConfig, mem: GuestMemory) -> Result<Arc<dyn Vm>> {
@@ -307,7 +310,7 @@ impl Machine {
             ConsoleKind::Serial => Arc::new(move |b: &[u8]| lock(&serial).enqueue_input(b)),
             ConsoleKind::Virtio => plat.virtio_console_input,
         };
-        Ok(Machine {
+        let m = Machine {
             config,
             vm,
             devices: tree,
@@ -320,7 +323,10 @@ impl Machine {
             dirty,
             disks: plat.disks,
             balloon: plat.balloon,
-        })
+            io: plat.io,
+        };
+        tracing::debug!("{} virtio-blk queue workers", m.io.len());
+        Ok(m)
     }
 
     /// What ends this VM, before and after it starts.

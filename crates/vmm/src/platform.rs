@@ -21,6 +21,7 @@ use vm_memory::{Bytes, GuestAddress};
 use crate::config::{DiskSpec, VirtioTransport, VmConfig};
 use crate::control::Control;
 use crate::device_tree::DeviceTree;
+use crate::io_thread::{IoThreads, Served};
 use crate::irq::{GsiLine, VmMsi};
 use vmm_types::dirty::DirtyLog;
 
@@ -43,6 +44,8 @@ pub struct Platform {
     pub virtio_console_input: InputSink,
     pub disks: Vec<Arc<dyn block::Disk>>,
     pub balloon: Option<crate::balloon::BalloonCtl>,
+    /// The virtio-blk queue workers (stopped when this is dropped).
+    pub io: IoThreads,
 }
 
 fn line(vm: &Arc<dyn Vm>, gsi: u32) -> Arc<dyn IrqLine> {
@@ -76,17 +79,50 @@ pub(crate) struct Attacher<'a> {
     dirty: &'a Arc<DirtyLog>,
     transport: VirtioTransport,
     mmio_devices: Vec<VirtioMmioConfig>,
+    control: &'a Arc<Control>,
+    io: IoThreads,
 }
+
+/// What plugging a device in gives: its host-side event processing, and the
+/// transport for queue workers.
+type Plugged = (Arc<dyn Fn() + Send + Sync>, Arc<dyn Served>);
 
 impl Attacher<'_> {
     /// Plugs `dev` in as device `id` of the tree, `args` making what restoring it needs;
-    /// returns a closure that processes host-side events of it.
+    /// returns a closure that processes host-side events of it. Its doorbells are
+    /// processed on the vCPU thread that rings them (tiny devices).
     pub(crate) fn attach<D, F>(
         &mut self,
         id: &str,
         dev: D,
         args: F,
     ) -> Result<Arc<dyn Fn() + Send + Sync>>
+    where
+        D: VirtioDevice + Send + 'static,
+        F: Fn() -> D::Args + Send + Sync + 'static,
+    {
+        Ok(self.plug(id, dev, args)?.0)
+    }
+
+    /// Plugs `dev` in as [`Attacher::attach`] does, its queues processed by workers
+    /// named `{name}-q{N}`, off the vCPU threads.
+    pub(crate) fn attach_served<D, F>(
+        &mut self,
+        id: &str,
+        name: &str,
+        dev: D,
+        args: F,
+    ) -> Result<()>
+    where
+        D: VirtioDevice + Send + 'static,
+        F: Fn() -> D::Args + Send + Sync + 'static,
+    {
+        let (_, served) = self.plug(id, dev, args)?;
+        self.io.serve(name, served, self.control, self.tree)?;
+        Ok(())
+    }
+
+    fn plug<D, F>(&mut self, id: &str, dev: D, args: F) -> Result<Plugged>
     where
         D: VirtioDevice + Send + 'static,
         F: Fn() -> D::Args + Send + Sync + 'static,
@@ -112,7 +148,8 @@ impl Attacher<'_> {
                     intx_gsi: gsi,
                     dirty: Some(dirty.clone()),
                 });
-                Ok(Arc::new(move || lock(&t).process_event()))
+                let served: Arc<dyn Served> = t.clone();
+                Ok((Arc::new(move || lock(&t).process_event()), served))
             }
             VirtioTransport::Mmio => {
                 let n = self.mmio_devices.len() as u32;
@@ -139,7 +176,8 @@ impl Attacher<'_> {
                     size: PLATFORM_MMIO_STRIDE,
                     gsi,
                 });
-                Ok(Arc::new(move || lock(&t).process_event()))
+                let served: Arc<dyn Served> = t.clone();
+                Ok((Arc::new(move || lock(&t).process_event()), served))
             }
         }
     }
@@ -217,6 +255,8 @@ pub fn build(
         dirty,
         transport: cfg.virtio,
         mmio_devices: Vec::new(),
+        control,
+        io: IoThreads::default(),
     };
     let opened: Vec<_> = disks.iter().map(|d| d.1.clone()).collect();
     for (i, (spec, disk)) in disks.into_iter().enumerate() {
@@ -225,10 +265,11 @@ pub fn build(
             .clone()
             .unwrap_or_else(|| format!("hako-disk{i}"));
         let blk = virtio::blk::Blk::new(disk.clone(), &serial);
-        a.attach(&format!("virtio-blk{i}"), blk, move || BlkArgs {
+        let args = move || BlkArgs {
             disk: disk.clone(),
             serial: serial.clone(),
-        })?;
+        };
+        a.attach_served(&format!("virtio-blk{i}"), &format!("blk{i}"), blk, args)?;
     }
     let (console, input) = virtio::console::Console::new(console_out());
     let out = console_out.clone();
@@ -258,6 +299,7 @@ pub fn build(
     let mut acpi_cfg = AcpiConfig::new(cfg.cpus);
     acpi_cfg.i8042 = true;
     acpi_cfg.virtio_mmio = a.mmio_devices;
+    let io = a.io;
     acpi_cfg.pci = Some(PciHostConfig {
         ecam_base: ECAM_BASE,
         last_bus: LAST_BUS,
@@ -278,6 +320,7 @@ pub fn build(
         virtio_console_input,
         disks: opened,
         balloon,
+        io,
     })
 }
 

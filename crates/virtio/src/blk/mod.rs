@@ -1,6 +1,9 @@
 //! virtio-blk (virtio 1.2, section 5.2) over a [`block::Disk`].
 //!
-//! One request queue, processed synchronously when the driver notifies it.
+//! One request queue. The VMM gives the transport a notify hook, so the queue is
+//! processed by its own worker thread (`vmm::io_thread`), in order; without one
+//! (unit tests) it is processed on the thread that rang the doorbell. Either
+//! way a request's used entry is written only once it completed.
 //! Data moves through a bounded bounce buffer (guest memory may change under
 //! us, so it is never handed to the disk as a Rust slice). FLUSH calls
 //! [`block::Disk::flush`], which is `fdatasync` for file-backed disks.
@@ -8,6 +11,8 @@
 mod request;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_worker;
 
 use std::sync::Arc;
 

@@ -30,6 +30,12 @@ pub enum RingPart {
     Device,
 }
 
+/// Called with a queue's index when its doorbell rang and the work is another
+/// thread's (see [`VirtioCore::notify`]): it signals that queue's worker, which then
+/// calls the transport's `process_notified`. It runs on the vCPU thread with the
+/// transport locked, so it must only signal (never block, never lock the transport).
+pub type NotifyHook = Arc<dyn Fn(u16) + Send + Sync>;
+
 /// Serializable transport-independent state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoreState<S> {
@@ -61,6 +67,8 @@ pub struct VirtioCore<D: VirtioDevice> {
     pub(crate) broken: bool,
     /// Where written guest pages are logged (live migration).
     pub(crate) dirty: Option<Arc<DirtyLog>>,
+    /// With a hook, doorbells are checked here and processed by another thread.
+    pub(crate) notify_hook: Option<NotifyHook>,
 }
 
 fn fresh_queues(max: &[u16]) -> Vec<Queue> {
@@ -93,6 +101,7 @@ impl<D: VirtioDevice> VirtioCore<D> {
             config_generation: 0,
             broken: false,
             dirty: None,
+            notify_hook: None,
         }
     }
 
@@ -295,7 +304,8 @@ impl<D: VirtioDevice> VirtioCore<D> {
         self.device.activate(self.driver_features, &self.queues)
     }
 
-    /// The driver rang the doorbell of queue `q`.
+    /// The driver rang the doorbell of queue `q`. Without a hook the queue is
+    /// processed here; with one, the hook is told and the caller goes on.
     pub(crate) fn notify(&mut self, q: u16, irq: &mut dyn VirtioInterrupt) {
         if self.broken {
             return;
@@ -308,6 +318,25 @@ impl<D: VirtioDevice> VirtioCore<D> {
             self.fail(DeviceError::QueueNotReady(q), irq);
             return;
         }
+        match &self.notify_hook {
+            Some(hook) => hook(q),
+            None => self.process(q, irq),
+        }
+    }
+
+    /// Processes queue `q` for a doorbell the hook was told of. The driver may have
+    /// reset the device or the queue since (or the signal is a spurious one, after a
+    /// resume or a restore): then there is nothing to do.
+    pub(crate) fn process_notified(&mut self, q: u16, irq: &mut dyn VirtioInterrupt) {
+        if self.broken || !self.active() {
+            return;
+        }
+        if self.queues.get(usize::from(q)).is_some_and(|x| x.ready()) {
+            self.process(q, irq);
+        }
+    }
+
+    fn process(&mut self, q: u16, irq: &mut dyn VirtioInterrupt) {
         let mut ctx = QueueCtx {
             mem: &self.mem,
             queues: &mut self.queues,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use vm_device::{BusDevice, IrqLine, Persist, StateError};
 use vmm_types::dirty::DirtyLog;
 
-use super::core::{CoreState, RingPart, VirtioCore};
+use super::core::{CoreState, NotifyHook, RingPart, VirtioCore};
 use crate::device::{VirtioDevice, VirtioInterrupt};
 use crate::GuestMemory;
 
@@ -64,6 +64,23 @@ impl<D: VirtioDevice> VirtioMmioDevice<D> {
     /// Logs the guest pages the device writes into `log` (live migration).
     pub fn set_dirty_log(&mut self, log: Option<Arc<DirtyLog>>) {
         self.core.dirty = log;
+    }
+
+    /// Hands the processing of doorbells to whoever `hook` signals (see
+    /// [`NotifyHook`]); `None`: processed on the thread that rang (the default).
+    pub fn set_notify_hook(&mut self, hook: Option<NotifyHook>) {
+        self.core.notify_hook = hook;
+    }
+
+    /// Processes queue `q` after its doorbell went to the notify hook.
+    pub fn process_notified(&mut self, q: u16) {
+        let (core, mut irq) = self.split();
+        core.process_notified(q, &mut irq);
+    }
+
+    /// How many queues the device has.
+    pub fn num_queues(&self) -> u16 {
+        self.core.num_queues()
     }
 
     /// The device model.
