@@ -11,6 +11,10 @@
 #   iproute2: network namespaces and TAP addresses in the networking tests
 #   passt: a `--net stream` peer in the interop tests
 #   iputils-ping: host-to-guest ping in the TAP test
+#   chromium + chromium-driver: the browser of the web console test
+#     (crates/hako/tests/web_console.rs drives it headless over DevTools)
+#   npm: fetches xterm.js for the web console (crates/hakod/web, `npm ci`;
+#     embedded in the binary at build time)
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -24,6 +28,9 @@ command -v gdb >/dev/null || missing+=(gdb)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v passt >/dev/null || missing+=(passt)
 command -v ping >/dev/null || missing+=(iputils-ping)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v npm >/dev/null || missing+=(npm)
 ls /usr/lib/x86_64-linux-gnu/libslirp.so.0 >/dev/null 2>&1 || missing+=(libslirp0)
 if [ ${#missing[@]} -gt 0 ] || ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-io >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
@@ -35,4 +42,12 @@ if [ ${#missing[@]} -gt 0 ] || ! command -v qemu-system-x86_64 >/dev/null || ! c
             qemu-system-common="$V" qemu-block-extra="$V" \
             || $SUDO apt-get install -y -q qemu-system-x86 qemu-utils
     fi
+fi
+# The web console's xterm.js (npm packages pinned by package-lock.json), unless
+# node_modules has them already; the cache is ~/.cache/hako/npm.
+WEB="$(cd "$(dirname "$0")/.." && pwd)/crates/hakod/web"
+if [ ! -f "$WEB/node_modules/@xterm/xterm/lib/xterm.js" ] \
+    || [ ! -f "$WEB/node_modules/@xterm/addon-fit/lib/addon-fit.js" ]; then
+    (cd "$WEB" && npm_config_cache="${npm_config_cache:-$HOME/.cache/hako/npm}" \
+        npm ci --no-audit --no-fund --loglevel=error)
 fi

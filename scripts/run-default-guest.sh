@@ -26,5 +26,11 @@ if [ -n "$CMD" ]; then
     # The guest's /init runs hako.cmd (base64 of a shell script) and powers off.
     CMDLINE="$CMDLINE hako.cmd=$(printf '%s' "$CMD" | base64 -w0)"
 fi
+# --accel auto unless the extra flags name an accelerator (a flag given twice is
+# an error).
+ACCEL=(--accel auto)
+for a in "${EXTRA[@]}"; do
+    case "$a" in --accel|--accel=*) ACCEL=() ;; esac
+done
 exec target/release/hako run --kernel "$KERNEL" --initrd "$INITRD" --memory 512M \
-    --cmdline "$CMDLINE" --accel auto "${EXTRA[@]}"
+    --cmdline "$CMDLINE" "${ACCEL[@]}" "${EXTRA[@]}"

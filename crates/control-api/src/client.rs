@@ -42,7 +42,7 @@ pub fn request(
     body: Option<&serde_json::Value>,
     timeout: Duration,
 ) -> Result<Response> {
-    let mut s = UnixStream::connect(socket).with_context(|| {
+    let s = UnixStream::connect(socket).with_context(|| {
         format!(
             "cannot connect to {} (is `hako run --api-socket` running?)",
             socket.display()
@@ -50,9 +50,46 @@ pub fn request(
     })?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    exchange(s, "localhost", method, path, body, None)
+}
+
+/// Sends one request over TCP to `addr` (`HOST:PORT`), with `token` as its bearer
+/// token if given (a daemon's `--http` listener).
+pub fn request_tcp(
+    addr: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    timeout: Duration,
+) -> Result<Response> {
+    use std::net::ToSocketAddrs;
+    let to = addr
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to no address"))?;
+    let s = std::net::TcpStream::connect_timeout(&to, timeout.min(Duration::from_secs(10)))
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    exchange(s, addr, method, path, body, token)
+}
+
+fn exchange(
+    mut s: impl Read + Write,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    token: Option<&str>,
+) -> Result<Response> {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}\
 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );

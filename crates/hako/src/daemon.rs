@@ -21,6 +21,16 @@ pub struct DaemonArgs {
     /// ~/.local/share/hako).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Also serve the API and the web console (GET /) on this TCP address, for a
+    /// browser or remote clients (port 0 picks one). Without --http-token-file:
+    /// loopback only (127.0.0.1:PORT or [::1]:PORT).
+    #[arg(long, value_name = "ADDR:PORT")]
+    http: Option<std::net::SocketAddr>,
+    /// A file (mode 0600) whose first line is the token every request on the
+    /// --http listener must carry (`Authorization: Bearer TOKEN`; a browser opens
+    /// /?token=TOKEN once). With it --http may bind any address.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    http_token_file: Option<PathBuf>,
 }
 
 pub fn run(a: DaemonArgs) -> Result<i32> {
@@ -29,6 +39,8 @@ pub fn run(a: DaemonArgs) -> Result<i32> {
         socket: a.socket.unwrap_or_else(hakod::paths::default_socket),
         state_dir: a.state_dir.unwrap_or_else(hakod::paths::default_state_dir),
         exe,
+        http: a.http,
+        http_token: a.http_token_file,
     };
     hakod::run(opts)?;
     Ok(0)

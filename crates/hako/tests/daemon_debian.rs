@@ -1,6 +1,7 @@
 //! End to end with the Debian guest on `emu`: a VM defined from a TOML file, started
 //! by the daemon, its boot in the log, shut down cleanly by the ACPI power button
-//! through the daemon, and started by autostart when the daemon starts.
+//! through the daemon (after a snapshot and a revert to it), started by autostart
+//! when the daemon starts, and undefined.
 //!
 //! The busybox initramfs has no ACPI button driver (Debian builds `button` as a
 //! module, and the initramfs carries only virtio modules), and its init would not
@@ -50,7 +51,8 @@ fn debian_guest_through_the_daemon() {
         "head -c {len} /dev/vda > /tmp/button.ko\n\
          insmod /tmp/button.ko && echo 'daemon-test: button driver loaded'\n\
          echo 'daemon-test: waiting for the power button'\n\
-         while ! grep -q '^ *[1-9]' /sys/firmware/acpi/interrupts/ff_pwr_btn; do sleep 0.2; done\n\
+         i=0; while ! grep -q '^ *[1-9]' /sys/firmware/acpi/interrupts/ff_pwr_btn; do\n\
+           i=$((i+1)); echo \"daemon-test: tick $i\"; sleep 0.3; done\n\
          echo 'daemon-test: power button pressed'\n"
     );
     let cmdline = format!(
@@ -75,8 +77,38 @@ fn debian_guest_through_the_daemon() {
     d.ok(&["start", "deb"]);
     d.wait_log("deb", "hako-guest: init reached", BOOT);
     d.wait_log("deb", "daemon-test: waiting for the power button", BOOT);
+    d.wait_log("deb", "daemon-test: tick 3", BOOT);
 
-    // Shutdown: the power button, and the guest powers off; its process exits 0.
+    // A snapshot, and a revert to it: the guest's ticks go on from the moment it
+    // was taken, not from where the guest had got to.
+    let before = last_tick(&d.log("deb"));
+    let out = d.ok(&["snapshot-create", "deb", "booted"]);
+    assert!(out.contains("snapshot 'booted' of 'deb' taken"), "{out}");
+    let after = last_tick(&d.log("deb"));
+    d.wait_log("deb", &format!("daemon-test: tick {}", after + 5), BOOT);
+    let out = d.ok(&["snapshot-revert", "deb", "booted"]);
+    assert!(out.contains("deb: running"), "{out}");
+    let marker = "[hakod] reverting to snapshot 'booted'";
+    let deadline = std::time::Instant::now() + BOOT;
+    let first = loop {
+        let log = d.log("deb");
+        let tail = &log[log.rfind(marker).expect("the revert in the log")..];
+        if let Some(t) = ticks(tail).first() {
+            break *t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tick after the revert:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        first > before && first <= after + 1,
+        "after the revert the guest ticked {first}; the snapshot was taken between ticks \
+         {before} and {after}"
+    );
+
+    // Shutdown (of the reverted guest): the power button, and the guest powers off; its process exits 0.
     let out = d.ok(&["shutdown", "deb", "--wait", "120"]);
     assert!(out.starts_with("deb: defined"), "{out}\n{}", d.log("deb"));
     let st = d.status("deb");
@@ -95,9 +127,36 @@ fn debian_guest_through_the_daemon() {
     d.kill9();
     d.restart();
     d.wait_status("deb", Duration::from_secs(60), |s| s["state"] == "running");
-    // The buffer starts with the last run's console, from its log file.
-    d.wait_log_n("deb", "daemon-test: waiting for the power button", 2, BOOT);
+    // The buffer starts with the last run's console, from its log file (the run
+    // restored from the snapshot: it went on ticking and was pressed off), then
+    // the new run boots.
+    let log = d.wait_log("deb", "daemon-test: waiting for the power button", BOOT);
+    let new_run = log
+        .find("daemon-test: waiting for the power button")
+        .unwrap();
+    assert!(
+        log[..new_run].contains("daemon-test: power button pressed"),
+        "the last run's console comes first:\n{log}"
+    );
     let out = d.ok(&["destroy", "deb"]);
     assert!(out.starts_with("deb: defined"), "{out}");
     assert!(d.vm_processes("deb").is_empty());
+
+    // Undefine removes it (its snapshot first).
+    d.ok(&["snapshot-delete", "deb", "booted"]);
+    d.ok(&["undefine", "deb"]);
+    assert!(!d.ok(&["list", "--all"]).contains("deb"));
+    assert!(!d.state.join("vms/deb.json").exists());
+}
+
+/// The numbers of the whole `daemon-test: tick N` lines in `log`.
+fn ticks(log: &str) -> Vec<u64> {
+    log.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .filter_map(|l| l.trim().strip_prefix("daemon-test: tick ")?.parse().ok())
+        .collect()
+}
+
+fn last_tick(log: &str) -> u64 {
+    ticks(log).last().copied().unwrap_or(0)
 }

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::api::types::{ExitInfo, HostInfo, Undefined, VmInfo, VmState, VmStatus};
 use crate::definition::{Definition, RestartPolicy};
 use crate::error::{Error, Result};
+use crate::events::{Events, EventsRef};
 use crate::ring::LOG_CAPACITY;
 use crate::store::{write_atomic, LoadProblem, StateDir};
 use crate::vm::{lock, Phase, Proc, Slot, TailEnd};
@@ -27,6 +28,8 @@ pub struct Daemon {
     pub(crate) exe: PathBuf,
     vms: Mutex<BTreeMap<String, Arc<Slot>>>,
     problems: Vec<LoadProblem>,
+    /// The VMs' state changes (`GET /v1/events`).
+    pub(crate) events: EventsRef,
     /// The open, locked `hakod.lock`: a second daemon on the same directory fails.
     _lock: fs::File,
 }
@@ -68,10 +71,11 @@ impl Daemon {
             exe,
             vms: Mutex::new(BTreeMap::new()),
             problems,
+            events: Events::new(),
             _lock: lock_file,
         });
         for def in defs {
-            let slot = Slot::new(def);
+            let slot = Slot::new(def, d.events.clone());
             lock(&d.vms).insert(slot.name.clone(), slot.clone());
             d.recover(&slot).await;
         }
@@ -133,6 +137,11 @@ impl Daemon {
                         .is_some_and(|v| v["state"] == "paused");
                 let (exit_tx, exited) = watch::channel(None);
                 let tail_end: TailEnd = Arc::default();
+                // Its console input, if the daemon that started it gave it the FIFO.
+                let input = crate::console::fifo::open_writer(&self.sd.console_in(&name))
+                    .map(Arc::new)
+                    .map_err(|e| tracing::info!("{name}: no console input: {e}"))
+                    .ok();
                 let generation = {
                     let mut g = slot.inner();
                     let generation = g.take_generation();
@@ -144,6 +153,7 @@ impl Daemon {
                         adopted: true,
                         exited,
                         tail_end: tail_end.clone(),
+                        input,
                     });
                     generation
                 };
@@ -219,9 +229,10 @@ impl Daemon {
             "cannot write {}",
             self.sd.definition(&def.name).display()
         )))?;
-        let slot = Slot::new(def);
+        let slot = Slot::new(def, self.events.clone());
         table.insert(slot.name.clone(), slot.clone());
         drop(table);
+        slot.publish_defined();
         Ok(info_of(&slot))
     }
 
@@ -271,16 +282,30 @@ impl Daemon {
         let slot = self.slot(name)?;
         let _g = slot.op.lock().await;
         Self::check_present(&slot)?;
-        let mut g = slot.inner();
-        if g.running().is_some() {
+        let snapshots = self.snapshot_count(name);
+        if snapshots > 0 {
+            return Err(Error::Conflict(format!(
+                "'{name}' has {snapshots} snapshot(s): delete them first (hako snapshot-delete)"
+            )));
+        }
+        if slot.inner().running().is_some() {
             return Err(Error::Conflict(format!(
                 "'{name}' is running: destroy or shut it down before undefining it"
             )));
         }
+        let definition = self.remove_vm(&slot)?;
+        Ok(Undefined { definition })
+    }
+
+    /// Forgets `slot`'s VM (not running; the caller holds `op`): its definition
+    /// file, its entry and its files in `run/`.
+    pub(crate) fn remove_vm(&self, slot: &Slot) -> Result<Definition> {
+        let name = slot.name.as_str();
         self.sd.remove(name).map_err(Error::io(format!(
             "cannot remove {}",
             self.sd.definition(name).display()
         )))?;
+        let mut g = slot.inner();
         g.removed = true;
         let definition = g.def.clone();
         drop(g);
@@ -292,12 +317,42 @@ impl Daemon {
             sd.pid(name),
             sd.exit(name),
             sd.api_socket(name),
+            sd.console_in(name),
             log.with_extension("log.1"),
             log,
         ] {
             let _ = fs::remove_file(f);
         }
-        Ok(Undefined { definition })
+        Ok(definition)
+    }
+
+    /// For an incoming migration: defines `def`, or takes it over for the VM of
+    /// that name and uuid when it is not running. Whether it was made new.
+    pub(crate) fn take_incoming_definition(&self, def: Definition) -> Result<(Arc<Slot>, bool)> {
+        let existing = lock(&self.vms).get(&def.name).cloned();
+        let Some(slot) = existing else {
+            let name = def.name.clone();
+            let v = serde_json::to_value(&def).map_err(|e| Error::Failed(e.to_string()))?;
+            self.define(v)?;
+            return Ok((self.slot(&name)?, true));
+        };
+        let mut g = slot.inner();
+        if g.def.uuid != def.uuid {
+            return Err(Error::Conflict(format!(
+                "a VM named '{}' with another uuid ({}) is defined here",
+                def.name, g.def.uuid
+            )));
+        }
+        if g.running().is_some() {
+            return Err(Error::Conflict(format!("'{}' runs here already", def.name)));
+        }
+        self.sd.save(&def).map_err(Error::io(format!(
+            "cannot write {}",
+            self.sd.definition(&def.name).display()
+        )))?;
+        g.def = def;
+        drop(g);
+        Ok((slot, false))
     }
 
     /// `GET /v1/vms`.

@@ -6,20 +6,28 @@
 //! Layout: [`definition`] (what a VM is), [`store`] (the files), [`vm`] (a VM's
 //! entry and state), [`process`] (its `hako run`), [`lifecycle`] (start, stop,
 //! exits, restarts), [`daemon`] (the table, adoption at start), [`api`] (the
-//! routes and their OpenAPI document), [`server`] (socket and runtime).
+//! routes and their OpenAPI document), [`server`] (sockets and runtime),
+//! [`console`] (the console over a WebSocket, and its input), [`web`] (the web
+//! console's page and the loopback HTTP listener's guard).
 
 pub mod api;
+pub mod console;
 pub mod daemon;
 pub mod definition;
+pub mod disk_copy;
 pub mod error;
+pub mod events;
 pub mod lifecycle;
+pub mod migrate;
 pub mod paths;
 pub(crate) mod process;
 pub mod procfs;
 pub mod ring;
 pub mod server;
+pub mod snapshots;
 pub mod store;
 pub(crate) mod vm;
+pub mod web;
 
 pub use daemon::Daemon;
 pub use definition::{Definition, RestartPolicy};

@@ -17,12 +17,13 @@ use crate::api::types::{ExitInfo, VmStatus};
 use crate::daemon::Daemon;
 use crate::definition::RestartPolicy;
 use crate::error::{Error, Result};
+use crate::process::Boot;
 use crate::store::write_atomic;
 use crate::vm::{Phase, Slot};
 use crate::{process, procfs};
 
 /// How long a new VM has to answer on its API socket.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `destroy` waits after asking the VM to stop, and again after SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a reboot waits for the guest to power off before destroying it.
@@ -31,7 +32,7 @@ pub const REBOOT_WAIT: Duration = Duration::from_secs(30);
 pub const MAX_RESTARTS_PER_MINUTE: usize = 3;
 
 /// How a run ended, as the one who records it sees it.
-enum End {
+pub(crate) enum End {
     /// Asked for (destroy, reboot): never a crash.
     Expected,
     /// The guest or the VMM ended it: a crash unless it exited with status 0.
@@ -41,13 +42,16 @@ enum End {
 }
 
 /// Waits (at most `limit`) for the run's end; whether it came.
-async fn wait_exit(exited: &mut watch::Receiver<Option<ExitInfo>>, limit: Duration) -> bool {
+pub(crate) async fn wait_exit(
+    exited: &mut watch::Receiver<Option<ExitInfo>>,
+    limit: Duration,
+) -> bool {
     let _ = tokio::time::timeout(limit, exited.wait_for(|e| e.is_some())).await;
     exited.borrow().is_some()
 }
 
 /// A VM API answer that is not a success, as an error of the daemon's.
-fn api_refusal(name: &str, r: &control_api::client::Response) -> Error {
+pub(crate) fn api_refusal(name: &str, r: &control_api::client::Response) -> Error {
     let msg = format!("{name}: {}", r.error_message());
     if r.status == 409 {
         Error::Conflict(msg)
@@ -57,12 +61,12 @@ fn api_refusal(name: &str, r: &control_api::client::Response) -> Error {
 }
 
 /// What an operation needs of the running process (copied out of the VM's lock).
-struct RunView {
-    pid: u32,
-    generation: u64,
-    adopted: bool,
-    exited: watch::Receiver<Option<ExitInfo>>,
-    paused: bool,
+pub(crate) struct RunView {
+    pub pid: u32,
+    pub generation: u64,
+    pub adopted: bool,
+    pub exited: watch::Receiver<Option<ExitInfo>>,
+    pub paused: bool,
 }
 
 fn not_running(name: &str) -> Error {
@@ -85,6 +89,17 @@ impl Daemon {
 
     /// Starts the VM's process and waits for its API; the caller holds `op`.
     pub(crate) async fn start_locked(self: &Arc<Self>, slot: &Arc<Slot>) -> Result<()> {
+        self.start_from(slot, &Boot::Config, START_TIMEOUT).await
+    }
+
+    /// Starts the VM's process booting from `boot` and waits up to `limit` for its
+    /// API; the caller holds `op`.
+    pub(crate) async fn start_from(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        boot: &Boot,
+        limit: Duration,
+    ) -> Result<()> {
         let (def, generation, last_tail) = {
             let mut g = slot.inner();
             if g.running().is_some() {
@@ -98,7 +113,7 @@ impl Daemon {
         if let Some(t) = last_tail {
             t.wait_done(Duration::from_secs(1)).await;
         }
-        let sp = process::spawn(&self.sd, &self.exe, &def, generation, &slot.log)?;
+        let sp = process::spawn(&self.sd, &self.exe, &def, boot, generation, &slot.log)?;
         let mut exited = sp.proc.exited.clone();
         let pid = sp.proc.pid;
         {
@@ -107,7 +122,7 @@ impl Daemon {
             g.note = None;
         }
         self.watch_child(slot.clone(), generation, sp.child, sp.exit_tx);
-        if let Err(why) = self.wait_ready(slot, &mut exited).await {
+        if let Err(why) = self.wait_ready(slot, &mut exited, limit).await {
             if !wait_exit(&mut exited, Duration::ZERO).await {
                 process::kill9(pid);
                 wait_exit(&mut exited, STOP_TIMEOUT).await;
@@ -125,9 +140,10 @@ impl Daemon {
         &self,
         slot: &Slot,
         exited: &mut watch::Receiver<Option<ExitInfo>>,
+        limit: Duration,
     ) -> std::result::Result<(), String> {
         let api = self.sd.api_socket(&slot.name);
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(info) = *exited.borrow() {
                 let log = std::fs::read_to_string(self.sd.log(&slot.name)).unwrap_or_default();
@@ -155,7 +171,7 @@ impl Daemon {
                     "'{}' did not answer on {} within {} s",
                     slot.name,
                     api.display(),
-                    START_TIMEOUT.as_secs()
+                    limit.as_secs()
                 ));
             }
             let _ =
@@ -245,7 +261,7 @@ impl Daemon {
 
     /// Records the end of run `generation`, unless a newer state was recorded
     /// already; whether it did.
-    fn finalize(&self, slot: &Slot, generation: u64, info: ExitInfo, end: End) -> bool {
+    pub(crate) fn finalize(&self, slot: &Slot, generation: u64, info: ExitInfo, end: End) -> bool {
         let name = &slot.name;
         let mut g = slot.inner();
         if g.running().is_none_or(|p| p.generation != generation) {
@@ -280,7 +296,7 @@ impl Daemon {
     }
 
     /// The running VM's process, or a 409.
-    fn running(slot: &Slot) -> Result<RunView> {
+    pub(crate) fn running(slot: &Slot) -> Result<RunView> {
         let g = slot.inner();
         let p = g.running().ok_or_else(|| not_running(&slot.name))?;
         Ok(RunView {
@@ -302,7 +318,7 @@ impl Daemon {
         Ok(status)
     }
 
-    async fn destroy_locked(&self, slot: &Slot) -> Result<()> {
+    pub(crate) async fn destroy_locked(&self, slot: &Slot) -> Result<()> {
         let RunView {
             pid,
             generation,

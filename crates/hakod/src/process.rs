@@ -25,7 +25,7 @@ use crate::store::{write_atomic, StateDir};
 use crate::vm::{lock, Proc, TailEnd};
 
 /// The longest path a Unix socket address holds (`sun_path` less its NUL).
-const SUN_PATH_MAX: usize = 107;
+pub(crate) const SUN_PATH_MAX: usize = 107;
 
 /// A freshly started process and the handle to wait for it.
 pub(crate) struct Spawned {
@@ -34,13 +34,26 @@ pub(crate) struct Spawned {
     pub exit_tx: watch::Sender<Option<ExitInfo>>,
 }
 
+/// What a VM process boots from.
+#[derive(Debug, Clone)]
+pub(crate) enum Boot {
+    /// The definition's configuration (`--config run/NAME.config.json`).
+    Config,
+    /// A snapshot directory (`--restore DIR`).
+    Restore(PathBuf),
+    /// A migration stream it waits for (`--incoming URI`).
+    Incoming(String),
+}
+
 /// Starts `hako run --config run/NAME.config.json --api-socket run/NAME.api` for
-/// `def`, its console into `run/NAME.log` (the last run's log becomes
-/// `NAME.log.1`) and its pid into `run/NAME.pid`.
+/// `def` (or `--restore`, `--incoming`, as `boot` says), its console into
+/// `run/NAME.log` (the last run's log becomes `NAME.log.1`), its stdin from the
+/// FIFO `run/NAME.in` (the console input) and its pid into `run/NAME.pid`.
 pub(crate) fn spawn(
     sd: &StateDir,
     exe: &Path,
     def: &crate::definition::Definition,
+    boot: &Boot,
     generation: u64,
     log: &Arc<Mutex<LogRing>>,
 ) -> Result<Spawned> {
@@ -74,13 +87,32 @@ pub(crate) fn spawn(
     let err = out
         .try_clone()
         .map_err(Error::io("cannot duplicate the log file"))?;
+    // The console input: a FIFO the daemon writes to (see console::fifo). Without
+    // it the VM runs all the same, with no input.
+    let in_path = sd.console_in(name);
+    let (stdin, input) = match crate::console::fifo::open_for_child(&in_path) {
+        Ok((r, w)) => (Stdio::from(r), Some(Arc::new(w))),
+        Err(e) => {
+            tracing::warn!("{name}: no console input: {}: {e}", in_path.display());
+            (Stdio::null(), None)
+        }
+    };
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--api-socket")
+    cmd.arg("run");
+    match boot {
+        Boot::Config => cmd.arg("--config").arg(&config),
+        Boot::Restore(dir) => cmd.arg("--restore").arg(dir),
+        Boot::Incoming(uri) => cmd.arg("--incoming").arg(uri),
+    };
+    // The sandbox of `hako run` lets the VM write where the daemon keeps its
+    // snapshots (crate::snapshots) and nowhere else but its disks and sockets.
+    let snapshots = sd.snapshots(name);
+    fs::create_dir_all(&snapshots)
+        .map_err(Error::io(format!("cannot create {}", snapshots.display())))?;
+    cmd.arg("--sandbox-allow").arg(&snapshots);
+    cmd.arg("--api-socket")
         .arg(&api)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(out)
         .stderr(err)
         .process_group(0)
@@ -112,6 +144,7 @@ pub(crate) fn spawn(
             adopted: false,
             exited,
             tail_end,
+            input,
         },
         child,
         exit_tx,
@@ -210,6 +243,22 @@ pub(crate) async fn vm_api_async(
     tokio::task::spawn_blocking(move || vm_api(&socket, method, path, timeout))
         .await
         .map_err(|e| Error::Failed(e.to_string()))?
+}
+
+/// [`vm_api`] with a JSON body, on the blocking pool.
+pub(crate) async fn vm_api_json(
+    socket: PathBuf,
+    method: &'static str,
+    path: &'static str,
+    body: serde_json::Value,
+    timeout: Duration,
+) -> Result<control_api::client::Response> {
+    tokio::task::spawn_blocking(move || {
+        control_api::client::request(&socket, method, path, Some(&body), timeout)
+            .map_err(|e| Error::Failed(format!("the VM's API on {}: {e:#}", socket.display())))
+    })
+    .await
+    .map_err(|e| Error::Failed(e.to_string()))?
 }
 
 /// Sends SIGKILL to `pid`.

@@ -1,6 +1,6 @@
 //! What /proc says about a VM process the daemon did not start itself (one that
 //! outlived an earlier daemon): whether it still runs, whether it is the `hako run`
-//! of that VM, and since when.
+//! of that VM, and since when; and whether a TCP port has a listener.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -71,6 +71,29 @@ pub fn start_time(pid: u32) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(btime) + since_boot)
 }
 
+/// Whether a socket of this network namespace listens on TCP `port` (IPv4 or
+/// IPv6), from /proc/net/tcp and tcp6: how the daemon sees that an incoming
+/// migration waits, without taking the one connection it accepts.
+pub fn tcp_listening(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .any(|f| std::fs::read_to_string(f).is_ok_and(|t| listening_in(&t, port)))
+}
+
+/// Whether the table (the text of /proc/net/tcp) has a LISTEN (0A) socket on `port`.
+fn listening_in(table: &str, port: u16) -> bool {
+    table.lines().skip(1).any(|l| {
+        let mut f = l.split_whitespace();
+        let local = f.nth(1).unwrap_or("");
+        let state = f.nth(1).unwrap_or("");
+        state == "0A"
+            && local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                == Some(port)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +127,17 @@ mod tests {
     fn stat_with_odd_command_names() {
         let f = stat_fields("42 (a b) c) S 1 2");
         assert_eq!(f, ["S", "1", "2"]);
+    }
+
+    #[test]
+    fn listening_sockets_in_proc_net_tcp() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n\
+   1: 0100007F:1F91 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n";
+        assert!(listening_in(table, 8080));
+        assert!(!listening_in(table, 8081), "established, not listening");
+        assert!(!listening_in(table, 80));
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(tcp_listening(l.local_addr().unwrap().port()));
     }
 }

@@ -2,6 +2,8 @@
 
 use std::collections::VecDeque;
 
+use tokio::sync::watch;
+
 /// How much console output each VM keeps in memory.
 pub const LOG_CAPACITY: usize = 1 << 20;
 
@@ -13,6 +15,8 @@ pub struct LogRing {
     capacity: usize,
     /// The number of bytes ever pushed: the offset just past the newest byte.
     end: u64,
+    /// Tells the console viewers that bytes came (the new end).
+    grew: watch::Sender<u64>,
 }
 
 impl LogRing {
@@ -21,7 +25,13 @@ impl LogRing {
             buf: VecDeque::with_capacity(capacity.min(64 << 10)),
             capacity,
             end: 0,
+            grew: watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that sees a change at every push.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.grew.subscribe()
     }
 
     /// Appends `data`, dropping the oldest bytes beyond the capacity.
@@ -31,6 +41,7 @@ impl LogRing {
         let over = (self.buf.len() + data.len()).saturating_sub(self.capacity);
         self.buf.drain(..over);
         self.buf.extend(data);
+        self.grew.send_replace(self.end);
     }
 
     /// The offset of the oldest byte kept.

@@ -19,6 +19,12 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// The `hako` binary to run VMs with (`hako run`).
     pub exe: PathBuf,
+    /// Also serve the API and the web console on this TCP address (loopback only:
+    /// see [`crate::web::guard`]).
+    pub http: Option<std::net::SocketAddr>,
+    /// A file holding the token every request on the TCP listener must carry;
+    /// with it the listener may bind any address (see [`crate::web::guard`]).
+    pub http_token: Option<PathBuf>,
 }
 
 /// Binds `path` with `mode`, refusing a socket another process serves. A stale
@@ -82,6 +88,19 @@ pub async fn serve(
 ) -> Result<()> {
     // The state directory first: its lock tells a second daemon to go away before
     // it touches the socket of the first.
+    let token = match (&opts.http_token, &opts.http) {
+        (Some(f), Some(_)) => Some(crate::web::guard::load_token(f)?),
+        (Some(_), None) => {
+            return Err(Error::BadRequest(
+                "--http-token-file is for the TCP listener: give --http ADDR:PORT too".into(),
+            ))
+        }
+        (None, _) => None,
+    };
+    if let Some(addr) = &opts.http {
+        crate::web::guard::check_addr(addr, token.is_some())?;
+    }
+    let access = crate::web::guard::Access::new(token);
     let daemon = Daemon::open(&opts.state_dir, opts.exe.clone()).await?;
     let listener = bind(&opts.socket, crate::paths::socket_mode())?;
     let listener =
@@ -91,12 +110,55 @@ pub async fn serve(
         opts.socket.display(),
         daemon.sd.root().display()
     );
+    let http = match opts.http {
+        Some(addr) => Some(bind_http(addr).await?),
+        None => None,
+    };
     daemon.start_boot_vms();
+    let events = daemon.events.clone();
     let app = crate::api::router(daemon);
-    let server = axum::serve(listener, app).with_graceful_shutdown(until);
+    // Both listeners end together, and the event streams (which never end by
+    // themselves) end first, so the graceful shutdown has no request to wait for.
+    let (end_tx, end_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        until.await;
+        events.close();
+        let _ = end_tx.send(true);
+    });
+    let ended = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|e| *e).await;
+    };
+    let tcp = http.map(|l| {
+        let app = app.clone().layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::web::guard::check,
+        ));
+        let server = axum::serve(l, app).with_graceful_shutdown(ended(end_rx.clone()));
+        tokio::spawn(std::future::IntoFuture::into_future(server))
+    });
+    let server = axum::serve(listener, app).with_graceful_shutdown(ended(end_rx));
     let r = server.await;
     let _ = std::fs::remove_file(&opts.socket);
+    if let Some(t) = tcp {
+        if let Ok(Err(e)) = t.await {
+            tracing::warn!("the HTTP listener failed: {e}");
+        }
+    }
     r.map_err(Error::io("the API server failed"))
+}
+
+/// Binds the loopback TCP listener of `--http` and says where it is (the port
+/// the system chose, for port 0).
+async fn bind_http(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(Error::io(format!("cannot listen on {addr}")))?;
+    let at = l
+        .local_addr()
+        .map_err(Error::io("cannot read the HTTP listener's address"))?;
+    // Said on stderr whatever the log level: with port 0 this is where to go.
+    eprintln!("hako daemon: web console on http://{at}/");
+    Ok(l)
 }
 
 /// Resolves on SIGTERM or SIGINT.

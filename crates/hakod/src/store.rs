@@ -75,6 +75,18 @@ impl StateDir {
         self.run_dir().join(format!("{name}.log"))
     }
 
+    /// `run/NAME.in`: the FIFO that is the stdin of the VM's `hako run` (its
+    /// console input; see [`crate::console::fifo`]).
+    pub fn console_in(&self, name: &str) -> PathBuf {
+        self.run_dir().join(format!("{name}.in"))
+    }
+
+    /// `snapshots/NAME/`: the VM's snapshots, a directory each (see
+    /// [`crate::snapshots`]).
+    pub fn snapshots(&self, name: &str) -> PathBuf {
+        self.root.join("snapshots").join(name)
+    }
+
     /// `run/NAME.pid`: the pid of the running `hako run`.
     pub fn pid(&self, name: &str) -> PathBuf {
         self.run_dir().join(format!("{name}.pid"))

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::api::types::{ExitInfo, VmState, VmStatus};
 use crate::definition::Definition;
+use crate::events::EventsRef;
 use crate::ring::{LogRing, LOG_CAPACITY};
 
 /// Locks `m`, a poisoned lock included (no code here leaves the state half-changed
@@ -62,6 +63,10 @@ pub(crate) struct Slot {
     pub inner: Mutex<Inner>,
     /// The last [`LOG_CAPACITY`] bytes of its console, over all its runs.
     pub log: Arc<Mutex<LogRing>>,
+    /// Which console viewer may type.
+    pub console: Arc<crate::console::Typist>,
+    /// Where its state changes are published (see [`InnerGuard`]).
+    events: EventsRef,
 }
 
 pub(crate) struct Inner {
@@ -96,10 +101,12 @@ pub(crate) struct Proc {
     /// The exit, once the watcher has seen it.
     pub exited: watch::Receiver<Option<ExitInfo>>,
     pub tail_end: TailEnd,
+    /// The write end of its console input FIFO (`run/NAME.in`), if it has one.
+    pub input: Option<Arc<std::fs::File>>,
 }
 
 impl Slot {
-    pub fn new(def: Definition) -> Arc<Slot> {
+    pub fn new(def: Definition, events: EventsRef) -> Arc<Slot> {
         Arc::new(Slot {
             name: def.name.clone(),
             op: tokio::sync::Mutex::new(()),
@@ -114,13 +121,62 @@ impl Slot {
                 next_generation: 1,
             }),
             log: Arc::new(Mutex::new(LogRing::new(LOG_CAPACITY))),
+            console: Arc::default(),
+            events,
         })
     }
 
-    pub fn inner(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.inner)
+    /// The VM's state, locked; a change of its state is published when the
+    /// guard is dropped.
+    pub fn inner(&self) -> InnerGuard<'_> {
+        let g = lock(&self.inner);
+        let before = g.event_state();
+        InnerGuard {
+            g,
+            before,
+            slot: self,
+        }
     }
 
+    /// Publishes that the VM is new (`define`, or found at start).
+    pub fn publish_defined(&self) {
+        let state = lock(&self.inner).event_state();
+        self.events.publish(&self.name, "new", state);
+    }
+}
+
+/// [`Slot::inner`]'s guard: publishes the state change it saw when dropped.
+pub(crate) struct InnerGuard<'a> {
+    g: MutexGuard<'a, Inner>,
+    before: &'static str,
+    slot: &'a Slot,
+}
+
+impl std::ops::Deref for InnerGuard<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.g
+    }
+}
+
+impl std::ops::DerefMut for InnerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.g
+    }
+}
+
+impl Drop for InnerGuard<'_> {
+    fn drop(&mut self) {
+        let after = self.g.event_state();
+        if after != self.before {
+            self.slot
+                .events
+                .publish(&self.slot.name, self.before, after);
+        }
+    }
+}
+
+impl Slot {
     /// Appends a line of the daemon's own to the console buffer.
     pub fn note_in_log(&self, line: &str) {
         lock(&self.log).push(format!("[hakod] {line}\n").as_bytes());
@@ -145,6 +201,15 @@ impl Inner {
         match &mut self.phase {
             Phase::Running(p) => Some(p),
             _ => None,
+        }
+    }
+
+    /// The state as events name it: `undefined` once removed.
+    fn event_state(&self) -> &'static str {
+        if self.removed {
+            "undefined"
+        } else {
+            self.state().name()
         }
     }
 

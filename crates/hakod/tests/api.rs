@@ -1,82 +1,21 @@
 //! The daemon's API without running any VM: definitions through HTTP, errors and
 //! their statuses, what survives a restart of the daemon, and corrupt files.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use control_api::client::{request, Response};
+use control_api::client::request;
+
 use serde_json::{json, Value};
 
-/// A daemon on a thread of its own, ended when dropped.
-struct Daemon {
-    sock: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<hakod::Result<()>>>,
-}
+mod common;
 
-impl Daemon {
-    fn start(dir: &Path) -> Daemon {
-        let sock = dir.join("hako.sock");
-        let opts = hakod::Options {
-            socket: sock.clone(),
-            state_dir: dir.join("state"),
-            // Every start fails at once: no VM runs in these tests.
-            exe: PathBuf::from("/bin/false"),
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(hakod::server::serve(opts, async {
-                let _ = rx.await;
-            }))
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(Instant::now() < deadline, "the daemon did not listen");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Daemon {
-            sock,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn req(&self, method: &str, path: &str, body: Option<Value>) -> Response {
-        request(
-            &self.sock,
-            method,
-            path,
-            body.as_ref(),
-            Duration::from_secs(30),
-        )
-        .unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap().unwrap();
-        }
-    }
-}
-
-fn def(name: &str) -> Value {
-    json!({"name": name, "config": {"kernel": "/nonexistent/kernel", "memory": "64M", "accel": "emu"}})
-}
+use common::{def, Daemon};
 
 #[test]
 fn definitions_errors_and_restarts() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = Daemon::start(tmp.path());
+    let d = Daemon::start(tmp.path(), None);
     assert_eq!(d.req("GET", "/v1/vms", None).json().unwrap(), json!([]));
     let r = d.req("POST", "/v1/vms", Some(def("a")));
     assert_eq!(r.status, 201, "{}", r.body);
@@ -179,11 +118,13 @@ fn definitions_errors_and_restarts() {
         socket: tmp.path().join("other.sock"),
         state_dir: tmp.path().join("state"),
         exe: PathBuf::from("/bin/false"),
+        http: None,
+        http_token: None,
     });
     assert!(second.unwrap_err().to_string().contains("another daemon"));
     drop(d);
     std::fs::write(tmp.path().join("state/vms/junk.json"), "{\"name\": 1").unwrap();
-    let d = Daemon::start(tmp.path());
+    let d = Daemon::start(tmp.path(), None);
     let list = d.req("GET", "/v1/vms", None).json().unwrap();
     assert_eq!(list.as_array().unwrap().len(), 11);
     let a = d.req("GET", "/v1/vms/a", None).json().unwrap();

@@ -1,11 +1,15 @@
 //! The verbs that manage VMs through the daemon (`hako daemon`): define,
 //! undefine, start, shutdown, destroy, reboot, suspend, resume, list, info, log,
-//! autostart. Each is one or two requests to the daemon's API.
+//! autostart, console, edit, snapshot-*, migrate. Each is one or two requests to
+//! the daemon's API (console: a WebSocket).
 
 mod client;
+mod console;
 mod define;
+mod edit;
 mod log;
 mod show;
+mod snapshot;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -41,6 +45,21 @@ pub enum Verb {
     Log(log::LogArgs),
     /// Start a VM when the daemon starts (--disable: no longer).
     Autostart(AutostartArgs),
+    /// Attach this terminal to a running VM's serial console (Ctrl-] detaches).
+    Console(console::ConsoleArgs),
+    /// Edit a VM's definition in $EDITOR; it is checked by the daemon before it
+    /// is saved.
+    Edit(edit::EditArgs),
+    /// Snapshot a running VM: memory, devices and its writable disks.
+    SnapshotCreate(snapshot::CreateArgs),
+    /// List a VM's snapshots.
+    SnapshotList(VmArgs),
+    /// Revert a VM to a snapshot (it runs from that moment; its disks go back too).
+    SnapshotRevert(snapshot::SnapArgs),
+    /// Delete a snapshot.
+    SnapshotDelete(snapshot::SnapArgs),
+    /// Live-migrate a running VM to another daemon.
+    Migrate(snapshot::MigrateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +172,13 @@ pub fn run(v: Verb) -> Result<i32> {
             print_or(&vm.conn, &v, show::info)
         }
         Verb::Log(a) => log::run(a),
+        Verb::Console(a) => console::run(a),
+        Verb::Edit(a) => edit::run(a),
+        Verb::SnapshotCreate(a) => snapshot::create(a),
+        Verb::SnapshotList(vm) => snapshot::list(vm),
+        Verb::SnapshotRevert(a) => snapshot::revert(a),
+        Verb::SnapshotDelete(a) => snapshot::delete(a),
+        Verb::Migrate(a) => snapshot::migrate(a),
         Verb::Autostart(a) => {
             let path = checked(&a.vm)?;
             let info = a.vm.conn.call("GET", &path, None)?;

@@ -160,6 +160,36 @@ pub fn info(v: &Value) {
     }
 }
 
+/// `hako snapshot-list`: a VM's snapshots, oldest first.
+pub fn snapshots(v: &Value) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut rows = vec![["NAME", "AGE", "MEMORY", "DISKS", "VM WAS"]
+        .map(String::from)
+        .to_vec()];
+    for snap in v.as_array().into_iter().flatten() {
+        let age = snap["created"]
+            .as_u64()
+            .map(|c| duration(now.saturating_sub(c)))
+            .unwrap_or("-".into());
+        rows.push(vec![
+            s(&snap["name"]),
+            age,
+            size(snap["memory_data_bytes"].as_u64().unwrap_or(0)),
+            snap["disks"].as_array().map_or(0, Vec::len).to_string(),
+            if snap["was_paused"] == true {
+                "paused"
+            } else {
+                "running"
+            }
+            .into(),
+        ]);
+    }
+    columns(&rows);
+}
+
 /// What an action leaves: "NAME: running (pid 123)".
 pub fn status_line(v: &Value) {
     let mut line = format!("{}: {}", s(&v["name"]), state(v));

@@ -4,6 +4,7 @@
 
 pub mod live;
 pub mod migrate_guest;
+pub mod pty;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -17,6 +17,8 @@ pub struct Daemon {
     pub state: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// More arguments of `hako daemon` (e.g. `--http`).
+    extra: Vec<String>,
 }
 
 pub fn hako_bin() -> &'static str {
@@ -25,6 +27,11 @@ pub fn hako_bin() -> &'static str {
 
 impl Daemon {
     pub fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, &[])
+    }
+
+    /// A daemon with more arguments (kept for its restarts).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Daemon {
         fs::create_dir_all(dir).unwrap();
         let mut d = Daemon {
             dir: dir.to_path_buf(),
@@ -32,6 +39,7 @@ impl Daemon {
             state: dir.join("state"),
             child: None,
             starts: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         d.restart();
         d
@@ -49,6 +57,7 @@ impl Daemon {
             .arg(&self.sock)
             .arg("--state-dir")
             .arg(&self.state)
+            .args(&self.extra)
             .env("HAKO_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -63,6 +72,46 @@ impl Daemon {
             }
             assert!(Instant::now() < deadline, "the daemon did not listen");
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The address of `--http` (from the daemon's `web console on http://ADDR/`).
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.daemon_log();
+            if let Some(a) = log
+                .lines()
+                .find_map(|l| l.split("web console on http://").nth(1))
+                .and_then(|r| r.trim_end_matches('/').parse().ok())
+            {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon said no HTTP address:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A console WebSocket on `name` over the Unix socket (`query`: "" or
+    /// "?mode=rw"), with a read timeout of `read_timeout`.
+    pub fn console_ws(
+        &self,
+        name: &str,
+        query: &str,
+        read_timeout: Duration,
+    ) -> tungstenite::WebSocket<std::os::unix::net::UnixStream> {
+        use tungstenite::client::IntoClientRequest;
+        let s = std::os::unix::net::UnixStream::connect(&self.sock).unwrap();
+        s.set_read_timeout(Some(read_timeout)).unwrap();
+        let req = format!("ws://localhost/v1/vms/{name}/console{query}")
+            .into_client_request()
+            .unwrap();
+        match tungstenite::client::client(req, s) {
+            Ok((ws, _)) => ws,
+            Err(e) => panic!("console of {name}: {e}"),
         }
     }
 
@@ -249,6 +298,20 @@ pub fn tiny_definition(name: &str) -> Value {
             "kernel": forever_guest(),
             "memory": "64M",
             "cmdline": "mb=5 spin=200000000",
+            "accel": "emu",
+            "cpu": "portable",
+        }
+    })
+}
+
+/// The guest that echoes its serial input in upper case: guests/echo.c (a '.'
+/// resets it: keep dots out of its input).
+pub fn echo_definition(name: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "config": {
+            "kernel": test_guests::build("echo").expect("build guests/echo.c"),
+            "memory": "64M",
             "accel": "emu",
             "cpu": "portable",
         }

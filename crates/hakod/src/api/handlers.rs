@@ -23,14 +23,14 @@ pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ErrorBody { error: msg.into() })).into_response()
 }
 
-fn reply<T: serde::Serialize>(r: crate::error::Result<T>) -> Response {
+pub(crate) fn reply<T: serde::Serialize>(r: crate::error::Result<T>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
         Err(e) => failure(e),
     }
 }
 
-fn failure(e: Error) -> Response {
+pub(crate) fn failure(e: Error) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     error(status, e.to_string())
 }

@@ -4,15 +4,17 @@
 
 pub(crate) mod handlers;
 pub mod openapi;
+pub(crate) mod snapshot_migrate;
 pub mod types;
 
 use std::sync::Arc;
 
-use axum::routing::{get, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::daemon::Daemon;
 use handlers as h;
+use snapshot_migrate as sm;
 
 /// The routes, over `d`.
 pub fn router(d: Arc<Daemon>) -> Router {
@@ -29,8 +31,25 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .route("/v1/vms/{name}/suspend", put(h::suspend))
         .route("/v1/vms/{name}/resume", put(h::resume))
         .route("/v1/vms/{name}/log", get(h::log))
+        .route("/v1/vms/{name}/console", get(crate::console::ws::console))
+        .route(
+            "/v1/vms/{name}/snapshots",
+            get(sm::snapshot_list).post(sm::snapshot_create),
+        )
+        .route(
+            "/v1/vms/{name}/snapshots/{snap}",
+            delete(sm::snapshot_delete),
+        )
+        .route(
+            "/v1/vms/{name}/snapshots/{snap}/revert",
+            put(sm::snapshot_revert),
+        )
+        .route("/v1/vms/{name}/migrate", put(sm::migrate))
+        .route("/v1/incoming", post(sm::incoming))
+        .route("/v1/events", get(crate::events::stream))
         .route("/v1/host", get(h::host))
         .route("/openapi.json", get(h::openapi_json))
+        .merge(crate::web::routes())
         .fallback(h::not_found)
         .with_state(d)
 }

@@ -4,9 +4,11 @@
 
 use utoipa::OpenApi;
 
-use super::handlers;
 use super::types::{ExitInfo, HostInfo, LogChunk, Undefined, VmInfo, VmState, VmStatus};
+use super::{handlers, snapshot_migrate};
 use crate::definition::{Definition, RestartPolicy};
+use crate::migrate::{IncomingReady, IncomingRequest, MigrateReport, MigrateRequest};
+use crate::snapshots::{SnapshotCreate, SnapshotDeleted, SnapshotDisk, SnapshotInfo};
 use control_api::types::ErrorBody;
 
 #[derive(OpenApi)]
@@ -34,6 +36,14 @@ served one after another; different VMs are served at the same time.",
         handlers::suspend,
         handlers::resume,
         handlers::log,
+        crate::console::ws::console,
+        snapshot_migrate::snapshot_create,
+        snapshot_migrate::snapshot_list,
+        snapshot_migrate::snapshot_revert,
+        snapshot_migrate::snapshot_delete,
+        snapshot_migrate::migrate,
+        snapshot_migrate::incoming,
+        crate::events::stream,
         handlers::host,
         handlers::openapi_json
     ),
@@ -47,7 +57,16 @@ served one after another; different VMs are served at the same time.",
         VmInfo,
         LogChunk,
         HostInfo,
-        Undefined
+        Undefined,
+        SnapshotCreate,
+        SnapshotDisk,
+        SnapshotInfo,
+        SnapshotDeleted,
+        MigrateRequest,
+        MigrateReport,
+        IncomingRequest,
+        IncomingReady,
+        crate::events::VmEvent
     ))
 )]
 pub struct ApiDoc;
