@@ -309,6 +309,97 @@ fn concurrent_requests_leave_consistent_state() {
     }
 }
 
+/// The daemon killed with SIGKILL while defines and starts are under way, then
+/// started again: every definition is whole or absent (none half-written, none
+/// reported broken), and every VM process that runs is found and shown running
+/// (even one started a moment before the kill, before its pid was written).
+#[test]
+fn a_daemon_killed_in_the_middle_of_defines_and_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(tmp.path());
+    let starts: Vec<String> = (0..4).map(|i| format!("s{i}")).collect();
+    for n in &starts {
+        assert_eq!(
+            d.api("POST", "/v1/vms", Some(&tiny_definition(n))).status,
+            201
+        );
+    }
+    for (round, delay_ms) in [(0u32, 60u64), (1, 130)] {
+        let sock = d.sock.clone();
+        let quiet = |m: &str, p: &str, body: Option<&Value>| {
+            control_api::client::request(&sock, m, p, body, Duration::from_secs(20)).ok()
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..40 {
+                    let def = tiny_definition(&format!("k{round}-{i}"));
+                    if quiet("POST", "/v1/vms", Some(&def)).is_none() {
+                        return;
+                    }
+                }
+            });
+            s.spawn(|| {
+                for n in &starts {
+                    if quiet("PUT", &format!("/v1/vms/{n}/start"), None).is_none() {
+                        return;
+                    }
+                }
+            });
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            d.kill9();
+        });
+        d.restart();
+        let host = d.api("GET", "/v1/host", None).json().unwrap();
+        assert_eq!(host["broken_definitions"], json!([]), "round {round}");
+        for i in 0..40 {
+            let n = format!("k{round}-{i}");
+            let r = d.api("GET", &format!("/v1/vms/{n}"), None);
+            match r.status {
+                404 => assert!(!d.state.join(format!("vms/{n}.json")).exists()),
+                200 => {
+                    let def = &r.json().unwrap()["definition"];
+                    assert_eq!(
+                        def["config"]["kernel"],
+                        tiny_definition(&n)["config"]["kernel"]
+                    );
+                    let on_disk: Value = serde_json::from_slice(
+                        &std::fs::read(d.state.join(format!("vms/{n}.json"))).unwrap(),
+                    )
+                    .unwrap();
+                    assert_eq!(&on_disk, def, "{n}");
+                }
+                other => panic!("{n}: {other} {}", r.body),
+            }
+        }
+        let defined = (0..40)
+            .filter(|i| d.state.join(format!("vms/k{round}-{i}.json")).exists())
+            .count();
+        let running = starts
+            .iter()
+            .filter(|n| !d.vm_processes(n).is_empty())
+            .count();
+        eprintln!(
+            "round {round}: killed after {delay_ms} ms: {defined}/40 defined, {running}/4 running"
+        );
+        for n in &starts {
+            let procs = d.vm_processes(n);
+            let st = d.status(n);
+            if procs.is_empty() {
+                assert_ne!(st["state"], "running", "{n}: {st}");
+            } else {
+                assert_eq!(procs.len(), 1, "{n}: {procs:?}");
+                assert_eq!(st["state"], "running", "{n}: {st}\n{}", d.daemon_log());
+                assert_eq!(st["pid"].as_u64(), Some(procs[0] as u64), "{n}");
+            }
+        }
+        for n in &starts {
+            if d.status(n)["state"] == "running" {
+                d.ok(&["destroy", n]);
+            }
+        }
+    }
+}
+
 /// A daemon killed with SIGKILL finds its running VMs again; a VM killed with
 /// SIGKILL shows as crashed, and comes back with restart policy on-failure (at
 /// most 3 times a minute); autostart starts a VM when the daemon starts.

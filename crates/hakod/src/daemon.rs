@@ -127,8 +127,16 @@ impl Daemon {
         let log_path = self.sd.log(&name);
         let log_len = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
         let from = log_len.saturating_sub(LOG_CAPACITY as u64);
-        match pid {
-            Some(pid) if procfs::is_vm_process(pid, &api) => {
+        // The pid file's process, or one found by its command line (a daemon
+        // killed right after starting it wrote no pid file).
+        let live = pid
+            .filter(|&p| procfs::is_vm_process(p, &api))
+            .or_else(|| procfs::find_vm_process(&api));
+        if let Some(found) = live.filter(|&p| Some(p) != pid) {
+            let _ = write_atomic(&pid_path, format!("{found}\n").as_bytes());
+        }
+        match live {
+            Some(pid) => {
                 let paused =
                     process::vm_api_async(api.clone(), "GET", "/v1/vm", Duration::from_secs(3))
                         .await
@@ -163,7 +171,8 @@ impl Daemon {
                 tracing::info!("{name}: adopted its running process {pid}");
                 self.watch_adopted(slot.clone(), generation, pid, exit_tx);
             }
-            dead => {
+            None => {
+                let dead = pid;
                 load_log_tail(&log_path, from, slot);
                 let exit_path = self.sd.exit(&name);
                 let recorded: Option<ExitInfo> = fs::read(&exit_path)

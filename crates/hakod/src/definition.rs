@@ -62,6 +62,18 @@ pub struct Definition {
     /// The `vmm::VmConfig` its `hako run --config` boots.
     #[schema(value_type = Object)]
     pub config: VmConfig,
+    /// Run the VM's process as this user and group (a daemon running as root
+    /// only; see docs/sandbox.md). Without it the VM runs as the daemon does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RunAs>,
+}
+
+/// The uid and gid a VM's `hako run` runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Checks a VM name: `[A-Za-z0-9_.-]{1,64}`, not starting with '.'.
@@ -120,6 +132,8 @@ impl Definition {
                 restart_policy: RestartPolicy,
                 #[allow(dead_code)]
                 config: Value,
+                #[serde(default)]
+                run_as: Option<RunAs>,
             }
             let h: Head = serde_json::from_value(Value::Object(obj))
                 .map_err(|e| DefinitionError::Shape(e.to_string()))?;
@@ -129,9 +143,15 @@ impl Definition {
                 autostart: h.autostart,
                 restart_policy: h.restart_policy,
                 config,
+                run_as: h.run_as,
             }
         };
         check_name(&def.name)?;
+        if def.run_as.is_some_and(|r| r.uid == 0 || r.gid == 0) {
+            return Err(DefinitionError::Shape(
+                "run_as with uid or gid 0 is root: leave run_as out".into(),
+            ));
+        }
         // `trace` is not carried in a definition (the field is not serialized).
         def.config.trace = None;
         Ok(def)

@@ -110,6 +110,9 @@ pub(crate) fn spawn(
     fs::create_dir_all(&snapshots)
         .map_err(Error::io(format!("cannot create {}", snapshots.display())))?;
     cmd.arg("--sandbox-allow").arg(&snapshots);
+    if let Some(ra) = def.run_as {
+        run_as(&mut cmd, def, ra, &[&config, &snapshots])?;
+    }
     cmd.arg("--api-socket")
         .arg(&api)
         .stdin(stdin)
@@ -149,6 +152,36 @@ pub(crate) fn spawn(
         child,
         exit_tx,
     })
+}
+
+/// Makes `cmd` run as `ra` (setgroups to none, setgid, setuid: std's order), and
+/// gives that user the files it writes: `own` (its configuration, its snapshot
+/// directory) and the VM's writable disk images. The kernel, initrds and backing
+/// files must be readable by it (docs/sandbox.md).
+fn run_as(
+    cmd: &mut tokio::process::Command,
+    def: &crate::definition::Definition,
+    ra: crate::definition::RunAs,
+    own: &[&Path],
+) -> Result<()> {
+    let name = &def.name;
+    if !crate::paths::is_root() {
+        return Err(Error::Conflict(format!(
+            "'{name}' has run_as (uid {}, gid {}): only a daemon running as root can \
+             start a VM as another user",
+            ra.uid, ra.gid
+        )));
+    }
+    let disks = def.config.disks.iter().filter(|d| !d.read_only);
+    for p in own.iter().copied().chain(disks.map(|d| d.path.as_path())) {
+        std::os::unix::fs::chown(p, Some(ra.uid), Some(ra.gid)).map_err(Error::io(format!(
+            "cannot give {} to uid {} (run_as of '{name}')",
+            p.display(),
+            ra.uid
+        )))?;
+    }
+    cmd.uid(ra.uid).gid(ra.gid);
+    Ok(())
 }
 
 /// How a child ended, from its wait status.

@@ -38,6 +38,17 @@ pub fn is_vm_process(pid: u32, api_socket: &Path) -> bool {
     is_vm_command(&cmdline(pid), api_socket)
 }
 
+/// The live `hako run` of the VM whose API is `api_socket`, found by its command
+/// line among all processes: for a VM whose pid file a daemon killed at the wrong
+/// moment never wrote (between starting the process and recording its pid).
+pub fn find_vm_process(api_socket: &Path) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| is_vm_process(pid, api_socket))
+}
+
 /// The state letter of `/proc/PID/stat` (R, S, Z, ...).
 fn state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -168,6 +168,12 @@ impl Daemon {
         let tmp = parent.join(format!(".{snap}.partial"));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(Error::io(format!("cannot create {}", tmp.display())))?;
+        // A VM with run_as writes its snapshot as its own user.
+        if let Some(ra) = slot.inner().def.run_as {
+            std::os::unix::fs::chown(&tmp, Some(ra.uid), Some(ra.gid)).map_err(Error::io(
+                format!("cannot give {} to uid {}", tmp.display(), ra.uid),
+            ))?;
+        }
         let api = self.sd.api_socket(name);
         let started = Instant::now();
         let body = serde_json::json!({"dir": tmp.display().to_string(), "stay_paused": true});

@@ -38,6 +38,15 @@ impl StateDir {
                 .mode(0o700)
                 .create(&d)?;
         }
+        if crate::paths::is_root() {
+            // VMs with `run_as` (crate::process) run as other users: they must
+            // reach the state directory (not list it) and bind their API sockets
+            // in run/, where the sticky bit keeps them off each other's entries
+            // (and their sockets are 0600). vms/ stays the daemon's alone.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(root, fs::Permissions::from_mode(0o711))?;
+            fs::set_permissions(root.join("run"), fs::Permissions::from_mode(0o1733))?;
+        }
         Ok(StateDir {
             root: root.canonicalize()?,
         })
