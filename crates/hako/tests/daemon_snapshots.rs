@@ -76,6 +76,9 @@ fn snapshot_create_list_revert_delete() {
     let out = d.ok(&["snapshot-create", "s", "first"]);
     assert!(out.contains("snapshot 'first' of 's' taken"), "{out}");
     assert!(out.contains("1 disk(s)"), "{out}");
+    // Read once the console has surely reached the buffer (its follower polls the
+    // log file): a later pass only widens the window, a missed one would not.
+    std::thread::sleep(Duration::from_millis(500));
     let after = last_pass(&d.log("s"));
     assert_eq!(
         d.status("s")["state"],
