@@ -114,8 +114,10 @@ fn snapshot_create_list_revert_delete() {
         vec![0x11u8; 1 << 20],
         "the disk is reverted"
     );
-    let marker = "[hakod] reverting to snapshot 'first'";
-    d.wait_log("s", marker, LONG);
+    d.wait_log("s", "[hakod] reverting to snapshot 'first'", LONG);
+    // The restored run's output follows its start line; the replaced run's last
+    // output may come after the revert line, never after the next start.
+    let marker = "[hakod] s started";
     let deadline = std::time::Instant::now() + LONG;
     let log = loop {
         let log = d.log("s");
