@@ -18,6 +18,10 @@ mod slirp_ffi;
 pub mod spec;
 pub mod stream;
 mod sys;
+
+/// poll(2) retried on EINTR, for the other device threads that wait on fds
+/// (virtio-vsock).
+pub use sys::poll;
 pub mod tap;
 pub mod user;
 

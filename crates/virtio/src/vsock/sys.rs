@@ -54,21 +54,9 @@ pub fn pollfd(fd: RawFd, events: i16) -> libc::pollfd {
     }
 }
 
-/// poll(2), retried on EINTR; `timeout_ms` < 0 waits forever.
-pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
-    loop {
-        // SAFETY: `fds` is a live, exclusively borrowed slice of pollfd of the
-        // length passed; poll writes only their `revents` fields.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
+/// poll(2), retried on EINTR; `timeout_ms` < 0 waits forever (the network
+/// backends' own).
+pub use net::poll;
 
 /// One `send(2)` of `buf` that neither blocks nor raises SIGPIPE: a peer that
 /// went away is an `EPIPE` error, a full socket `WouldBlock`.
