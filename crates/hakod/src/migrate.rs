@@ -130,7 +130,7 @@ impl Dest {
         timeout: Duration,
     ) -> Result<control_api::client::Response> {
         let d = self.clone();
-        tokio::task::spawn_blocking(move || {
+        process::on_blocking_pool(move || {
             let r = match &d {
                 Dest::Unix(p) => {
                     control_api::client::request(p, method, path, Some(&body), timeout)
@@ -147,7 +147,6 @@ impl Dest {
             r.map_err(|e| Error::Failed(format!("the destination daemon: {e:#}")))
         })
         .await
-        .map_err(|e| Error::Failed(e.to_string()))?
     }
 }
 

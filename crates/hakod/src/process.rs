@@ -256,13 +256,14 @@ pub(crate) fn last_line(text: &str) -> String {
 }
 
 /// One request to a VM's own control API (blocking; call it off the runtime).
-pub(crate) fn vm_api(
+fn vm_api(
     socket: &Path,
     method: &str,
     path: &str,
+    body: Option<&serde_json::Value>,
     timeout: Duration,
 ) -> Result<control_api::client::Response> {
-    control_api::client::request(socket, method, path, None, timeout)
+    control_api::client::request(socket, method, path, body, timeout)
         .map_err(|e| Error::Failed(format!("the VM's API on {}: {e:#}", socket.display())))
 }
 
@@ -273,9 +274,7 @@ pub(crate) async fn vm_api_async(
     path: &'static str,
     timeout: Duration,
 ) -> Result<control_api::client::Response> {
-    tokio::task::spawn_blocking(move || vm_api(&socket, method, path, timeout))
-        .await
-        .map_err(|e| Error::Failed(e.to_string()))?
+    on_blocking_pool(move || vm_api(&socket, method, path, None, timeout)).await
 }
 
 /// [`vm_api`] with a JSON body, on the blocking pool.
@@ -286,12 +285,16 @@ pub(crate) async fn vm_api_json(
     body: serde_json::Value,
     timeout: Duration,
 ) -> Result<control_api::client::Response> {
-    tokio::task::spawn_blocking(move || {
-        control_api::client::request(&socket, method, path, Some(&body), timeout)
-            .map_err(|e| Error::Failed(format!("the VM's API on {}: {e:#}", socket.display())))
-    })
-    .await
-    .map_err(|e| Error::Failed(e.to_string()))?
+    on_blocking_pool(move || vm_api(&socket, method, path, Some(&body), timeout)).await
+}
+
+/// Runs blocking work (a request, file copies) on tokio's blocking pool.
+pub(crate) async fn on_blocking_pool<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))?
 }
 
 /// Sends SIGKILL to `pid`.

@@ -197,10 +197,7 @@ impl Daemon {
             }
         };
         let t = tmp.clone();
-        let saved = tokio::task::spawn_blocking(move || save_disks(&t, &writable_disks(&t)?))
-            .await
-            .map_err(|e| Error::Failed(e.to_string()))
-            .and_then(|r| r);
+        let saved = process::on_blocking_pool(move || save_disks(&t, &writable_disks(&t)?)).await;
         let paused_ms = started.elapsed().as_secs_f64() * 1e3;
         if !was_paused {
             let r =
@@ -282,16 +279,15 @@ impl Daemon {
         }
         let d = dir.clone();
         let disks = meta.disks.clone();
-        tokio::task::spawn_blocking(move || {
+        process::on_blocking_pool(move || {
             for disk in &disks {
                 let copy = d.join("disks").join(&disk.copy);
                 copy_sparse(&copy, Path::new(&disk.path))
                     .map_err(Error::io(format!("cannot put back the disk {}", disk.path)))?;
             }
-            Ok::<_, Error>(())
+            Ok(())
         })
-        .await
-        .map_err(|e| Error::Failed(e.to_string()))??;
+        .await?;
         slot.note_in_log(&format!("reverting to snapshot '{snap}'"));
         self.start_from(&slot, &Boot::Restore(dir), START_TIMEOUT)
             .await?;
