@@ -283,6 +283,16 @@ impl Daemon {
         let exit_path = self.sd.exit(name);
         if crashed {
             g.phase = Phase::Crashed;
+            // Said in the same lock as the crash, so nobody sees a crashed VM
+            // that will not be restarted without the reason (on_exit says it too).
+            if matches!(end, End::Unexpected)
+                && g.def.restart_policy == RestartPolicy::OnFailure
+                && g.recent_restarts() >= MAX_RESTARTS_PER_MINUTE
+            {
+                g.note = Some(format!(
+                    "not restarted: restarted {MAX_RESTARTS_PER_MINUTE} times in the last minute"
+                ));
+            }
             if let Ok(json) = serde_json::to_vec(&info) {
                 let _ = write_atomic(&exit_path, &json);
             }
